@@ -1,0 +1,1 @@
+"""Mechanisms that start and stop workers; the controller drives them through `Backend`."""

@@ -1,0 +1,86 @@
+"""The contract between the scaling controller (policy + retirement) and a worker backend.
+
+A backend only *provides* workers; it never decides how many. Every worker it starts is given a
+unique name (a pod name on Kubernetes, a process name locally) that the worker also uses as its Dask
+worker name (`dask worker --name <name>`), so a scheduler worker and its backend unit are one lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot be used at all (unreachable API, permission denied, missing Deployment).
+
+    Raised by `Backend.start`; the preload turns it into a non-zero scheduler exit with this message.
+    """
+
+
+class BackendError(RuntimeError):
+    """A transient failure of one backend call; the controller logs it, counts it and does nothing blind."""
+
+
+class Phase(str, Enum):
+    """Where a backend unit is in its life, as far as scaling decisions care."""
+
+    PENDING = "pending"  # asked for, not yet started (unscheduled pod, process not yet spawned)
+    STARTING = "starting"  # started, worker not yet registered with the scheduler / not Ready
+    RUNNING = "running"  # its worker is (or was) connected and serving
+    TERMINATING = "terminating"  # on its way out; never counted as capacity
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One worker slot as the backend sees it: a pod, or a local worker process."""
+
+    name: str
+    phase: Phase
+    ready: bool = False
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the backend holds right now."""
+
+    requested: int  # the desired count the backend is working towards (Deployment spec.replicas)
+    units: tuple[Unit, ...] = field(default_factory=tuple)
+
+    def names(self, *phases: Phase) -> list[str]:
+        return [u.name for u in self.units if not phases or u.phase in phases]
+
+
+@dataclass(frozen=True)
+class RemovalReport:
+    """What a removal actually did, for logs, metrics and tests."""
+
+    removed: tuple[str, ...]  # units that are gone or going, and were among those asked for
+    wrong: tuple[str, ...] = ()  # units the platform removed that were NOT asked for (must be corrected)
+    corrected: tuple[str, ...] = ()  # asked-for units the backend had to delete directly after a wrong pick
+
+
+class Backend(Protocol):
+    """Async mechanism; every method must be cheap on the scheduler's event loop (no blocking I/O)."""
+
+    async def start(self) -> None:
+        """Check the backend is usable (reachable, permitted, target exists); raise BackendUnavailable."""
+
+    async def close(self) -> None:
+        """Release resources. Local backends stop their processes; Kubernetes leaves the pods."""
+
+    async def observe(self) -> Observation:
+        """The requested count and every unit with its phase. Raises BackendError on failure."""
+
+    async def scale_up(self, n: int) -> None:
+        """Make the requested count `n` (only ever called with n above the current requested count)."""
+
+    async def remove(self, names: list[str]) -> RemovalReport:
+        """Remove exactly these units and lower the requested count by len(names).
+
+        Callers pass only units whose workers were already retired through the scheduler (their data
+        moved) or that never became workers (pending/starting). The backend must make exactly these go:
+        on Kubernetes mark them (pod-deletion-cost, NotReady), lower /scale once, verify which pods went,
+        and delete a retired pod directly if the ReplicaSet picked another one (reported in `wrong`).
+        """
