@@ -8,7 +8,7 @@ worker name (`dask worker --name <name>`), so a scheduler worker and its backend
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -23,7 +23,7 @@ class BackendError(RuntimeError):
     """A transient failure of one backend call; the controller logs it, counts it and does nothing blind."""
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """Where a backend unit is in its life, as far as scaling decisions care."""
 
     PENDING = "pending"  # asked for, not yet started (unscheduled pod, process not yet spawned)
@@ -83,4 +83,10 @@ class Backend(Protocol):
         moved) or that never became workers (pending/starting). The backend must make exactly these go:
         on Kubernetes mark them (pod-deletion-cost, NotReady), lower /scale once, verify which pods went,
         and delete a retired pod directly if the ReplicaSet picked another one (reported in `wrong`).
+        """
+
+    async def record(self, reason: str, message: str) -> None:
+        """Publish one scaling decision where operators look (a Kubernetes Event on the Deployment).
+
+        Best effort: failures are logged by the backend, never raised.
         """

@@ -1,0 +1,19 @@
+"""The one error type for bad stack configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+
+class ConfigError(pulumi.RunError):
+    """Bad stack config, raised before any resource is registered.
+
+    A `pulumi.RunError` so the CLI prints the message without a Python traceback. The message always
+    names the full key (e.g. `adaptive-dask:workerGroups[1].maxSize`), the bad value and what is allowed.
+    """
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}: got {value!r}; {allowed}")
