@@ -1,0 +1,516 @@
+"""The `kubernetes` backend: scale ONE worker Deployment, and make exactly the retired pods go.
+
+A Deployment's ReplicaSet, not us, picks which pods die when `spec.replicas` drops. Its ranking (Kubernetes
+`ActivePodsWithRanks`) deletes unscheduled before scheduled, Pending before Running, NotReady before
+Ready, and only then looks at `controller.kubernetes.io/pod-deletion-cost` (honoured from 1.22). So for a
+data-safe scale-down (`remove`) we:
+  a. set a very low deletion cost on each named pod (for clusters that honour it);
+  b. wait, bounded, until the named pods are NotReady (retired workers answer 503 to the readiness probe)
+     and no other pod would outrank them; if that does not happen, delete the named pods directly first
+     (they are retired, so this is safe) and let the scale-down take their fresh replacements;
+  c. lower /scale ONCE by len(names);
+  d. verify which pods went; if the ReplicaSet took a pod that was not named, delete the named ones
+     directly and report `wrong` / `corrected`.
+Decisions are pure functions at the top of this module; the class only performs the I/O.
+An API outage raises `BackendError` before any change is made, so nothing is done blind; failures after
+the single /scale write are logged (not raised) so the controller never repeats the write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dask.config
+from dask.utils import parse_timedelta
+
+from dask_adaptive.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    Observation,
+    Phase,
+    RemovalReport,
+    Unit,
+)
+from dask_adaptive.kube_api import FIELD_MANAGER, KubeApi, KubeApiError, in_cluster_url, service_account_dir
+
+logger = logging.getLogger(__name__)
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+# The lowest value the apiserver accepts (int32, excluding -2^31): retired pods go before any other.
+LOWEST_COST = "-2147483647"
+Pod = Mapping[str, Any]
+
+
+# -- pure decisions ----------------------------------------------------------------------------------
+
+
+def pod_name(pod: Pod) -> str:
+    return str(pod.get("metadata", {}).get("name", ""))
+
+
+def pod_ready(pod: Pod) -> bool:
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def pod_terminating(pod: Pod) -> bool:
+    """On its way out: deletion requested, or its process ended (never counted as capacity)."""
+    phase = pod.get("status", {}).get("phase")
+    return bool(pod.get("metadata", {}).get("deletionTimestamp")) or phase in ("Succeeded", "Failed")
+
+
+def pod_marked(pod: Pod) -> bool:
+    """We set the low deletion cost on it: only ever done to retired (or cancelled) pods."""
+    return (pod.get("metadata", {}).get("annotations") or {}).get(DELETION_COST) == LOWEST_COST
+
+
+def pod_unit(pod: Pod, was_ready: bool = False) -> Unit:
+    """Map a pod to the phase the controller reasons with.
+
+    Running-but-NotReady means two different things: a worker still starting (never Ready: not yet
+    capacity), or a retired worker whose readiness probe now fails (was Ready: its worker existed).
+    Kubernetes does not say which, so the caller passes what it has seen (`was_ready`).
+    """
+    name = pod_name(pod)
+    ready = pod_ready(pod)
+    status = pod.get("status", {})
+    if pod_terminating(pod):
+        return Unit(name, Phase.TERMINATING, ready)
+    if not pod.get("spec", {}).get("nodeName") or status.get("phase") != "Running":
+        return Unit(name, Phase.PENDING, False)
+    if ready or was_ready or pod_marked(pod):
+        return Unit(name, Phase.RUNNING, ready)
+    return Unit(name, Phase.STARTING, False)
+
+
+def deletion_rank(pod: Pod) -> int:
+    """The ReplicaSet's first three ranking rules as one number: lower goes first.
+
+    0 unscheduled, 1 Pending, 2 Unknown, 3 Running but NotReady, 4 Ready. Ties inside a class are broken
+    by deletion cost (only from 1.22), then by things we do not control (node rank, age), so a tie with an
+    unnamed pod is a risk.
+    """
+    if not pod.get("spec", {}).get("nodeName"):
+        return 0
+    phase = pod.get("status", {}).get("phase")
+    if phase == "Pending":
+        return 1
+    if phase != "Running":
+        return 2
+    return 4 if pod_ready(pod) else 3
+
+
+@dataclass(frozen=True)
+class RemovalPlan:
+    """Whether one /scale decrement would take exactly the named pods."""
+
+    present: tuple[str, ...]  # named pods still alive (not terminating)
+    missing: tuple[str, ...]  # named pods already gone or terminating
+    still_ready: tuple[str, ...]  # named pods whose readiness has not dropped yet
+    outranking: tuple[
+        str, ...
+    ]  # unnamed live pods the ReplicaSet could pick before (or tie with) a named one
+    waitable: bool = False  # time may fix it: a named pod is still Ready, or an outranking one is starting
+
+    @property
+    def safe(self) -> bool:
+        return not self.still_ready and not self.outranking
+
+
+def plan_removal(pods: Iterable[Pod], names: Iterable[str]) -> RemovalPlan:
+    """Check the ReplicaSet ranking against our wish before lowering /scale.
+
+    Safe only when every named pod is NotReady (or not yet running) and every other live pod ranks
+    strictly after all named ones: then no deletion-cost support is needed (Kubernetes 1.20/1.21).
+    """
+    wanted = list(dict.fromkeys(names))
+    live = {pod_name(p): p for p in pods if not pod_terminating(p)}
+    present = tuple(n for n in wanted if n in live)
+    missing = tuple(n for n in wanted if n not in live)
+    still_ready = tuple(n for n in present if pod_ready(live[n]))
+    worst = max((deletion_rank(live[n]) for n in present), default=-1)
+    outranking = tuple(sorted(n for n, p in live.items() if n not in wanted and deletion_rank(p) <= worst))
+    # A retired pod turns NotReady after a few probe periods, and a starting pod turns Ready soon; a Pending
+    # pod may wait minutes for a node, so waiting for it is pointless.
+    waitable = bool(still_ready) or any(deletion_rank(live[n]) == 3 for n in outranking)
+    return RemovalPlan(present, missing, still_ready, outranking, waitable)
+
+
+@dataclass(frozen=True)
+class Verification:
+    settled: bool  # the ReplicaSet is down to the target
+    removed: tuple[str, ...]  # named pods now gone or terminating
+    wrong: tuple[str, ...]  # unnamed pods that were alive before the scale-down and are gone now
+    survivors: tuple[str, ...]  # named pods still alive
+
+
+def verify_removal(
+    before: Iterable[str], after: Iterable[Pod], names: Iterable[str], target: int
+) -> Verification:
+    """Compare the live pods before the /scale write with the pods now. Pure."""
+    wanted = list(dict.fromkeys(names))
+    alive = {pod_name(p) for p in after if not pod_terminating(p)}
+    removed = tuple(n for n in wanted if n not in alive)
+    survivors = tuple(n for n in wanted if n in alive)
+    wrong = tuple(sorted(n for n in before if n not in wanted and n not in alive))
+    settled = len(alive) <= target
+    return Verification(settled, removed, wrong, survivors)
+
+
+def parse_selector(selector: str) -> list[tuple[str, str, str]]:
+    """Equality-based label selector terms ("k=v", "k==v", "k!=v", "k", "!k") as (key, op, value)."""
+    terms = []
+    for raw in selector.split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            terms.append((k.strip(), "!=", v.strip()))
+        elif "==" in term or "=" in term:
+            k, v = term.split("==", 1) if "==" in term else term.split("=", 1)
+            terms.append((k.strip(), "=", v.strip()))
+        elif term.startswith("!"):
+            terms.append((term[1:].strip(), "!", ""))
+        elif " in " in term or " notin " in term or "(" in term:
+            raise ValueError(f"set-based selector term {term!r} is not supported; use key=value terms")
+        else:
+            terms.append((term, "exists", ""))
+    return terms
+
+
+def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+    for key, op, value in parse_selector(selector):
+        if op == "=" and labels.get(key) != value:
+            return False
+        if op == "!=" and labels.get(key) == value:
+            return False
+        if op == "exists" and key not in labels:
+            return False
+        if op == "!" and key in labels:
+            return False
+    return True
+
+
+def build_event(
+    namespace: str, deployment: Mapping[str, Any], reason: str, message: str, now: datetime, instance: str
+) -> dict[str, Any]:
+    """A core/v1 Event about the Deployment, as `kubectl describe deployment` shows it."""
+    meta = deployment.get("metadata", {})
+    name = str(meta.get("name", ""))
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    warning = any(w in reason.lower() for w in ("wrong", "error", "fail", "denied"))
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": name,
+            "namespace": namespace,
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": reason[:128],
+        "message": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": FIELD_MANAGER, "host": instance},
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+def required_permissions(deployment: str) -> list[tuple[str, str, str, str, str]]:
+    """(verb, group, resource, subresource, name) the backend needs: the Role the Pulumi program grants."""
+    return [
+        ("get", "apps", "deployments", "scale", deployment),
+        ("patch", "apps", "deployments", "scale", deployment),
+        ("get", "apps", "deployments", "", deployment),
+        ("list", "", "pods", "", ""),
+        ("patch", "", "pods", "", ""),
+        ("delete", "", "pods", "", ""),
+        ("create", "", "events", "", ""),
+    ]
+
+
+def _seconds(key: str, value: float | None, default: float) -> float:
+    if value is not None:
+        return float(value)
+    return float(parse_timedelta(dask.config.get(f"adaptive.kubernetes.{key}", default=default)))
+
+
+# -- the backend -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Counters:
+    """Plain ints for the metrics module (`backend.counters.wrong_picks`, `backend.api_errors`)."""
+
+    removals: int = 0
+    wrong_picks: int = 0  # unnamed pods the ReplicaSet removed
+    corrections: int = 0  # named pods deleted directly after a wrong pick or a stuck ReplicaSet
+    direct_deletes: int = 0  # named pods deleted before /scale because the ranking was not safe
+    event_errors: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class KubernetesBackend:
+    """Scales one worker Deployment through `/scale` and removes exactly the named pods (see module doc)."""
+
+    def __init__(
+        self,
+        namespace: str | None,
+        deployment: str,
+        selector: str,
+        service_account_dir: str | None = None,
+        api_url: str | None = None,
+        field_manager: str = FIELD_MANAGER,
+        *,
+        not_ready_timeout: float | None = None,
+        settle_timeout: float | None = None,
+        poll_interval: float | None = None,
+        event_timeout: float = 5.0,
+        api: KubeApi | None = None,
+    ) -> None:
+        self.namespace = namespace or ""
+        self.deployment = deployment
+        self.selector = selector
+        self.service_account_dir = service_account_dir
+        self.api_url = api_url
+        self.field_manager = field_manager
+        # The readiness probe must fail `failureThreshold` times `periodSeconds` apart before a retired
+        # pod turns NotReady: 30 s with Kubernetes' default probe settings.
+        self.not_ready_timeout = _seconds("not-ready-timeout", not_ready_timeout, 45.0)
+        self.settle_timeout = _seconds("settle-timeout", settle_timeout, 30.0)
+        self.poll_interval = _seconds("poll-interval", poll_interval, 0.5)
+        self.event_timeout = event_timeout
+        self.api = api
+        self.counters = Counters()
+        self._deployment_doc: dict[str, Any] = {"metadata": {"name": deployment}}
+        self._seen_ready: set[str] = set()
+        self._instance = os.environ.get("HOSTNAME") or socket.gethostname()
+
+    @property
+    def api_errors(self) -> int:
+        return self.api.errors if self.api is not None else 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Fail fast, with one line, if the API, the Deployment or a permission is missing."""
+        if self.api is None:
+            sa_dir = Path(self.service_account_dir or service_account_dir())
+            if not (sa_dir / "token").exists():
+                raise BackendUnavailable(
+                    f"no service-account token at {sa_dir / 'token'} (not in a pod, or no token mounted)"
+                )
+            url = self.api_url or in_cluster_url()
+            if not url:
+                raise BackendUnavailable("KUBERNETES_SERVICE_HOST is not set and no API URL was given")
+            self.api, own_namespace = KubeApi.in_cluster(str(sa_dir), url, field_manager=self.field_manager)
+            self.namespace = self.namespace or own_namespace or ""
+        if not self.namespace:
+            raise BackendUnavailable("no namespace given and the service account has none")
+        try:
+            denied = []
+            for verb, group, resource, sub, name in required_permissions(self.deployment):
+                allowed, _ = await self.api.can_i(self.namespace, verb, group, resource, sub, name)
+                if not allowed:
+                    what = f"{resource}/{sub}" if sub else resource
+                    denied.append(f"{verb} {what}{' ' + name if name else ''}")
+            if denied:
+                raise BackendUnavailable(
+                    f"RBAC: this service account may not {'; '.join(denied)} in namespace {self.namespace}"
+                )
+            self._deployment_doc = await self.api.get_deployment(self.namespace, self.deployment)
+        except KubeApiError as e:
+            if e.not_found:
+                raise BackendUnavailable(f"Deployment {self.namespace}/{self.deployment} not found") from None
+            if e.forbidden:
+                raise BackendUnavailable(f"Kubernetes API refused us: {e}") from None
+            raise BackendUnavailable(f"Kubernetes API at {self.api.url} unusable: {e}") from None
+        labels = (
+            self._deployment_doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {}
+        )
+        try:
+            matches = selector_matches(self.selector, labels)
+        except ValueError as e:
+            raise BackendUnavailable(f"selector {self.selector!r}: {e}") from None
+        if not matches:
+            raise BackendUnavailable(
+                f"selector {self.selector!r} does not match the pod template labels {labels} of "
+                f"Deployment {self.namespace}/{self.deployment}"
+            )
+        logger.info(
+            "kubernetes backend ready: Deployment %s/%s, selector %s, API %s",
+            self.namespace,
+            self.deployment,
+            self.selector,
+            self.api.url,
+        )
+
+    async def close(self) -> None:
+        """Leave the pods as they are (the Deployment outlives the scheduler); drop the connections."""
+        if self.api is not None:
+            await self.api.close()
+
+    def _require_api(self) -> KubeApi:
+        if self.api is None:
+            raise BackendError("kubernetes backend used before start()")
+        return self.api
+
+    # -- observe / scale up ----------------------------------------------------------------------
+
+    async def _pods(self) -> list[dict[str, Any]]:
+        pods = await self._require_api().list_pods(self.namespace, self.selector)
+        names = {pod_name(p) for p in pods}
+        self._seen_ready = {n for n in self._seen_ready if n in names}
+        self._seen_ready |= {pod_name(p) for p in pods if pod_ready(p) and not pod_terminating(p)}
+        return pods
+
+    async def _requested(self) -> int:
+        scale = await self._require_api().get_scale(self.namespace, self.deployment)
+        return int(scale.get("spec", {}).get("replicas") or 0)
+
+    async def observe(self) -> Observation:
+        requested = await self._requested()
+        pods = await self._pods()
+        units = tuple(
+            sorted((pod_unit(p, pod_name(p) in self._seen_ready) for p in pods), key=lambda u: u.name)
+        )
+        return Observation(requested=requested, units=units)
+
+    async def scale_up(self, n: int) -> None:
+        """Raise spec.replicas to n; never lowers it (a stale n must not shrink the Deployment)."""
+        current = await self._requested()
+        if n <= current:
+            logger.info("scale_up(%d) ignored: Deployment already asks for %d", n, current)
+            return
+        await self._require_api().patch_scale(self.namespace, self.deployment, n)
+        logger.info("scaled Deployment %s/%s up: %d -> %d", self.namespace, self.deployment, current, n)
+
+    # -- data-safe removal -----------------------------------------------------------------------
+
+    async def remove(self, names: list[str]) -> RemovalReport:
+        names = list(dict.fromkeys(names))
+        if not names:
+            return RemovalReport(removed=())
+        api = self._require_api()
+        requested = await self._requested()
+        plan = plan_removal(await self._pods(), names)
+
+        # (a) mark: honoured by 1.22+ ReplicaSets; harmless elsewhere.
+        for name in plan.present:
+            try:
+                await api.annotate_pod(self.namespace, name, {DELETION_COST: LOWEST_COST})
+            except KubeApiError as e:
+                if not e.not_found:
+                    raise
+        # (b) wait until the retired pods are NotReady and nothing else would be picked first.
+        pods, plan = await self._wait_until_safe(names)
+        if not plan.safe:
+            logger.warning(
+                "removal of %s not safe for the ReplicaSet's ranking (still Ready: %s; other pods ranked "
+                "first: %s): deleting the named pods directly before lowering /scale",
+                names,
+                list(plan.still_ready),
+                list(plan.outranking),
+            )
+            for name in plan.present:
+                await api.delete_pod(self.namespace, name)
+                self.counters.direct_deletes += 1
+        before = [pod_name(p) for p in pods if not pod_terminating(p)]
+
+        # (c) one write. From here on nothing is raised: the controller must never repeat it.
+        target = max(0, requested - len(names))
+        await api.patch_scale(self.namespace, self.deployment, target)
+        self.counters.removals += 1
+        logger.info(
+            "scaled Deployment %s/%s down: %d -> %d to remove %s",
+            self.namespace,
+            self.deployment,
+            requested,
+            target,
+            names,
+        )
+        try:
+            return await self._verify(before, names, target)
+        except BackendError as e:
+            logger.warning(
+                "could not verify the removal of %s (%s); the controller's reconciliation "
+                "will catch any survivor",
+                names,
+                e,
+            )
+            return RemovalReport(removed=tuple(names))
+
+    async def _wait_until_safe(self, names: list[str]) -> tuple[list[dict[str, Any]], RemovalPlan]:
+        deadline = time.monotonic() + self.not_ready_timeout
+        while True:
+            pods = await self._pods()
+            plan = plan_removal(pods, names)
+            if plan.safe or not plan.waitable or time.monotonic() >= deadline:
+                return pods, plan
+            await asyncio.sleep(self.poll_interval)
+
+    async def _verify(self, before: list[str], names: list[str], target: int) -> RemovalReport:
+        """(d) Wait until the ReplicaSet acted, then correct a wrong pick by deleting the named pods."""
+        deadline = time.monotonic() + self.settle_timeout
+        while True:
+            check = verify_removal(before, await self._pods(), names, target)
+            if check.settled or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(self.poll_interval)
+        corrected: list[str] = []
+        if check.survivors and (check.wrong or not check.settled):
+            for name in check.survivors:
+                await self._require_api().delete_pod(self.namespace, name)
+                corrected.append(name)
+            self.counters.corrections += len(corrected)
+        if check.wrong:
+            self.counters.wrong_picks += len(check.wrong)
+            message = (
+                f"ReplicaSet removed {list(check.wrong)} instead of {list(check.survivors)}; "
+                f"deleted {corrected} directly"
+            )
+            logger.warning("%s", message)
+            await self.record("WrongPodRemoved", message)
+        elif corrected:
+            logger.warning(
+                "ReplicaSet did not remove %s within %.0fs; deleted them directly",
+                corrected,
+                self.settle_timeout,
+            )
+        return RemovalReport(
+            removed=tuple(check.removed) + tuple(corrected), wrong=check.wrong, corrected=tuple(corrected)
+        )
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def record(self, reason: str, message: str) -> None:
+        """A Kubernetes Event on the Deployment; best effort and short, never raised."""
+        if self.api is None:
+            return
+        event = build_event(
+            self.namespace, self._deployment_doc, reason, message, datetime.now(UTC), self._instance
+        )
+        try:
+            await asyncio.wait_for(self.api.create_event(self.namespace, event), self.event_timeout)
+        except (BackendError, TimeoutError) as e:
+            self.counters.event_errors += 1
+            logger.info("could not record event %s: %s", reason, e)
