@@ -1,0 +1,467 @@
+"""The kubernetes backend's decisions (pure functions) and its removal sequence against an in-memory cluster.
+
+The in-memory cluster models what matters here: a Deployment's /scale and a ReplicaSet that picks pods the
+way Kubernetes 1.20 does (unscheduled, Pending, NotReady, then newest first; deletion cost only if asked).
+The real control plane runs in test_kube_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from dask_adaptive.backends.base import BackendError, BackendUnavailable, Phase, Unit
+from dask_adaptive.backends.kubernetes import (
+    DELETION_COST,
+    LOWEST_COST,
+    KubernetesBackend,
+    build_event,
+    deletion_rank,
+    parse_selector,
+    plan_removal,
+    pod_unit,
+    required_permissions,
+    selector_matches,
+    verify_removal,
+)
+from dask_adaptive.kube_api import KubeApiError
+
+_serial = itertools.count()
+
+
+def pod(
+    name: str,
+    *,
+    node: str | None = "n1",
+    phase: str = "Running",
+    ready: bool = True,
+    deleting: bool = False,
+    cost: str | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "annotations": {}, "serial": next(_serial)}
+    if cost is not None:
+        meta["annotations"][DELETION_COST] = cost
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}] if phase == "Running" else []
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": node} if node else {},
+        "status": {"phase": phase, "conditions": conditions},
+    }
+
+
+# -- pure decisions --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "p,was_ready,expected",
+    [
+        (pod("a", node=None, phase="Pending"), False, Unit("a", Phase.PENDING)),
+        (pod("a", phase="Pending"), False, Unit("a", Phase.PENDING)),
+        (pod("a", ready=False), False, Unit("a", Phase.STARTING)),
+        (pod("a", ready=False), True, Unit("a", Phase.RUNNING, False)),  # retired: readiness dropped
+        (pod("a", ready=False, cost=LOWEST_COST), False, Unit("a", Phase.RUNNING, False)),  # marked by us
+        (pod("a"), False, Unit("a", Phase.RUNNING, True)),
+        (pod("a", deleting=True), True, Unit("a", Phase.TERMINATING, True)),
+        (pod("a", phase="Failed"), False, Unit("a", Phase.TERMINATING)),
+    ],
+)
+def test_pod_phase_mapping(p, was_ready, expected):
+    assert pod_unit(p, was_ready) == expected
+
+
+def test_deletion_rank_follows_the_replicaset_order():
+    ranks = [
+        deletion_rank(p)
+        for p in (
+            pod("a", node=None, phase="Pending"),
+            pod("b", phase="Pending"),
+            pod("c", phase="Unknown"),
+            pod("d", ready=False),
+            pod("e"),
+        )
+    ]
+    assert ranks == [0, 1, 2, 3, 4]
+
+
+def test_plan_is_safe_when_named_pods_are_notready_and_the_rest_ready():
+    pods = [pod("w1", ready=False), pod("w2", ready=False), pod("w3"), pod("w4"), pod("gone", deleting=True)]
+    plan = plan_removal(pods, ["w1", "w2", "gone", "never-existed"])
+    assert plan.safe
+    assert plan.present == ("w1", "w2")
+    assert plan.missing == ("gone", "never-existed")
+
+
+def test_plan_waits_for_readiness_to_drop():
+    plan = plan_removal([pod("w1"), pod("w2")], ["w1"])
+    assert (plan.safe, plan.still_ready, plan.waitable) == (False, ("w1",), True)
+
+
+def test_plan_sees_pending_pods_that_the_replicaset_would_take_first():
+    pods = [pod("w1", ready=False), pod("p1", node=None, phase="Pending"), pod("w2")]
+    plan = plan_removal(pods, ["w1"])
+    assert plan.outranking == ("p1",)
+    assert not plan.safe and not plan.waitable  # a Pending pod may wait minutes for a node
+
+
+def test_plan_sees_a_tie_with_a_starting_pod_and_waits_for_it():
+    plan = plan_removal([pod("w1", ready=False), pod("s1", ready=False), pod("w2")], ["w1"])
+    assert (plan.outranking, plan.safe, plan.waitable) == (("s1",), False, True)
+
+
+def test_plan_cancelling_pending_pods_ties_with_other_pending_pods():
+    pods = [pod("p1", node=None, phase="Pending"), pod("p2", node=None, phase="Pending"), pod("w")]
+    plan = plan_removal(pods, ["p1"])
+    assert plan.outranking == ("p2",) and not plan.waitable
+
+
+def test_verify_finds_the_wrong_pick():
+    after = [pod("w1", ready=False), pod("w3"), pod("w2", deleting=True)]
+    check = verify_removal(["w1", "w2", "w3"], after, ["w1"], target=2)
+    assert (check.settled, check.removed, check.wrong, check.survivors) == (True, (), ("w2",), ("w1",))
+
+
+def test_verify_ignores_pods_created_after_the_write():
+    check = verify_removal(
+        ["w1", "w2"], [pod("w2"), pod("new", node=None, phase="Pending")], ["w1"], target=1
+    )
+    assert (check.settled, check.removed, check.wrong) == (False, ("w1",), ())
+
+
+def test_selector_parsing_and_matching():
+    assert parse_selector("app=dask, component==worker,tier!=x,gpu,!spot") == [
+        ("app", "=", "dask"),
+        ("component", "=", "worker"),
+        ("tier", "!=", "x"),
+        ("gpu", "exists", ""),
+        ("spot", "!", ""),
+    ]
+    labels = {"app": "dask", "component": "worker", "gpu": "1"}
+    assert selector_matches("app=dask,component=worker,gpu,!spot,tier!=x", labels)
+    assert not selector_matches("app=dask,component=scheduler", labels)
+    assert not selector_matches("spot", labels)
+    with pytest.raises(ValueError, match="set-based"):
+        parse_selector("app in (a,b)")
+
+
+def test_event_is_about_the_deployment():
+    dep = {"metadata": {"name": "workers", "uid": "u-1", "resourceVersion": "7"}}
+    ev = build_event("ns", dep, "ScaleDown", "x" * 2000, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "sched-0")
+    assert ev["involvedObject"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "workers",
+        "namespace": "ns",
+        "uid": "u-1",
+        "resourceVersion": "7",
+    }
+    assert (ev["type"], ev["firstTimestamp"], len(ev["message"])) == ("Normal", "2026-01-02T03:04:05Z", 1024)
+    assert ev["metadata"]["name"].startswith("workers.")
+    assert build_event("ns", dep, "WrongPodRemoved", "m", datetime.now(UTC), "s")["type"] == "Warning"
+
+
+def test_required_permissions_cover_the_pulumi_role():
+    assert ("patch", "apps", "deployments", "scale", "w") in required_permissions("w")
+    assert {p[2] for p in required_permissions("w")} == {"deployments", "pods", "events"}
+
+
+# -- the removal sequence against an in-memory cluster ---------------------------------------------
+
+
+class FakeCluster:
+    """A Deployment + ReplicaSet in memory, answering the KubeApi calls the backend makes.
+
+    `honour_cost` switches between 1.20 (ignored) and 1.22+ ranking; `retired` pods turn NotReady after
+    `probe_lag` pod listings (the readiness probe failing); `pick` overrides the ReplicaSet's choice.
+    """
+
+    url = "memory://"
+
+    def __init__(
+        self, ready: int = 0, pending: int = 0, honour_cost: bool = False, probe_lag: int = 1
+    ) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.replicas = 0
+        self.honour_cost = honour_cost
+        self.probe_lag = probe_lag
+        self.retired: dict[str, int] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.denied: set[tuple[str, str, str]] = set()
+        self.fail: dict[str, Exception] = {}
+        self.pick: list[str] | None = None
+        self.errors = 0
+        self._names = itertools.count(1)
+        for _ in range(ready):
+            self._add(pod(self._next()))
+        for _ in range(pending):
+            self._add(pod(self._next(), node=None, phase="Pending"))
+        self.replicas = len(self.pods)
+
+    def _next(self) -> str:
+        return f"w-{next(self._names)}"
+
+    def _add(self, p: dict[str, Any]) -> None:
+        self.pods[p["metadata"]["name"]] = p
+
+    def retire(self, *names: str) -> None:
+        for n in names:
+            self.retired[n] = self.probe_lag
+
+    def _check(self, op: str) -> None:
+        self.calls.append((op, None))
+        if op in self.fail:
+            self.errors += 1
+            raise self.fail[op]
+
+    def _reconcile(self) -> None:
+        live = [p for p in self.pods.values() if "deletionTimestamp" not in p["metadata"]]
+        while len(live) < self.replicas:
+            p = pod(self._next(), node=None, phase="Pending")
+            self._add(p)
+            live.append(p)
+        excess = len(live) - self.replicas
+        if excess > 0:
+
+            def key(p):
+                cost = int(p["metadata"]["annotations"].get(DELETION_COST, "0")) if self.honour_cost else 0
+                return (deletion_rank(p), cost, -p["metadata"]["serial"])
+
+            victims = [self.pods[n] for n in self.pick] if self.pick else sorted(live, key=key)
+            for p in victims[:excess]:
+                del self.pods[p["metadata"]["name"]]
+
+    # KubeApi surface
+    async def get_scale(self, ns, name):
+        self._check("get_scale")
+        return {"spec": {"replicas": self.replicas}}
+
+    async def patch_scale(self, ns, name, replicas):
+        self._check("patch_scale")
+        self.calls[-1] = ("patch_scale", replicas)
+        self.replicas = replicas
+        self._reconcile()
+        return {}
+
+    async def list_pods(self, ns, selector):
+        self._check("list_pods")
+        for n in list(self.retired):
+            self.retired[n] -= 1
+            if self.retired[n] <= 0 and n in self.pods:
+                self.pods[n]["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+        return [dict(p) for p in self.pods.values()]
+
+    async def annotate_pod(self, ns, name, annotations):
+        self._check("annotate_pod")
+        if name not in self.pods:
+            raise KubeApiError("PATCH", name, 404, "NotFound")
+        self.pods[name]["metadata"]["annotations"].update(annotations)
+        return {}
+
+    async def delete_pod(self, ns, name):
+        self._check("delete_pod")
+        self.calls[-1] = ("delete_pod", name)
+        gone = self.pods.pop(name, None) is not None
+        self._reconcile()
+        return gone
+
+    async def create_event(self, ns, event):
+        self._check("create_event")
+        self.events.append(event)
+        return event
+
+    async def can_i(self, ns, verb, group, resource, sub="", name=""):
+        self._check("can_i")
+        return (verb, resource, sub) not in self.denied, ""
+
+    async def get_deployment(self, ns, name):
+        self._check("get_deployment")
+        if name != "workers":
+            raise KubeApiError("GET", name, 404, "NotFound")
+        return {
+            "metadata": {"name": name, "uid": "u"},
+            "spec": {"template": {"metadata": {"labels": {"app": "dask-worker"}}}},
+        }
+
+    async def close(self):
+        pass
+
+
+def backend(cluster: FakeCluster, **kw: Any) -> KubernetesBackend:
+    kw = {"not_ready_timeout": 5.0, "settle_timeout": 5.0, "poll_interval": 0.001, **kw}
+    return KubernetesBackend("ns", "workers", "app=dask-worker", api=cluster, **kw)  # type: ignore[arg-type]
+
+
+def go(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def scale_writes(cluster: FakeCluster) -> list[int]:
+    return [arg for op, arg in cluster.calls if op == "patch_scale"]
+
+
+def test_retired_pods_are_exactly_the_ones_removed_on_a_cluster_that_ignores_cost():
+    cluster = FakeCluster(ready=5, probe_lag=3)
+    cluster.retire("w-1", "w-2")  # oldest: a newest-first ReplicaSet would never pick them on its own
+    b = backend(cluster)
+    report = go(b.remove(["w-1", "w-2"]))
+    assert (report.removed, report.wrong, report.corrected) == (("w-1", "w-2"), (), ())
+    assert sorted(cluster.pods) == ["w-3", "w-4", "w-5"]
+    assert scale_writes(cluster) == [3]  # one write, lowered by len(names)
+    assert not any(op == "delete_pod" for op, _ in cluster.calls)
+
+
+def test_the_low_deletion_cost_is_set_on_exactly_the_named_pods():
+    cluster = FakeCluster(ready=3)
+    cluster.retire("w-2")
+    annotated: dict[str, str] = {}
+    original = cluster.annotate_pod
+
+    async def spy(ns, name, annotations):
+        annotated[name] = annotations[DELETION_COST]
+        return await original(ns, name, annotations)
+
+    cluster.annotate_pod = spy  # type: ignore[method-assign]
+    go(backend(cluster).remove(["w-2"]))
+    assert annotated == {"w-2": LOWEST_COST}
+
+
+def test_with_cost_honoured_ready_pods_still_go_right_when_readiness_never_drops():
+    cluster = FakeCluster(ready=4, honour_cost=True)  # no retire(): the probe never fails
+    report = go(backend(cluster, not_ready_timeout=0.05).remove(["w-1"]))
+    assert report.wrong == ()
+    assert sorted(cluster.pods) == ["w-2", "w-3", "w-4"]
+
+
+def test_a_pod_that_never_turns_notready_is_deleted_directly_before_the_single_scale_write():
+    cluster = FakeCluster(ready=4)  # 1.20 ranking, probe never fails: the ReplicaSet would take w-4
+    report = go(backend(cluster, not_ready_timeout=0.05).remove(["w-1"]))
+    assert report.wrong == ()
+    assert sorted(cluster.pods) == ["w-2", "w-3", "w-4"]  # the replacement went, no data holder did
+    assert scale_writes(cluster) == [3]
+    assert ("delete_pod", "w-1") in cluster.calls
+
+
+def test_cancelling_pending_pods_among_other_pending_pods():
+    cluster = FakeCluster(ready=2, pending=3)  # w-3, w-4, w-5 pending
+    b = backend(cluster)
+    report = go(b.remove(["w-3"]))  # the newest-first ReplicaSet would take w-5
+    assert "w-3" not in cluster.pods and {"w-1", "w-2"} <= set(cluster.pods)
+    assert report.wrong == () and scale_writes(cluster) == [4]
+    assert b.counters.direct_deletes == 1
+
+
+def test_a_wrong_pick_is_corrected_reported_and_recorded():
+    cluster = FakeCluster(ready=4)
+    cluster.retire("w-1")
+    cluster.pick = ["w-3"]  # a ReplicaSet that does its own thing
+    b = backend(cluster)
+    report = go(b.remove(["w-1"]))
+    assert (report.wrong, report.corrected) == (("w-3",), ("w-1",))
+    assert "w-1" not in cluster.pods
+    assert (b.counters.wrong_picks, b.counters.corrections) == (1, 1)
+    assert [e["reason"] for e in cluster.events] == ["WrongPodRemoved"]
+
+
+def test_an_outage_before_the_write_changes_nothing():
+    cluster = FakeCluster(ready=3)
+    cluster.fail["list_pods"] = KubeApiError("GET", "pods", 503, "ServiceUnavailable")
+    with pytest.raises(BackendError):
+        go(backend(cluster).remove(["w-1"]))
+    assert scale_writes(cluster) == [] and len(cluster.pods) == 3
+
+
+def test_an_outage_after_the_write_is_not_raised_so_it_is_never_repeated():
+    cluster = FakeCluster(ready=3)
+    cluster.retire("w-1")
+    b = backend(cluster)
+
+    original = cluster.patch_scale
+
+    async def write_then_outage(ns, name, replicas):
+        result = await original(ns, name, replicas)
+        cluster.fail["list_pods"] = KubeApiError("GET", "pods", 599)
+        return result
+
+    cluster.patch_scale = write_then_outage  # type: ignore[method-assign]
+    report = go(b.remove(["w-1"]))
+    assert report.removed == ("w-1",) and scale_writes(cluster) == [2]
+
+
+def test_scale_up_never_lowers_the_deployment():
+    cluster = FakeCluster(ready=3)
+    b = backend(cluster)
+    go(b.scale_up(2))
+    assert scale_writes(cluster) == []
+    go(b.scale_up(5))
+    assert scale_writes(cluster) == [5] and cluster.replicas == 5
+
+
+def test_observe_maps_phases_and_remembers_readiness():
+    cluster = FakeCluster(ready=2, pending=1)
+    cluster.pods["w-2"]["status"]["conditions"][0]["status"] = "False"  # starting, never Ready
+    b = backend(cluster)
+    obs = go(b.observe())
+    assert obs.requested == 3
+    assert obs.units == (
+        Unit("w-1", Phase.RUNNING, True),
+        Unit("w-2", Phase.STARTING),
+        Unit("w-3", Phase.PENDING),
+    )
+
+    async def twice():
+        await b.observe()
+        cluster.pods["w-1"]["status"]["conditions"][0]["status"] = "False"  # retired: probe fails now
+        return await b.observe()
+
+    assert go(twice()).units[0] == Unit("w-1", Phase.RUNNING, False)
+
+
+def test_start_names_every_missing_permission():
+    cluster = FakeCluster()
+    cluster.denied = {("get", "deployments", "scale"), ("patch", "deployments", "scale")}
+    with pytest.raises(BackendUnavailable) as err:
+        go(backend(cluster).start())
+    assert str(err.value) == (
+        "RBAC: this service account may not get deployments/scale workers; patch deployments/scale workers "
+        "in namespace ns"
+    )
+
+
+def test_start_reports_a_missing_deployment_and_a_wrong_selector():
+    cluster = FakeCluster()
+    b = KubernetesBackend("ns", "nope", "app=dask-worker", api=cluster)  # type: ignore[arg-type]
+    with pytest.raises(BackendUnavailable, match="Deployment ns/nope not found"):
+        go(b.start())
+    b = KubernetesBackend("ns", "workers", "app=other", api=cluster)  # type: ignore[arg-type]
+    with pytest.raises(BackendUnavailable, match="does not match the pod template labels"):
+        go(b.start())
+    go(backend(cluster).start())  # and the right one starts
+
+
+def test_start_reports_an_unreachable_api():
+    cluster = FakeCluster()
+    cluster.fail["can_i"] = KubeApiError("POST", "ssar", 599, "", "Connection refused")
+    with pytest.raises(BackendUnavailable, match=r"unusable: .*no answer"):
+        go(backend(cluster).start())
+
+
+def test_start_without_a_token(tmp_path):
+    b = KubernetesBackend("ns", "workers", "app=x", service_account_dir=str(tmp_path))
+    with pytest.raises(BackendUnavailable, match="no service-account token"):
+        go(b.start())
+
+
+def test_record_is_best_effort():
+    cluster = FakeCluster()
+    b = backend(cluster)
+    go(b.record("ScaleUp", "to 3"))
+    cluster.fail["create_event"] = KubeApiError("POST", "events", 403, "Forbidden")
+    go(b.record("ScaleUp", "to 4"))  # not raised
+    assert [e["message"] for e in cluster.events] == ["to 3"]
+    assert b.counters.event_errors == 1
