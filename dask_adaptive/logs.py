@@ -1,0 +1,20 @@
+"""Logging setup shared by the scheduler and worker preloads."""
+
+from __future__ import annotations
+
+import logging
+
+
+def configure_logging() -> None:
+    """Log like distributed does unless the user configured `dask_adaptive` logging themselves.
+
+    The root logger sits at WARNING, so without this the decision lines (INFO) would be dropped.
+    """
+    ours = logging.getLogger("dask_adaptive")
+    theirs = logging.getLogger("distributed")
+    if ours.handlers or ours.level != logging.NOTSET or not theirs.handlers:
+        return
+    ours.setLevel(logging.INFO)
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    ours.propagate = False

@@ -1,0 +1,120 @@
+"""How many workers to have: pure decisions, no I/O, so every rule is a table-driven test.
+
+Rules (the seed: "scale up as quickly as it can, scale down with a specified delay"):
+
+* desired = the scheduler's `adaptive_target()` clamped to [minimum, maximum];
+* "wanted" = what the backend was asked for minus units already on their way out. A unit that was
+  requested but has not arrived counts as wanted, never as capacity, so a scale-up never asks again
+  for pods that are merely Pending, and nothing shrinks below what is still wanted;
+* above wanted -> scale up now, to desired;
+* below wanted -> scale down only when *every* desired value seen over the last `scale_down_delay`
+  seconds was below wanted, and then only to the highest of them (HPA-style stabilization);
+* a scale-down cancels not-yet-arrived units first; only the rest are retired running workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Sample = tuple[float, int]  # (monotonic time, desired)
+
+
+@dataclass(frozen=True)
+class Limits:
+    minimum: int
+    maximum: int
+    scale_down_delay: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One look at the world, taken by the controller."""
+
+    now: float
+    target: int  # Scheduler.adaptive_target(), unclamped
+    requested: int  # what the backend is working towards (Deployment spec.replicas)
+    arrived: tuple[str, ...] = ()  # units whose worker is connected and accepting work
+    pending: tuple[str, ...] = ()  # requested units without a worker yet, cheapest to cancel first
+    retiring: int = 0  # units of an unfinished scale-down, still counted in `requested`
+
+
+@dataclass(frozen=True)
+class ScaleUp:
+    wanted: int  # the new wanted size; the mechanism adds the units still retiring to it
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScaleDown:
+    wanted: int
+    cancel: tuple[str, ...]  # not-yet-arrived units to remove without retirement
+    retire: int  # how many running workers to retire (victims are chosen by the scheduler)
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hold:
+    reason: str
+
+
+Decision = ScaleUp | ScaleDown | Hold
+
+
+@dataclass(frozen=True)
+class History:
+    """Desired values seen recently; the controller threads it from one decision to the next."""
+
+    samples: tuple[Sample, ...] = field(default_factory=tuple)
+
+    def add(self, now: float, desired: int, window: float) -> History:
+        """Append and forget samples that no longer matter.
+
+        The newest sample at or before the window start is kept: it is the value that held when
+        the window opened, so "below for the whole window" can be told from "only just below".
+        """
+        samples = (*self.samples, (now, desired))
+        start = now - window
+        first = 0
+        for i, (t, _) in enumerate(samples):
+            if t <= start:
+                first = i
+        return History(samples[first:])
+
+    def covers(self, now: float, window: float) -> bool:
+        return bool(self.samples) and self.samples[0][0] <= now - window
+
+    def highest(self) -> int:
+        return max(d for _, d in self.samples)
+
+
+def clamp(target: int, limits: Limits) -> int:
+    return max(limits.minimum, min(limits.maximum, target))
+
+
+def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, History]:
+    """The decision for this snapshot and the history to pass to the next call."""
+    desired = clamp(snap.target, limits)
+    history = history.add(snap.now, desired, limits.scale_down_delay)
+    wanted = max(0, snap.requested - snap.retiring)
+    state = (
+        f"target={snap.target} desired={desired} wanted={wanted} arrived={len(snap.arrived)} "
+        f"pending={len(snap.pending)} retiring={snap.retiring}"
+    )
+    if desired > wanted:
+        return ScaleUp(desired, f"scale up now: {state}"), history
+    if desired == wanted:
+        return Hold(f"at target: {state}"), history
+    if snap.retiring:
+        return Hold(f"scale-down already in progress: {state}"), history
+    if not history.covers(snap.now, limits.scale_down_delay):
+        return Hold(f"below target for less than {limits.scale_down_delay:g}s: {state}"), history
+    floor = history.highest()
+    if floor >= wanted:
+        return Hold(f"target reached {floor} within the last {limits.scale_down_delay:g}s: {state}"), history
+    excess = wanted - floor
+    cancel = snap.pending[:excess]
+    reason = (
+        f"below target for {limits.scale_down_delay:g}s, highest desired {floor}: cancel "
+        f"{len(cancel)} not-arrived, retire {excess - len(cancel)}: {state}"
+    )
+    return ScaleDown(floor, cancel, excess - len(cancel), reason), history

@@ -1,0 +1,115 @@
+"""The scheduler preload: `dask scheduler --preload dask_adaptive.preload [options]`.
+
+`dask_setup` is a click command, the form through which distributed hands the extra command-line
+options to a preload. Every option falls back to dask config key `adaptive.<name>` (defaults in
+adaptive.yaml; e.g. env DASK_ADAPTIVE__MINIMUM=2).
+
+distributed's PreloadManager catches `Exception` from a preload, logs it and runs on *without* the
+autoscaler; a misconfigured autoscaler must not look healthy, so every start-up failure here is a
+SystemExit with a one-line reason, which ends the scheduler process non-zero.
+
+The controller is stored in `scheduler.extensions["adaptive"]` (a strong reference: nothing else
+holds it) and stopped by `dask_teardown` when the scheduler closes.
+
+Only the stdlib, dask, distributed, tornado, click and (optionally) prometheus_client are imported
+here: this module runs inside the stock Dask image.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from dask_adaptive.backends.base import Backend, BackendUnavailable
+from dask_adaptive.config import BACKENDS, Settings, SettingsError, resolve
+from dask_adaptive.controller import Controller
+from dask_adaptive.logs import configure_logging
+from dask_adaptive.metrics import register, unregister
+
+logger = logging.getLogger("dask_adaptive")
+
+EXTENSION = "adaptive"
+
+
+def make_backend(settings: Settings, scheduler: Any) -> Backend:
+    if settings.backend == "kubernetes":
+        # imported lazily: the local backend must not depend on the Kubernetes module
+        from dask_adaptive.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(
+            namespace=settings.namespace,
+            deployment=settings.deployment,
+            selector=settings.selector,
+            service_account_dir=settings.service_account_dir,
+        )
+    from dask_adaptive.backends.local import LocalBackend
+
+    return LocalBackend(
+        scheduler.address, nthreads=settings.worker_nthreads, memory_limit=settings.worker_memory_limit
+    )
+
+
+def _fail(reason: str) -> None:
+    """End the scheduler process: SystemExit passes through distributed's `except Exception`."""
+    message = f"dask-adaptive: cannot start: {reason}"
+    logger.critical(message)
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option("--backend", type=click.Choice(BACKENDS), default=None, help="kubernetes | local [local]")
+@click.option("--minimum", type=str, default=None, help="fewest workers [0]")
+@click.option("--maximum", type=str, default=None, help="most workers [10]")
+@click.option("--interval", type=str, default=None, help="control loop period [1s]")
+@click.option("--target-duration", type=str, default=None, help="adaptive_target's target duration [5s]")
+@click.option(
+    "--scale-down-delay", type=str, default=None, help="stabilization window before shrinking [30s]"
+)
+@click.option("--orphan-grace", type=str, default=None, help="remove a unit without a worker after [5m]")
+@click.option("--namespace", type=str, default=None, help="kubernetes: namespace of the worker Deployment")
+@click.option("--deployment", type=str, default=None, help="kubernetes: the worker Deployment")
+@click.option("--selector", type=str, default=None, help="kubernetes: label selector of its worker pods")
+@click.option("--service-account-dir", type=str, default=None, help="kubernetes: in-cluster credentials")
+@click.option("--worker-nthreads", type=str, default=None, help="local: threads per worker [1]")
+@click.option("--worker-memory-limit", type=str, default=None, help="local: memory limit per worker [1GiB]")
+async def dask_setup(scheduler: Any, **options: Any) -> None:
+    configure_logging()
+    # _fail is called outside the except blocks so the exit carries no chained traceback
+    error: str | None = None
+    try:
+        settings = resolve(options)
+        backend = make_backend(settings, scheduler)
+        controller = Controller(scheduler, backend, settings)
+        await controller.start()
+    except SettingsError as e:
+        error = str(e)
+    except BackendUnavailable as e:
+        error = f"backend {settings.backend} unavailable: {e}"
+    except (ImportError, TypeError, ValueError) as e:
+        error = f"backend: {type(e).__name__}: {e}"
+    if error is not None:
+        _fail(error)
+        return
+    scheduler.extensions[EXTENSION] = controller
+    controller.metrics_handle = register(controller.stats)
+    logger.info(
+        "dask-adaptive: started backend=%s minimum=%d maximum=%d interval=%gs target-duration=%gs "
+        "scale-down-delay=%gs",
+        settings.backend,
+        settings.minimum,
+        settings.maximum,
+        settings.interval,
+        settings.target_duration,
+        settings.scale_down_delay,
+    )
+
+
+async def dask_teardown(scheduler: Any) -> None:
+    controller = scheduler.extensions.pop(EXTENSION, None)
+    if isinstance(controller, Controller):
+        unregister(controller.metrics_handle)
+        await controller.stop()
