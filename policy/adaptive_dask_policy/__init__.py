@@ -18,25 +18,24 @@ from .rules import RULE_NAMES, RULES, Rule
 __all__ = ["PACK_NAME", "RULES", "RULE_NAMES", "STRICT_CONFIG_KEY", "Rule", "build_policies", "is_strict"]
 
 PACK_NAME = "adaptive-dask-guardrails"
-# Optional stack config (`pulumi config set adaptive-dask:policyStrict true`) to make a non-prod stack
-# strict, or (false) to relax a prod-named scratch stack; absent, the stack name decides.
-STRICT_CONFIG_KEY = "adaptive-dask:policyStrict"
+# The program's own switch (infra/config.py `production`): a stack that says it is production gets
+# production guardrails whatever its name.
+STRICT_CONFIG_KEY = "adaptive-dask:production"
 STRICT_STACK_NAMES = ("prod", "production")
 
 
 def is_strict(stack: str | None, config: Mapping[str, str] | str | None = None) -> bool:
-    """Whether a stack gets every rule as MANDATORY.
+    """Whether a stack gets every rule as MANDATORY: `production: true` in its config, or a prod name.
 
     `config` is the stack config as the CLI hands it over (a mapping, or the PULUMI_CONFIG JSON text).
-    Unknown stack -> strict: a pack that cannot tell where it runs must fail closed."""
+    Neither can relax a prod-named stack, and an unknown stack is strict: fail closed."""
     if isinstance(config, str):
         try:
             config = json.loads(config) if config.strip() else {}
         except ValueError:
             config = {}
-    value = str((config or {}).get(STRICT_CONFIG_KEY, "")).strip().lower()
-    if value in ("true", "false"):
-        return value == "true"
+    if str((config or {}).get(STRICT_CONFIG_KEY, "")).strip().lower() == "true":
+        return True
     if not stack:
         return True
     name = stack.rsplit("/", 1)[-1].lower()  # org/project/stack -> stack

@@ -90,7 +90,7 @@ def _truthy(value: Any) -> bool:
 
 
 def _port(value: Any) -> int | None:
-    """Mocks and the engine send numbers as floats; named target ports stay strings."""
+    """An integer from a wire number (mocks and the engine send floats); None for names/absent."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -284,9 +284,20 @@ def check_worker_replicas(props: Mapping[str, Any], ignore_changes: Sequence[str
     return [f"worker Deployment must ignore 'spec.replicas' (ignoreChanges is {list(ignore_changes)})"]
 
 
-def check_node_group_desired_size(ignore_changes: Sequence[str], resource_type: str) -> list[str]:
-    """cluster-autoscaler owns desired sizes; a deploy that resets them terminates live nodes."""
-    path = "scalingConfig.desiredSize" if resource_type == NODE_GROUP else "desiredCapacity"
+def check_node_group_desired_size(
+    props: Mapping[str, Any], ignore_changes: Sequence[str], resource_type: str
+) -> list[str]:
+    """cluster-autoscaler owns desired sizes; a deploy that resets them terminates live nodes.
+
+    A fixed-size group (minSize == maxSize, e.g. the system group) is exempt: nobody else can move its
+    desired size, and ignoring it would stop a `size` change from ever applying."""
+    if resource_type == NODE_GROUP:
+        path, lo, hi = "scalingConfig.desiredSize", "scalingConfig.minSize", "scalingConfig.maxSize"
+    else:
+        path, lo, hi = "desiredCapacity", "minSize", "maxSize"
+    low, high = _port(_get(props, lo)), _port(_get(props, hi))
+    if low is not None and low == high:
+        return []
     if ignores(ignore_changes, path):
         return []
     hint = ""
@@ -537,11 +548,11 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "nodegroup-desired-size-ignored",
-        "Node groups ignore their desired size: cluster-autoscaler owns it.",
+        "Autoscaled node groups (minSize < maxSize) ignore their desired size: cluster-autoscaler owns it.",
         M,
         M,
         frozenset({NODE_GROUP, ASG}),
-        lambda a: check_node_group_desired_size(list(a.opts.ignore_changes or []), a.resource_type),
+        lambda a: check_node_group_desired_size(a.props, list(a.opts.ignore_changes or []), a.resource_type),
     ),
     Rule(
         "cluster-autoscaler-matches-cluster",

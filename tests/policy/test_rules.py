@@ -251,16 +251,34 @@ def test_scheduler_deployment_is_not_the_worker():
     assert check("dask-worker-replicas-unmanaged", DEP, deployment("scheduler", ["dask", "scheduler"])) == []
 
 
+AUTOSCALED = {"scalingConfig": {"minSize": 0.0, "maxSize": 5.0, "desiredSize": 0.0}}
+
+
 def test_node_group_desired_size():
-    assert check("nodegroup-desired-size-ignored", NG, {}, ("scalingConfig.desiredSize",)) == []
-    assert check("nodegroup-desired-size-ignored", NG, {}, ("scalingConfig",)) == []
-    (msg,) = check("nodegroup-desired-size-ignored", NG, {})
+    assert check("nodegroup-desired-size-ignored", NG, AUTOSCALED, ("scalingConfig.desiredSize",)) == []
+    assert check("nodegroup-desired-size-ignored", NG, AUTOSCALED, ("scalingConfig",)) == []
+    (msg,) = check("nodegroup-desired-size-ignored", NG, AUTOSCALED)
     assert "scalingConfig.desiredSize" in msg
-    (msg,) = check("nodegroup-desired-size-ignored", NG, {}, ("scaling_config.desired_size",))
+    (msg,) = check("nodegroup-desired-size-ignored", NG, AUTOSCALED, ("scaling_config.desired_size",))
     assert "camelCase" in msg
+    assert len(check("nodegroup-desired-size-ignored", NG, {})) == 1  # bounds unknown: assume autoscaled
     asg = "aws:autoscaling/group:Group"
-    assert check("nodegroup-desired-size-ignored", asg, {}, ("desiredCapacity",)) == []
-    assert len(check("nodegroup-desired-size-ignored", asg, {})) == 1
+    assert (
+        check("nodegroup-desired-size-ignored", asg, {"minSize": 1.0, "maxSize": 3.0}, ("desiredCapacity",))
+        == []
+    )
+    assert len(check("nodegroup-desired-size-ignored", asg, {"minSize": 1.0, "maxSize": 3.0})) == 1
+
+
+def test_fixed_size_node_group_may_own_its_desired_size():
+    fixed = {"scalingConfig": {"minSize": 3.0, "maxSize": 3.0, "desiredSize": 3.0}}
+    assert check("nodegroup-desired-size-ignored", NG, fixed) == []
+    assert (
+        check(
+            "nodegroup-desired-size-ignored", "aws:autoscaling/group:Group", {"minSize": 2.0, "maxSize": 2.0}
+        )
+        == []
+    )
 
 
 def test_ignores_matches_parents_only():
@@ -395,7 +413,8 @@ def test_enforcement_levels():
         ("producer", None, False),
         (None, None, True),  # cannot tell: fail closed
         ("dev", {STRICT_CONFIG_KEY: "true"}, True),
-        ("prod", json.dumps({STRICT_CONFIG_KEY: "false"}), False),
+        ("prod", json.dumps({STRICT_CONFIG_KEY: "false"}), True),  # config cannot relax prod
+        ("qa", json.dumps({STRICT_CONFIG_KEY: "true", "aws:region": "eu-west-1"}), True),
         ("dev", "not json", False),
     ],
 )
