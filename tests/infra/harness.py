@@ -88,8 +88,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         zones: int = 4,
         caller_arn: str = CALLER_ARN,
         issuer_arn: str = CALLER_ROLE_ARN,
+        unknown_in_preview: bool = True,
     ) -> None:
         self.region = region
+        # Like the engine: in preview a new resource's computed outputs are unknown (only inputs echo).
+        self.unknown_in_preview = unknown_in_preview
         self.zone_names = [f"{region}{chr(ord('a') + i)}" for i in range(zones)]
         self.caller_arn = caller_arn
         self.issuer_arn = issuer_arn
@@ -233,6 +236,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             meta.setdefault("name", _physical(args.name))
             state["metadata"] = meta
             return f"{meta.get('namespace', 'default')}/{meta['name']}", state
+        if self.unknown_in_preview and pulumi.runtime.is_dry_run():
+            return "", state
         rid = self._id(args)
         if args.typ.startswith("aws:"):
             service = args.typ.split(":")[1].split("/")[0]
@@ -509,6 +514,7 @@ def run_stack(
     """Run the real program for a committed stack file under mocks; return the recorded Graph."""
     project, config, secrets = load_stack_config(stack)
     config.update(overrides or {})
+    mocks = mocks or RecordingMocks(region=config.get("aws:region", DEFAULT_REGION))
     mocks, monitor = install(
         stack=stack, config=config, preview=preview, project=project, secret_keys=secrets, mocks=mocks
     )

@@ -1,0 +1,291 @@
+"""`EksCluster`: the control plane and everything the next layers need to talk to it.
+
+Decisions (why):
+- Authentication mode API with explicit access entries; the creator-admin bootstrap is off, because an
+  implicit entry is invisible to Pulumi and collides with an explicit one. The deploying principal gets
+  an explicit cluster-admin entry: `aws.get_caller_identity` gives the caller ARN, which for an assumed
+  role is an STS *session* ARN (`arn:aws:sts::<acct>:assumed-role/<role>/<session>`) that EKS rejects;
+  `aws.iam.get_session_context` maps it to the IAM role ARN, path included. Set
+  `cluster.deployerAdmin=false` when the deployer is already listed in `cluster.adminArns`.
+- Secrets are envelope-encrypted with a customer key that rotates; control-plane logs go to a log group
+  created *before* the cluster so EKS cannot create it first without a retention.
+- The self-managed bootstrap addons are off; vpc-cni and kube-proxy are managed addons created before any
+  node (nodes stay NotReady without a CNI), coredns after the nodes exist (its pods need somewhere to run).
+- The kubeconfig uses `aws eks get-token` (exec), never a stored token, and is a secret output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra import iam
+from infra.config import ClusterConfig
+from infra.tags import name_tag
+
+PRE_NODE_ADDONS = ("vpc-cni", "kube-proxy")
+POST_NODE_ADDONS = ("coredns",)
+
+
+def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> dict[str, Any]:
+    """A kubeconfig whose user runs `aws eks get-token` on every use (the `aws` CLI must be on PATH)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}
+        ],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
+        "current-context": cluster_name,
+        "preferences": {},
+        "users": [
+            {
+                "name": cluster_name,
+                "user": {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1beta1",
+                        "command": "aws",
+                        "args": [
+                            "eks",
+                            "get-token",
+                            "--cluster-name",
+                            cluster_name,
+                            "--region",
+                            region,
+                            "--output",
+                            "json",
+                        ],
+                        "interactiveMode": "Never",
+                    }
+                },
+            }
+        ],
+    }
+
+
+def log_group_name(cluster_name: str) -> str:
+    """The name EKS writes control-plane logs to; it must exist (with a retention) before the cluster."""
+    return f"/aws/eks/{cluster_name}/cluster"
+
+
+def principal_key(arn: str) -> str:
+    """A stable short id for a principal ARN, so reordering adminArns does not replace access entries."""
+    return hashlib.sha256(arn.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class EksClusterArgs:
+    config: ClusterConfig
+    cluster_name: str
+    region: str
+    subnet_ids: pulumi.Input[Sequence[str]]
+    partition: pulumi.Input[str]
+    deployer_arn: pulumi.Input[str]
+    production: bool
+    tags: Mapping[str, str]
+
+
+class EksCluster(pulumi.ComponentResource):
+    """IAM role, KMS key, log group, aws.eks.Cluster, access entries, OIDC provider, addons, k8s Provider."""
+
+    TYPE = "adaptive-dask:aws:EksCluster"
+
+    def __init__(
+        self,
+        name: str,
+        args: EksClusterArgs,
+        provider: aws.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(
+            self.TYPE,
+            name,
+            None,
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider])),
+        )
+        cfg = args.config
+        self._provider = provider
+        self._name = name
+        self._args = args
+        self.version: str = cfg.version
+        partition = pulumi.Output.from_input(args.partition)
+
+        # -- IAM role for the control plane ---------------------------------------------------------
+        self.role = aws.iam.Role(
+            f"{name}-cluster", assume_role_policy=iam.cluster_trust_policy(), opts=self._opts()
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-cluster-{policy}",
+                role=self.role.name,
+                policy_arn=partition.apply(lambda p, n=policy: iam.managed_policy_arn(p, n)),
+                opts=self._opts(),
+            )
+            for policy in iam.CLUSTER_POLICIES
+        ]
+
+        # -- secrets encryption ---------------------------------------------------------------------
+        self.kms_key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"EKS secrets envelope encryption for {args.cluster_name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=self._opts(),
+        )
+        aws.kms.Alias(
+            f"{name}-secrets",
+            name=f"alias/{args.cluster_name}-eks-secrets",
+            target_key_id=self.kms_key.key_id,
+            opts=self._opts(),
+        )
+        kms_policy = aws.iam.RolePolicy(
+            f"{name}-cluster-kms",
+            role=self.role.id,
+            policy=self.kms_key.arn.apply(iam.secrets_encryption_policy),
+            opts=self._opts(),
+        )
+
+        # -- control-plane logs ---------------------------------------------------------------------
+        before_cluster: list[pulumi.Resource] = [*attachments, kms_policy]
+        self.log_group: aws.cloudwatch.LogGroup | None = None
+        if cfg.log_types:
+            self.log_group = aws.cloudwatch.LogGroup(
+                f"{name}-control-plane",
+                name=log_group_name(args.cluster_name),
+                retention_in_days=cfg.log_retention_days,
+                opts=self._opts(),
+            )
+            before_cluster.append(self.log_group)
+
+        # -- the cluster ----------------------------------------------------------------------------
+        vpc_config: dict[str, Any] = {
+            "subnet_ids": args.subnet_ids,
+            "endpoint_private_access": cfg.endpoint_private_access,
+            "endpoint_public_access": cfg.endpoint_public_access,
+        }
+        if cfg.endpoint_public_access:
+            vpc_config["public_access_cidrs"] = list(cfg.public_access_cidrs)
+        self.cluster = aws.eks.Cluster(
+            f"{name}-eks",
+            name=args.cluster_name,
+            version=cfg.version,
+            role_arn=self.role.arn,
+            vpc_config=vpc_config,
+            access_config={
+                "authentication_mode": "API",
+                "bootstrap_cluster_creator_admin_permissions": False,
+            },
+            bootstrap_self_managed_addons=False,
+            encryption_config={"provider": {"key_arn": self.kms_key.arn}, "resources": ["secrets"]},
+            enabled_cluster_log_types=list(cfg.log_types),
+            kubernetes_network_config={"ip_family": "ipv4", "service_ipv4_cidr": cfg.service_cidr},
+            upgrade_policy={"support_type": cfg.support_type},
+            deletion_protection=args.production,
+            tags=name_tag(args.cluster_name),
+            opts=self._opts(depends_on=before_cluster),
+        )
+        self.cluster_name: pulumi.Output[str] = self.cluster.name
+        self.endpoint: pulumi.Output[str] = self.cluster.endpoint
+
+        # -- IRSA -----------------------------------------------------------------------------------
+        issuer_url = self.cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)
+        self.oidc_provider = aws.iam.OpenIdConnectProvider(
+            f"{name}-oidc", url=issuer_url, client_id_lists=["sts.amazonaws.com"], opts=self._opts()
+        )
+        self.oidc_provider_arn: pulumi.Output[str] = self.oidc_provider.arn
+        self.oidc_issuer: pulumi.Output[str] = issuer_url.apply(lambda u: u.removeprefix("https://"))
+
+        # -- access entries -------------------------------------------------------------------------
+        self.admin_associations: list[aws.eks.AccessPolicyAssociation] = []
+        if cfg.deployer_admin:
+            self._cluster_admin(f"{name}-deployer", args.deployer_arn, partition)
+        for arn in cfg.admin_arns:
+            self._cluster_admin(f"{name}-admin-{principal_key(arn)}", arn, partition)
+
+        # -- addons the nodes need before they can become Ready --------------------------------------
+        self.addons: dict[str, aws.eks.Addon] = {a: self._addon(a) for a in PRE_NODE_ADDONS}
+        self.pre_node_addons: list[pulumi.Resource] = [self.addons[a] for a in PRE_NODE_ADDONS]
+
+        # -- kubeconfig and the Kubernetes provider for the next layers -------------------------------
+        # Output.all would turn the typed certificate_authority back into a plain dict: lift .data first.
+        ca_data = self.cluster.certificate_authority.apply(lambda ca: ca.data)
+        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(self.cluster.name, self.cluster.endpoint, ca_data).apply(
+                lambda a: json.dumps(kubeconfig(a[0], a[1], a[2], args.region))
+            )
+        )
+        self.k8s_provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            enable_server_side_apply=True,
+            # Nothing in-cluster is applied before somebody may actually authenticate.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster, *self.admin_associations]),
+        )
+        self.register_outputs(
+            {
+                "clusterName": self.cluster_name,
+                "endpoint": self.endpoint,
+                "oidcProviderArn": self.oidc_provider_arn,
+                "oidcIssuer": self.oidc_issuer,
+                "kubeconfig": self.kubeconfig,
+            }
+        )
+
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, provider=self._provider, **kwargs)
+
+    def _cluster_admin(
+        self, logical: str, principal_arn: pulumi.Input[str], partition: pulumi.Output[str]
+    ) -> None:
+        entry = aws.eks.AccessEntry(
+            logical,
+            cluster_name=self.cluster.name,
+            principal_arn=principal_arn,
+            type="STANDARD",
+            opts=self._opts(),
+        )
+        self.admin_associations.append(
+            aws.eks.AccessPolicyAssociation(
+                logical,
+                cluster_name=self.cluster.name,
+                principal_arn=entry.principal_arn,
+                policy_arn=partition.apply(iam.access_policy_arn),
+                access_scope={"type": "cluster"},
+                opts=self._opts(depends_on=[entry]),
+            )
+        )
+
+    def _addon(self, addon: str, depends_on: Sequence[pulumi.Resource] = ()) -> aws.eks.Addon:
+        pinned = self._args.config.addon_versions.get(addon)
+        version: pulumi.Input[str] = (
+            pinned
+            or aws.eks.get_addon_version_output(
+                addon_name=addon,
+                kubernetes_version=self.version,
+                most_recent=True,
+                opts=pulumi.InvokeOutputOptions(parent=self, provider=self._provider),
+            ).version
+        )
+        return aws.eks.Addon(
+            f"{self._name}-{addon}",
+            cluster_name=self.cluster.name,
+            addon_name=addon,
+            addon_version=version,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=self._opts(depends_on=list(depends_on)),
+        )
+
+    def add_node_dependent_addons(self, nodes: Sequence[pulumi.Resource]) -> list[aws.eks.Addon]:
+        """Create the addons whose pods need nodes (coredns) once `nodes` exist."""
+        created = [self._addon(a, depends_on=nodes) for a in POST_NODE_ADDONS]
+        for addon_name, addon in zip(POST_NODE_ADDONS, created, strict=True):
+            self.addons[addon_name] = addon
+        return created

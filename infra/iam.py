@@ -1,0 +1,79 @@
+"""IAM policy documents as pure functions (json text), so tests read them without any invoke."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+VERSION = "2012-10-17"
+
+# AWS-managed policies each role needs (names only; the partition is filled in by `managed_policy_arn`).
+CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
+CLUSTER_ADMIN_ACCESS_POLICY = "AmazonEKSClusterAdminPolicy"
+
+
+def managed_policy_arn(partition: str, name: str) -> str:
+    return f"arn:{partition}:iam::aws:policy/{name}"
+
+
+def access_policy_arn(partition: str, name: str = CLUSTER_ADMIN_ACCESS_POLICY) -> str:
+    """EKS access policies live in their own namespace, not in IAM."""
+    return f"arn:{partition}:eks::aws:cluster-access-policy/{name}"
+
+
+def _doc(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": VERSION, "Statement": list(statements)}, sort_keys=True)
+
+
+def service_trust_policy(service: str, actions: tuple[str, ...] = ("sts:AssumeRole",)) -> str:
+    """Trust policy letting one AWS service principal assume the role."""
+    return _doc({"Effect": "Allow", "Principal": {"Service": service}, "Action": list(actions)})
+
+
+def cluster_trust_policy() -> str:
+    # EKS tags its sessions (sts:TagSession) since the access-entry / Auto Mode era.
+    return service_trust_policy("eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession"))
+
+
+def node_trust_policy() -> str:
+    return service_trust_policy("ec2.amazonaws.com")
+
+
+def flow_logs_trust_policy(account_id: str) -> str:
+    """Only flow-log deliveries for this account may assume the role (confused-deputy guard)."""
+    return _doc(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+            "Action": ["sts:AssumeRole"],
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+        }
+    )
+
+
+def flow_logs_policy(log_group_arn: str) -> str:
+    """Write access to exactly one log group (and its streams)."""
+    return _doc(
+        {
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "logs:DescribeLogGroups",
+                "logs:DescribeLogStreams",
+            ],
+            "Resource": [log_group_arn, f"{log_group_arn}:*"],
+        }
+    )
+
+
+def secrets_encryption_policy(key_arn: str) -> str:
+    """What the EKS control plane needs on the secrets KMS key, and nothing else."""
+    return _doc(
+        {
+            "Effect": "Allow",
+            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"],
+            "Resource": key_arn,
+        }
+    )

@@ -1,0 +1,238 @@
+"""`Network`: the VPC the cluster lives in - public subnets for load balancers and NAT, private for nodes.
+
+Why this shape: nodes never get public IPs (private subnets behind NAT), load balancers find their
+subnets by the `kubernetes.io/role/*` tags, the default security group is emptied so nothing can lean
+on it, and S3 traffic (images layers, Dask spill) skips the NAT through a free gateway endpoint.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import iam
+from infra.config import NetworkConfig
+from infra.tags import name_tag, private_subnet_tags, public_subnet_tags
+
+
+@dataclass(frozen=True)
+class SubnetPlan:
+    az_index: int
+    private_cidr: str
+    public_cidr: str
+
+
+def carve_subnets(cidr: str, az_count: int) -> list[SubnetPlan]:
+    """Split the VPC CIDR: quarters 0..2 are the private subnets (one per AZ, where the pods' IPs come
+    from with the VPC CNI), the last quarter is cut in four for the small public subnets."""
+    vpc = ipaddress.IPv4Network(cidr)
+    quarters = list(vpc.subnets(prefixlen_diff=2))
+    publics = list(quarters[3].subnets(prefixlen_diff=2))
+    if not 1 <= az_count <= 3:
+        raise ValueError(f"az_count must be 1..3, got {az_count}")
+    return [SubnetPlan(i, str(quarters[i]), str(publics[i])) for i in range(az_count)]
+
+
+def nat_subnet_indexes(nat_mode: str, az_count: int) -> list[int]:
+    """Which public subnets get a NAT gateway: one shared (cheap) or one per AZ (an AZ outage stays local)."""
+    return [0] if nat_mode == "single" else list(range(az_count))
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    config: NetworkConfig
+    cluster_name: str
+    region: str
+    tags: Mapping[str, str]
+    account_id: pulumi.Input[str]
+
+
+class Network(pulumi.ComponentResource):
+    """VPC, subnets per AZ, IGW, NAT, route tables, locked default SG, optional flow logs, S3 endpoint."""
+
+    TYPE = "adaptive-dask:aws:Network"
+
+    def __init__(
+        self, name: str, args: NetworkArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(
+            self.TYPE,
+            name,
+            None,
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider])),
+        )
+        cfg = args.config
+        self._provider = provider
+
+        zones = aws.get_availability_zones_output(
+            state="available",
+            filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+            opts=pulumi.InvokeOutputOptions(parent=self, provider=provider),
+        )
+
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=cfg.cidr,
+            enable_dns_support=True,
+            enable_dns_hostnames=True,  # required by the private EKS endpoint
+            tags=name_tag(name),
+            opts=self._opts(),
+        )
+        # Adopt the default SG and strip every rule: nothing may rely on its allow-all-internal default.
+        self.default_security_group = aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg",
+            vpc_id=self.vpc.id,
+            ingress=[],
+            egress=[],
+            tags=name_tag(f"{name}-default-locked"),
+            opts=self._opts(),
+        )
+        self.internet_gateway = aws.ec2.InternetGateway(
+            f"{name}-igw", vpc_id=self.vpc.id, tags=name_tag(name), opts=self._opts()
+        )
+
+        self.public_subnets: list[aws.ec2.Subnet] = []
+        self.private_subnets: list[aws.ec2.Subnet] = []
+        for plan in carve_subnets(cfg.cidr, cfg.az_count):
+            az = zones.names.apply(lambda names, i=plan.az_index: _zone(names, i))
+            self.public_subnets.append(
+                aws.ec2.Subnet(
+                    f"{name}-public-{plan.az_index}",
+                    vpc_id=self.vpc.id,
+                    cidr_block=plan.public_cidr,
+                    availability_zone=az,
+                    map_public_ip_on_launch=False,  # NAT and load balancers bring their own addresses
+                    tags=public_subnet_tags(args.cluster_name, f"{name}-public-{plan.az_index}"),
+                    opts=self._opts(),
+                )
+            )
+            self.private_subnets.append(
+                aws.ec2.Subnet(
+                    f"{name}-private-{plan.az_index}",
+                    vpc_id=self.vpc.id,
+                    cidr_block=plan.private_cidr,
+                    availability_zone=az,
+                    map_public_ip_on_launch=False,
+                    tags=private_subnet_tags(args.cluster_name, f"{name}-private-{plan.az_index}"),
+                    opts=self._opts(),
+                )
+            )
+
+        self.public_route_table = aws.ec2.RouteTable(
+            f"{name}-public",
+            vpc_id=self.vpc.id,
+            routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": self.internet_gateway.id}],
+            tags=name_tag(f"{name}-public"),
+            opts=self._opts(),
+        )
+        for i, subnet in enumerate(self.public_subnets):
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-{i}",
+                subnet_id=subnet.id,
+                route_table_id=self.public_route_table.id,
+                opts=self._opts(),
+            )
+
+        self.eips: list[aws.ec2.Eip] = []
+        self.nat_gateways: list[aws.ec2.NatGateway] = []
+        for i in nat_subnet_indexes(cfg.nat_mode, cfg.az_count):
+            eip = aws.ec2.Eip(
+                f"{name}-nat-{i}", domain="vpc", tags=name_tag(f"{name}-nat-{i}"), opts=self._opts()
+            )
+            self.eips.append(eip)
+            self.nat_gateways.append(
+                aws.ec2.NatGateway(
+                    f"{name}-nat-{i}",
+                    allocation_id=eip.allocation_id,
+                    subnet_id=self.public_subnets[i].id,
+                    connectivity_type="public",
+                    tags=name_tag(f"{name}-nat-{i}"),
+                    # The NAT needs the IGW attached before it can route.
+                    opts=self._opts(depends_on=[self.internet_gateway]),
+                )
+            )
+
+        self.private_route_tables: list[aws.ec2.RouteTable] = []
+        for i, subnet in enumerate(self.private_subnets):
+            nat = self.nat_gateways[i if cfg.nat_mode == "per-az" else 0]
+            table = aws.ec2.RouteTable(
+                f"{name}-private-{i}",
+                vpc_id=self.vpc.id,
+                routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}],
+                tags=name_tag(f"{name}-private-{i}"),
+                opts=self._opts(),
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-private-{i}", subnet_id=subnet.id, route_table_id=table.id, opts=self._opts()
+            )
+            self.private_route_tables.append(table)
+
+        self.s3_endpoint = aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=self.vpc.id,
+            service_name=f"com.amazonaws.{args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[t.id for t in self.private_route_tables],
+            tags=name_tag(f"{name}-s3"),
+            opts=self._opts(),
+        )
+
+        self.flow_log: aws.ec2.FlowLog | None = None
+        if cfg.flow_logs:
+            self.flow_log = self._flow_logs(name, cfg, args.account_id)
+
+        self.vpc_id = self.vpc.id
+        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in self.public_subnets])
+        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in self.private_subnets])
+        self.register_outputs(
+            {
+                "vpcId": self.vpc_id,
+                "publicSubnetIds": self.public_subnet_ids,
+                "privateSubnetIds": self.private_subnet_ids,
+            }
+        )
+
+    def _opts(self, **kwargs: object) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, provider=self._provider, **kwargs)  # type: ignore[arg-type]
+
+    def _flow_logs(self, name: str, cfg: NetworkConfig, account_id: pulumi.Input[str]) -> aws.ec2.FlowLog:
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs",
+            name=f"/aws/vpc/{name}/flow-logs",
+            retention_in_days=cfg.flow_log_retention_days,
+            opts=self._opts(),
+        )
+        role = aws.iam.Role(
+            f"{name}-flow-logs",
+            assume_role_policy=pulumi.Output.from_input(account_id).apply(iam.flow_logs_trust_policy),
+            opts=self._opts(),
+        )
+        aws.iam.RolePolicy(
+            f"{name}-flow-logs",
+            role=role.id,
+            policy=log_group.arn.apply(iam.flow_logs_policy),
+            opts=self._opts(),
+        )
+        return aws.ec2.FlowLog(
+            f"{name}-flow-logs",
+            vpc_id=self.vpc.id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=log_group.arn,
+            iam_role_arn=role.arn,
+            max_aggregation_interval=60,
+            tags=name_tag(f"{name}-flow-logs"),
+            opts=self._opts(),
+        )
+
+
+def _zone(names: list[str], index: int) -> str:
+    if index >= len(names):
+        raise pulumi.RunError(
+            f"the region offers only {len(names)} availability zones; network.azCount needs {index + 1}"
+        )
+    return names[index]

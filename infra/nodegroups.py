@@ -1,0 +1,217 @@
+"""`NodeGroups`: a fixed `system` managed node group plus one autoscaled managed node group per worker group.
+
+Why this shape:
+- Every group gets its own launch template: IMDSv2 required with hop limit 1 (pods cannot reach the node
+  role's credentials; they use IRSA), an encrypted gp3 root volume, and tags on what the ASG launches.
+- Worker groups carry the Dask-worker taint so only Dask workers land there, and their desired size is
+  ignored (`scalingConfig.desiredSize`, camelCase: nested paths are not translated) because
+  cluster-autoscaler owns it.
+- Managed node group tags never reach the Auto Scaling Group, so the cluster-autoscaler
+  scale-from-zero tags (labels, taints, ephemeral storage) are put on the ASG with aws.autoscaling.Tag.
+  A managed node group has exactly one ASG, so the tags target `resources[0].autoscalingGroups[0]`,
+  which keeps the resource count static (visible in preview).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import iam
+from infra.config import SystemNodeGroupConfig, WorkerGroupConfig, is_arm_instance_type
+from infra.tags import (
+    eks_taints,
+    instance_tags,
+    scale_from_zero_tags,
+    system_labels,
+    worker_labels,
+    worker_taints,
+)
+
+ROOT_DEVICE = "/dev/xvda"  # AL2023 root device name
+
+
+def ami_type(instance_types: Sequence[str]) -> str:
+    """AL2023 for the instance types' architecture (config validation forbids mixing)."""
+    return "AL2023_ARM_64_STANDARD" if is_arm_instance_type(instance_types[0]) else "AL2023_x86_64_STANDARD"
+
+
+def launch_template_args(name: str, disk_gib: int, common_tags: Mapping[str, str]) -> dict[str, Any]:
+    """Launch template inputs for a node group (no instance type, AMI or profile: EKS sets those)."""
+    tags = instance_tags(common_tags, name)
+    return {
+        "metadata_options": {
+            "http_endpoint": "enabled",
+            "http_tokens": "required",
+            "http_put_response_hop_limit": 1,
+        },
+        "block_device_mappings": [
+            {
+                "device_name": ROOT_DEVICE,
+                "ebs": {
+                    "volume_size": disk_gib,
+                    "volume_type": "gp3",
+                    "encrypted": "true",
+                    "delete_on_termination": "true",
+                },
+            }
+        ],
+        "tag_specifications": [
+            {"resource_type": kind, "tags": tags} for kind in ("instance", "volume", "network-interface")
+        ],
+        "update_default_version": True,
+    }
+
+
+def tag_resource_name(group_logical: str, key: str) -> str:
+    """Stable logical name per ASG tag key (keys contain '/', which is awkward in URNs)."""
+    return f"{group_logical}-asg-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class NodeGroupsArgs:
+    cluster_name: pulumi.Input[str]
+    cluster_version: str
+    subnet_ids: pulumi.Input[Sequence[str]]
+    partition: pulumi.Input[str]
+    system: SystemNodeGroupConfig
+    workers: tuple[WorkerGroupConfig, ...]
+    tags: Mapping[str, str]
+    # Resources every node needs before it can join and become Ready (vpc-cni, kube-proxy addons).
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+class NodeGroups(pulumi.ComponentResource):
+    """Node IAM role, per-group launch templates, managed node groups and scale-from-zero ASG tags."""
+
+    TYPE = "adaptive-dask:aws:NodeGroups"
+
+    def __init__(
+        self,
+        name: str,
+        args: NodeGroupsArgs,
+        provider: aws.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(
+            self.TYPE,
+            name,
+            None,
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider])),
+        )
+        self._provider = provider
+        self._name = name
+        self._args = args
+        partition = pulumi.Output.from_input(args.partition)
+
+        self.role = aws.iam.Role(
+            f"{name}-node", assume_role_policy=iam.node_trust_policy(), opts=self._opts()
+        )
+        self._attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{policy}",
+                role=self.role.name,
+                policy_arn=partition.apply(lambda p, n=policy: iam.managed_policy_arn(p, n)),
+                opts=self._opts(),
+            )
+            for policy in iam.NODE_POLICIES
+        ]
+
+        self.launch_templates: dict[str, aws.ec2.LaunchTemplate] = {}
+        self.system = self._group(
+            "system",
+            instance_types=[args.system.instance_type],
+            capacity_type="ON_DEMAND",
+            scaling={
+                "min_size": args.system.size,
+                "max_size": args.system.size,
+                "desired_size": args.system.size,
+            },
+            disk_gib=args.system.disk_gib,
+            labels=system_labels(),
+            taints=[],
+            ignore_changes=[],
+        )
+        self.workers: dict[str, aws.eks.NodeGroup] = {}
+        self.asg_names: dict[str, pulumi.Output[str]] = {}
+        self.asg_tags: dict[str, list[aws.autoscaling.Tag]] = {}
+        for group in args.workers:
+            node_group = self._group(
+                group.name,
+                instance_types=list(group.instance_types),
+                capacity_type=group.capacity_type,
+                scaling={
+                    "min_size": group.min_size,
+                    "max_size": group.max_size,
+                    "desired_size": group.min_size,
+                },
+                disk_gib=group.disk_gib,
+                labels=worker_labels(group),
+                taints=eks_taints(worker_taints(group)),
+                ignore_changes=["scalingConfig.desiredSize"],
+            )
+            self.workers[group.name] = node_group
+            asg_name = node_group.resources.apply(lambda rs: rs[0].autoscaling_groups[0].name)
+            self.asg_names[group.name] = asg_name
+            self.asg_tags[group.name] = [
+                aws.autoscaling.Tag(
+                    tag_resource_name(f"{name}-{group.name}", key),
+                    autoscaling_group_name=asg_name,
+                    tag={"key": key, "value": value, "propagate_at_launch": False},
+                    opts=self._opts(),
+                )
+                for key, value in scale_from_zero_tags(group).items()
+            ]
+
+        self.all_groups: list[aws.eks.NodeGroup] = [self.system, *self.workers.values()]
+        self.node_group_names: dict[str, pulumi.Output[str]] = {
+            "system": self.system.node_group_name,
+            **{g: ng.node_group_name for g, ng in self.workers.items()},
+        }
+        self.register_outputs({"nodeGroupNames": self.node_group_names, "asgNames": self.asg_names})
+
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, provider=self._provider, **kwargs)
+
+    def _group(
+        self,
+        group: str,
+        *,
+        instance_types: list[str],
+        capacity_type: str,
+        scaling: dict[str, int],
+        disk_gib: int,
+        labels: dict[str, str],
+        taints: list[dict[str, str]],
+        ignore_changes: list[str],
+    ) -> aws.eks.NodeGroup:
+        logical = f"{self._name}-{group}"
+        template = aws.ec2.LaunchTemplate(
+            logical, **launch_template_args(logical, disk_gib, self._args.tags), opts=self._opts()
+        )
+        self.launch_templates[group] = template
+        return aws.eks.NodeGroup(
+            logical,
+            cluster_name=self._args.cluster_name,
+            version=self._args.cluster_version,
+            node_role_arn=self.role.arn,
+            subnet_ids=self._args.subnet_ids,
+            instance_types=instance_types,
+            ami_type=ami_type(instance_types),
+            capacity_type=capacity_type,
+            scaling_config=scaling,
+            update_config={"max_unavailable_percentage": 33},
+            labels=labels,
+            taints=taints,
+            launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+            tags={"Name": logical},
+            opts=self._opts(
+                depends_on=[*self._attachments, *self._args.depends_on],
+                ignore_changes=ignore_changes,
+            ),
+        )

@@ -1,0 +1,81 @@
+"""Tags, Kubernetes labels and taints as pure functions of the config.
+
+Why here: the same node-group facts feed three places that must agree exactly - the node group's
+labels/taints, the cluster-autoscaler scale-from-zero tags on its Auto Scaling Group, and the
+Kubernetes layer's nodeSelector/tolerations. One function each, tested directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from infra.config import Taint, WorkerGroupConfig
+
+POOL_LABEL = "adaptive-dask/pool"
+SYSTEM_POOL = "system"
+WORKER_TAINT = Taint(key="adaptive-dask/dask-worker", value="true", effect="NoSchedule")
+CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"  # set on every node by EKS itself
+NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+
+# Kubernetes taint effects -> the EKS API's spelling.
+EKS_TAINT_EFFECTS = {
+    "NoSchedule": "NO_SCHEDULE",
+    "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+    "NoExecute": "NO_EXECUTE",
+}
+
+
+def name_tag(name: str) -> dict[str, str]:
+    """Per-resource tags: just a Name; the common tags come from the AWS provider's default tags."""
+    return {"Name": name}
+
+
+def instance_tags(common: Mapping[str, str], name: str) -> dict[str, str]:
+    """Tags for what an ASG launches (instances, volumes, ENIs): provider default tags do not reach them."""
+    return {**common, "Name": name}
+
+
+def public_subnet_tags(cluster_name: str, name: str) -> dict[str, str]:
+    return {"Name": name, "kubernetes.io/role/elb": "1", f"kubernetes.io/cluster/{cluster_name}": "shared"}
+
+
+def private_subnet_tags(cluster_name: str, name: str) -> dict[str, str]:
+    return {
+        "Name": name,
+        "kubernetes.io/role/internal-elb": "1",
+        f"kubernetes.io/cluster/{cluster_name}": "shared",
+    }
+
+
+def system_labels() -> dict[str, str]:
+    return {POOL_LABEL: SYSTEM_POOL}
+
+
+def worker_labels(group: WorkerGroupConfig) -> dict[str, str]:
+    """Configured labels plus the pool label the Dask worker pods select on."""
+    return {**group.labels, POOL_LABEL: group.name}
+
+
+def worker_taints(group: WorkerGroupConfig) -> tuple[Taint, ...]:
+    """The Dask-worker taint first (only Dask workers tolerate it), then the configured ones."""
+    return (WORKER_TAINT, *group.taints)
+
+
+def eks_taints(taints: tuple[Taint, ...]) -> list[dict[str, str]]:
+    """Taints in the aws.eks.NodeGroup input shape."""
+    return [{"key": t.key, "value": t.value, "effect": EKS_TAINT_EFFECTS[t.effect]} for t in taints]
+
+
+def scale_from_zero_tags(group: WorkerGroupConfig) -> dict[str, str]:
+    """cluster-autoscaler node-template tags for a worker group's ASG.
+
+    At zero nodes CA can only learn what a new node would look like from these tags; they must match the
+    node group's labels and taints exactly, or pending pods with that nodeSelector/toleration never
+    trigger a scale-up.
+    """
+    tags = {f"{NODE_TEMPLATE}/label/{k}": v for k, v in worker_labels(group).items()}
+    tags[f"{NODE_TEMPLATE}/label/{CAPACITY_TYPE_LABEL}"] = group.capacity_type
+    for taint in worker_taints(group):
+        tags[f"{NODE_TEMPLATE}/taint/{taint.key}"] = f"{taint.value}:{taint.effect}"
+    tags[f"{NODE_TEMPLATE}/resources/ephemeral-storage"] = f"{group.disk_gib}Gi"
+    return tags
