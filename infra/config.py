@@ -507,7 +507,7 @@ def _cluster_config(s: Section, network: NetworkConfig, production: bool, prod_k
             raise Field(f"{addon_field.key}.{name}", version).fail("must look like v1.19.0-eksbuild.1")
 
     return ClusterConfig(
-        version=s["version"].choice(SUPPORTED_KUBERNETES_VERSIONS),
+        version=_version(s["version"]),
         endpoint_public_access=public,
         public_access_cidrs=cidrs,
         endpoint_private_access=private,
@@ -519,6 +519,15 @@ def _cluster_config(s: Section, network: NetworkConfig, production: bool, prod_k
         support_type=s["supportType"].choice(SUPPORT_TYPES),
         addon_versions=MappingProxyType(addons),
     )
+
+
+def _version(field: Field) -> str:
+    if not isinstance(field.value, str):
+        raise field.fail(
+            f"must be a quoted string (YAML reads 1.30 as the number 1.3); one of "
+            f"{', '.join(SUPPORTED_KUBERNETES_VERSIONS)}"
+        )
+    return field.choice(SUPPORTED_KUBERNETES_VERSIONS)
 
 
 def _system_config(s: Section) -> SystemNodeGroupConfig:
