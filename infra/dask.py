@@ -1,0 +1,111 @@
+"""`DaskCluster`: the Dask scheduler (with the adaptive preload) and the worker Deployment it scales.
+
+Takes plain typed inputs (validated `DaskSettings` and an explicit Kubernetes provider) so it runs
+the same against EKS and against any cluster of the `local` target.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import k8s_dask, k8s_preload
+from infra.dask_config import DaskSettings
+from infra.k8s_objects import create
+
+# The preload owns the worker count (`/scale`); Pulumi creates the Deployment at 0 and never resets it.
+WORKER_IGNORE_CHANGES = ["spec.replicas"]
+
+
+class DaskCluster(pulumi.ComponentResource):
+    namespace: pulumi.Output[str]
+    scheduler_address: pulumi.Output[str]
+    dashboard: pulumi.Output[str]
+    worker_deployment: pulumi.Output[str]
+    worker_selector: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        settings: DaskSettings,
+        k8s_provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("adaptive-dask:kubernetes:DaskCluster", name, None, opts)
+        names = k8s_dask.Names(namespace=settings.namespace)
+        version = settings.dask_version
+        files = k8s_preload.collect()
+        preload_hash = k8s_preload.content_hash(files)
+
+        def opts_(*depends_on: pulumi.Resource, **extra: object) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(
+                parent=self, provider=k8s_provider, depends_on=list(depends_on), **extra
+            )
+
+        ns = create(f"{name}-namespace", k8s_dask.namespace(names, version), opts_())
+        scheduler_sa = create(
+            f"{name}-scheduler-sa",
+            k8s_dask.service_account(names.scheduler, names, "scheduler", version, automount=True),
+            opts_(ns),
+        )
+        worker_sa = create(
+            f"{name}-worker-sa",
+            k8s_dask.service_account(names.worker, names, "worker", version, automount=False),
+            opts_(ns),
+        )
+        role = create(f"{name}-role", k8s_dask.role(names, version), opts_(ns))
+        binding = create(
+            f"{name}-rolebinding", k8s_dask.role_binding(names, version), opts_(role, scheduler_sa)
+        )
+        preload = create(f"{name}-preload", k8s_dask.preload_configmap(names, version, files), opts_(ns))
+        workers = create(
+            f"{name}-workers",
+            k8s_dask.worker_deployment(settings, names, files, preload_hash),
+            opts_(preload, worker_sa, ignore_changes=WORKER_IGNORE_CHANGES),
+        )
+        # The preload exits at start if the worker Deployment or its RBAC is missing: create them first.
+        scheduler = create(
+            f"{name}-scheduler",
+            k8s_dask.scheduler_deployment(settings, names, files, preload_hash),
+            opts_(preload, binding, workers),
+        )
+        service = create(f"{name}-scheduler-svc", k8s_dask.scheduler_service(names, version), opts_(ns))
+
+        dashboard: pulumi.Input[str] = k8s_dask.port_forward_instructions(names)
+        if settings.dashboard_cidrs:
+            lb = create(
+                f"{name}-dashboard",
+                k8s_dask.dashboard_service(names, version, settings.dashboard_cidrs, settings.target),
+                opts_(scheduler),
+            )
+            dashboard = lb.status.apply(  # type: ignore[attr-defined]
+                lambda status: _lb_instructions(status, settings.dashboard_cidrs)
+            )
+
+        self.namespace = ns.metadata.name  # type: ignore[attr-defined]
+        self.scheduler_address = service.metadata.apply(lambda _: names.scheduler_address)  # type: ignore[attr-defined]
+        self.dashboard = pulumi.Output.from_input(dashboard)
+        self.worker_deployment = workers.metadata.apply(lambda _: names.worker)  # type: ignore[attr-defined]
+        self.worker_selector = pulumi.Output.from_input(
+            k8s_dask.selector_string(k8s_dask.selector_labels(names, "worker"))
+        )
+        self.scheduler = scheduler
+        self.workers = workers
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "schedulerAddress": self.scheduler_address,
+                "dashboard": self.dashboard,
+                "workerDeployment": self.worker_deployment,
+                "workerSelector": self.worker_selector,
+            }
+        )
+
+
+def _lb_instructions(status: object, cidrs: tuple[str, ...]) -> str:
+    ingress = []
+    lb = getattr(status, "load_balancer", None) if status is not None else None
+    if lb is not None and getattr(lb, "ingress", None):
+        ingress = [i.hostname or i.ip for i in lb.ingress]
+    where = ingress[0] if ingress else "<pending load balancer>"
+    return f"http://{where}:{k8s_dask.DASHBOARD_PORT}/status (reachable from {', '.join(cidrs)} only)"

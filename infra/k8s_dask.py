@@ -1,0 +1,455 @@
+"""Pure builders for every Kubernetes object of the Dask layer (plain dicts, wire names).
+
+The `DaskCluster` component only turns these into resources; tests validate them against the
+Kubernetes OpenAPI schema and assert on them directly. The command lines here are the contract with
+the `dask_adaptive` preload (option names) and with issue 4's kubelet harness (ports, paths, env).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.dask_config import DaskSettings
+from infra.k8s_placement import POOL_LABEL, SYSTEM_POOL, pool_placement, tolerations
+from infra.k8s_preload import HASH_ANNOTATION, MOUNT_PATH, PreloadFile, configmap_data, volume
+from infra.k8s_quantity import format_cpu_millicores, format_memory_mib
+
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+WORKER_DASHBOARD_PORT = 8788
+WORKER_READY_PATH = "/dask-adaptive/ready"
+SCRATCH_PATH = "/scratch"
+RUN_AS = 1000  # the stock image's user is root; pods must not run as root
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+SAFE_TO_EVICT_LOCAL_VOLUMES = "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes"
+SIGTERM_MARGIN_SECONDS = 15  # the worker's own retirement timeout ends this long before SIGKILL
+
+
+@dataclass(frozen=True)
+class Names:
+    """In-cluster names; the namespace is per stack, so these can stay short and predictable."""
+
+    namespace: str
+    scheduler: str = "dask-scheduler"  # Deployment, Service and ServiceAccount
+    worker: str = "dask-worker"  # Deployment and ServiceAccount
+    dashboard: str = "dask-dashboard"  # optional LoadBalancer Service
+    preload: str = "dask-adaptive-preload"  # ConfigMap
+    role: str = "dask-scheduler-scaler"  # Role and RoleBinding
+
+    @property
+    def scheduler_host(self) -> str:
+        return f"{self.scheduler}.{self.namespace}.svc.cluster.local"
+
+    @property
+    def scheduler_address(self) -> str:
+        return f"tcp://{self.scheduler_host}:{SCHEDULER_PORT}"
+
+
+# ---------------------------------------------------------------- labels
+
+
+def labels(names: Names, component: str, version: str) -> dict[str, str]:
+    """Recommended `app.kubernetes.io/*` labels on every object."""
+    return {
+        **selector_labels(names, component),
+        "app.kubernetes.io/part-of": "adaptive-dask",
+        "app.kubernetes.io/managed-by": "pulumi",
+        "app.kubernetes.io/version": version,
+    }
+
+
+def selector_labels(names: Names, component: str) -> dict[str, str]:
+    """The immutable subset used in selectors (no version: a Deployment selector cannot change)."""
+    return {
+        "app.kubernetes.io/name": "dask",
+        "app.kubernetes.io/instance": names.namespace,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def selector_string(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector.items())
+
+
+def _meta(name: str, names: Names, component: str, version: str, **extra: dict) -> dict:
+    return {"name": name, "namespace": names.namespace, "labels": labels(names, component, version), **extra}
+
+
+# ---------------------------------------------------------------- namespace, RBAC, ConfigMap
+
+
+def namespace(names: Names, version: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": names.namespace, "labels": labels(names, "namespace", version)},
+    }
+
+
+def role_rules(worker_deployment: str) -> list[dict]:
+    """Exactly what the scheduler preload needs; `resourceNames` pins the Deployment verbs to one name.
+
+    Pod verbs cannot be pinned by name (list/watch, and pods get generated names): they stay namespaced.
+    """
+    return [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": [worker_deployment],
+            "verbs": ["get", "patch", "update"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": [worker_deployment],
+            "verbs": ["get", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+
+
+def service_account(name: str, names: Names, component: str, version: str, automount: bool) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(name, names, component, version),
+        "automountServiceAccountToken": automount,
+    }
+
+
+def role(names: Names, version: str) -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(names.role, names, "scheduler", version),
+        "rules": role_rules(names.worker),
+    }
+
+
+def role_binding(names: Names, version: str) -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(names.role, names, "scheduler", version),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names.role},
+        "subjects": [{"kind": "ServiceAccount", "name": names.scheduler, "namespace": names.namespace}],
+    }
+
+
+def preload_configmap(names: Names, version: str, files: tuple[PreloadFile, ...]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(names.preload, names, "preload", version),
+        "data": configmap_data(files),
+    }
+
+
+# ---------------------------------------------------------------- command lines (the preload contract)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def scheduler_command(settings: DaskSettings, names: Names) -> list[str]:
+    worker_selector = selector_string(selector_labels(names, "worker"))
+    return [
+        "dask",
+        "scheduler",
+        "--port",
+        str(SCHEDULER_PORT),
+        "--dashboard-address",
+        f":{DASHBOARD_PORT}",
+        "--preload",
+        "dask_adaptive.preload",
+        "--backend",
+        "kubernetes",
+        "--namespace",
+        names.namespace,
+        "--deployment",
+        names.worker,
+        "--selector",
+        worker_selector,
+        "--minimum",
+        str(settings.min_workers),
+        "--maximum",
+        str(settings.max_workers),
+        "--interval",
+        _seconds(settings.interval_s),
+        "--target-duration",
+        _seconds(settings.target_duration_s),
+        "--scale-down-delay",
+        _seconds(settings.scale_down_delay_s),
+    ]
+
+
+def worker_command(settings: DaskSettings, names: Names) -> list[str]:
+    """`$(POD_NAME)` is expanded by the kubelet from the env, so the Dask worker name is the pod name."""
+    return [
+        "dask",
+        "worker",
+        names.scheduler_address,
+        "--name",
+        "$(POD_NAME)",
+        "--nthreads",
+        str(settings.worker.threads),
+        "--memory-limit",
+        str(settings.worker.dask_memory_limit_bytes),
+        "--dashboard-address",
+        f":{WORKER_DASHBOARD_PORT}",
+        "--local-directory",
+        SCRATCH_PATH,
+        "--preload",
+        "dask_adaptive.worker",
+        "--preload-nanny",
+        "dask_adaptive.worker",
+    ]
+
+
+# ---------------------------------------------------------------- pods
+
+
+def _security_context() -> dict:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _pod_security_context() -> dict:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(cpu_millicores: int, memory_mib: int) -> dict:
+    """requests == limits: Guaranteed QoS, so node memory pressure evicts these pods last."""
+    amounts = {"cpu": format_cpu_millicores(cpu_millicores), "memory": format_memory_mib(memory_mib)}
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _env(extra: list[dict]) -> list[dict]:
+    return [
+        {"name": "PYTHONPATH", "value": MOUNT_PATH},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        {"name": "HOME", "value": "/tmp"},  # the root filesystem is read-only
+        *extra,
+    ]
+
+
+def _http_probe(path: str, port: str, period: int, timeout: int, failures: int, delay: int = 0) -> dict:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "initialDelaySeconds": delay,
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def _template_annotations(preload_hash: str, extra: dict[str, str]) -> dict[str, str]:
+    return {HASH_ANNOTATION: preload_hash, **extra}
+
+
+def scheduler_deployment(
+    settings: DaskSettings, names: Names, files: tuple[PreloadFile, ...], preload_hash: str
+) -> dict:
+    version = settings.dask_version
+    placement: dict = {}
+    if settings.target == "aws":
+        placement = {"nodeSelector": {POOL_LABEL: SYSTEM_POOL}}
+        if settings.system_taints:
+            placement["tolerations"] = tolerations(settings.system_taints)
+    container = {
+        "name": "scheduler",
+        "image": settings.image,
+        "imagePullPolicy": "IfNotPresent",
+        # `command`, not `args`: skips the image's entrypoint, which pip-installs EXTRA_PIP_PACKAGES.
+        "command": scheduler_command(settings, names),
+        "env": _env([{"name": "DASK_TEMPORARY_DIRECTORY", "value": "/tmp"}]),
+        "ports": [
+            {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
+            {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
+        ],
+        "resources": _resources(settings.scheduler_cpu_millicores, settings.scheduler_memory_mib),
+        "readinessProbe": _http_probe("/health", "http-dashboard", period=10, timeout=5, failures=3, delay=5),
+        # Generous: a restart loses every result the scheduler tracks, a slow event loop is not death.
+        "livenessProbe": _http_probe(
+            "/health", "http-dashboard", period=30, timeout=10, failures=10, delay=30
+        ),
+        "securityContext": _security_context(),
+        "volumeMounts": [
+            {"name": "preload", "mountPath": MOUNT_PATH, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(names.scheduler, names, "scheduler", version),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},  # never two schedulers scaling one Deployment
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(names, "scheduler")},
+            "template": {
+                "metadata": {
+                    "labels": labels(names, "scheduler", version),
+                    # data-holding and not replicable: cluster-autoscaler must not move it
+                    "annotations": _template_annotations(preload_hash, {SAFE_TO_EVICT: "false"}),
+                },
+                "spec": {
+                    "serviceAccountName": names.scheduler,
+                    "automountServiceAccountToken": True,  # the preload calls the API with it
+                    "securityContext": _pod_security_context(),
+                    "containers": [container],
+                    "volumes": [
+                        volume("preload", names.preload, files),
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                    ],
+                    **placement,
+                },
+            },
+        },
+    }
+
+
+def worker_deployment(
+    settings: DaskSettings, names: Names, files: tuple[PreloadFile, ...], preload_hash: str
+) -> dict:
+    version = settings.dask_version
+    placement: dict = {}
+    if settings.placement is not None:
+        placement = pool_placement(settings.placement.pools)
+        placement["tolerations"] = tolerations(settings.placement.taints)
+    sigterm_timeout = max(5, settings.termination_grace_seconds - SIGTERM_MARGIN_SECONDS)
+    container = {
+        "name": "worker",
+        "image": settings.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": worker_command(settings, names),
+        "env": _env(
+            [
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "DASK_TEMPORARY_DIRECTORY", "value": SCRATCH_PATH},
+                # the worker preload's own deadline for a graceful retirement, inside the grace period
+                {"name": "DASK_ADAPTIVE__WORKER__SIGTERM_TIMEOUT", "value": f"{sigterm_timeout}s"},
+            ]
+        ),
+        "ports": [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}],
+        "resources": _resources(settings.worker.cpu_millicores, settings.worker.memory_mib),
+        # 503 once retiring: the ReplicaSet deletes NotReady pods first, i.e. exactly the retired ones.
+        # No livenessProbe: the nanny restarts a dead worker process, and a liveness kill during a
+        # retirement would lose the very data being moved.
+        "readinessProbe": _http_probe(WORKER_READY_PATH, "http-dashboard", period=2, timeout=2, failures=1),
+        "securityContext": _security_context(),
+        "volumeMounts": [
+            {"name": "preload", "mountPath": MOUNT_PATH, "readOnly": True},
+            {"name": "scratch", "mountPath": SCRATCH_PATH},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(names.worker, names, "worker", version),
+        "spec": {
+            # Owned by the preload after creation (Pulumi ignores it); 0 so nothing runs before asked.
+            "replicas": 0,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(names, "worker")},
+            "template": {
+                "metadata": {
+                    "labels": labels(names, "worker", version),
+                    # Spill data is moved on SIGTERM, so the emptyDirs need not block node scale-down.
+                    "annotations": _template_annotations(
+                        preload_hash, {SAFE_TO_EVICT_LOCAL_VOLUMES: "scratch,tmp"}
+                    ),
+                },
+                "spec": {
+                    "serviceAccountName": names.worker,
+                    "automountServiceAccountToken": False,  # workers never call the Kubernetes API
+                    "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+                    "securityContext": _pod_security_context(),
+                    "containers": [container],
+                    "volumes": [
+                        volume("preload", names.preload, files),
+                        {
+                            "name": "scratch",
+                            "emptyDir": {"sizeLimit": format_memory_mib(settings.scratch_mib)},
+                        },
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                    ],
+                    **placement,
+                },
+            },
+        },
+    }
+
+
+# ---------------------------------------------------------------- services
+
+
+def scheduler_service(names: Names, version: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(names.scheduler, names, "scheduler", version),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(names, "scheduler"),
+            "ports": [
+                {"name": "tcp-comm", "port": SCHEDULER_PORT, "targetPort": "tcp-comm", "protocol": "TCP"},
+                {
+                    "name": "http-dashboard",
+                    "port": DASHBOARD_PORT,
+                    "targetPort": "http-dashboard",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def dashboard_service(names: Names, version: str, cidrs: tuple[str, ...], target: str) -> dict:
+    """Only built when an allow-list exists: an internal NLB (aws) reachable from those CIDRs only."""
+    annotations = {}
+    if target == "aws":
+        annotations = {
+            "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+            "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
+        }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(names.dashboard, names, "scheduler", version, annotations=annotations),
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": selector_labels(names, "scheduler"),
+            "loadBalancerSourceRanges": list(cidrs),
+            "ports": [
+                {
+                    "name": "http-dashboard",
+                    "port": DASHBOARD_PORT,
+                    "targetPort": "http-dashboard",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def port_forward_instructions(names: Names) -> str:
+    return (
+        f"kubectl -n {names.namespace} port-forward svc/{names.scheduler} {DASHBOARD_PORT}:{DASHBOARD_PORT}"
+        f"  # then open http://localhost:{DASHBOARD_PORT}/status"
+    )

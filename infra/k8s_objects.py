@@ -1,0 +1,33 @@
+"""Turn a manifest dict (from the pure builders) into the matching typed pulumi-kubernetes resource.
+
+Typed resources rather than `yaml.ConfigGroup`: each object is its own resource in the graph, with
+its own options (provider, ignore_changes, depends_on), visible to mocks and policies.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+_CLASSES: dict[tuple[str, str], type[pulumi.CustomResource]] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def create(resource_name: str, manifest: dict, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """Register `manifest`; its top-level fields become the resource's arguments (nested stay wire form)."""
+    cls = _CLASSES[(manifest["apiVersion"], manifest["kind"])]
+    args = {_snake(k): v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+    return cls(resource_name, **args, opts=opts)

@@ -1,0 +1,306 @@
+"""Config of the Kubernetes layer: defaults, derived worker sizing, and bad values rejected early."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from infra import dask_config as dc
+from infra import instance_types as it
+from infra.errors import ConfigError
+from infra.k8s_placement import WORKER_TAINT, Taint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def facts(**overrides) -> dc.ClusterFacts:
+    groups = overrides.pop(
+        "groups",
+        (
+            dc.WorkerGroupFacts(
+                "spot",
+                ("m6i.xlarge", "m5.xlarge"),
+                "SPOT",
+                max_size=10,
+                disk_gib=50,
+                key="adaptive-dask:workerGroups[0]",
+            ),
+            dc.WorkerGroupFacts(
+                "ondemand",
+                ("m6i.xlarge",),
+                "ON_DEMAND",
+                max_size=4,
+                disk_gib=50,
+                taints=(Taint("dedicated", "dask", "NoSchedule"),),
+                key="adaptive-dask:workerGroups[1]",
+            ),
+        ),
+    )
+    base = {"kubernetes_version": "1.35", "worker_groups": groups, "system_instance_type": "t3.medium"}
+    return dc.ClusterFacts(**{**base, **overrides})
+
+
+def dask(
+    obj: dict | None = None, *, target: str = "aws", f: dc.ClusterFacts | None = None
+) -> dc.DaskSettings:
+    raw = None if obj is None else json.dumps(obj)
+    return dc.parse_dask(
+        raw, target=target, facts=f or (facts() if target == "aws" else None), default_namespace="adask-dev"
+    )
+
+
+def autoscaler(obj: dict | None = None, f: dc.ClusterFacts | None = None) -> dc.AutoscalerSettings:
+    return dc.parse_autoscaler(None if obj is None else json.dumps(obj), facts=f or facts())
+
+
+# ---------------------------------------------------------------- the image pin
+
+
+def test_default_image_pins_the_dask_release_of_requirements_txt():
+    pins = dict(
+        re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line).groups()  # type: ignore[union-attr]
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if re.match(r"^[A-Za-z0-9_.-]+==", line)
+    )
+    assert pins["dask"] == pins["distributed"] == dc.DASK_VERSION
+    assert dask().image == f"ghcr.io/dask/dask:{pins['dask']}-py3.12"
+
+
+# ---------------------------------------------------------------- defaults and derived sizing
+
+
+def test_aws_defaults_fill_the_smallest_worker_node_with_one_worker():
+    s = dask()
+    smallest = min((it.pod_capacity(t) for t in ("m6i.xlarge", "m5.xlarge")), key=lambda r: r.memory_mib)
+    assert (s.worker.cpu_millicores, s.worker.memory_mib) == (smallest.cpu_millicores, smallest.memory_mib)
+    assert s.worker.threads == 4  # 4 vCPUs, minus reservations, still rounds to 4 threads
+    assert s.worker.dask_memory_limit_bytes == (s.worker.memory_mib - dc.NANNY_OVERHEAD_MIB) * 2**20
+    assert s.min_workers == 0 and s.max_workers == (10 + 4) * 1  # what the groups can hold
+    assert s.namespace == "adask-dev"
+    assert s.placement == dc.WorkerPlacement(
+        pools=("spot", "ondemand"), taints=(WORKER_TAINT, Taint("dedicated", "dask", "NoSchedule"))
+    )
+    assert s.dashboard_cidrs == ()
+
+
+@pytest.mark.parametrize("per_node", ["2", "3", 4])
+def test_n_workers_per_node_fill_it_without_overflowing(per_node):
+    s = dask({"workersPerNode": per_node})
+    n = int(per_node)
+    cap = it.pod_capacity("m6i.xlarge")
+    assert n * s.worker.cpu_millicores <= cap.cpu_millicores
+    assert n * s.worker.memory_mib <= cap.memory_mib
+    # and they do fill it: less than one worker's share is left over
+    assert cap.memory_mib - n * s.worker.memory_mib < n
+    assert s.max_workers == 14 * n
+
+
+def test_explicit_values_that_fit_are_kept():
+    s = dask(
+        {
+            "workerCpu": "2",
+            "workerMemory": "8Gi",
+            "workerThreads": "2",
+            "minWorkers": "1",
+            "maxWorkers": "6",
+            "interval": "2s",
+            "targetDuration": 10,
+            "scaleDownDelay": "2m",
+            "dashboardAllowedCidrs": ["10.20.0.0/16"],
+            "scratchSize": "20Gi",
+            "terminationGracePeriodSeconds": "300",
+        }
+    )
+    assert (s.worker.cpu_millicores, s.worker.memory_mib, s.worker.threads) == (2000, 8192, 2)
+    assert (s.min_workers, s.max_workers) == (1, 6)
+    assert (s.interval_s, s.target_duration_s, s.scale_down_delay_s) == (2.0, 10.0, 120.0)
+    assert s.dashboard_cidrs == ("10.20.0.0/16",)
+    assert s.scratch_mib == 20 * 1024 and s.termination_grace_seconds == 300
+
+
+def test_local_target_uses_explicit_sizes_and_no_node_groups():
+    s = dask({"workerCpu": "500m", "workerMemory": "1536Mi"}, target="local")
+    assert (s.worker.cpu_millicores, s.worker.memory_mib, s.worker.threads) == (500, 1536, 1)
+    assert s.placement is None and s.max_workers == 4
+
+
+def test_the_whole_any_cidr_needs_the_acknowledgement():
+    s = dask({"dashboardAllowedCidrs": ["0.0.0.0/0"], "dashboardAllowAnyCidr": "true"})
+    assert s.dashboard_cidrs == ("0.0.0.0/0",)
+
+
+def test_autoscaler_defaults_are_tuned_for_dask():
+    a = autoscaler()
+    assert a.kubernetes_version == "1.35"
+    assert a.expander == "priority,least-waste"  # spot and on-demand both exist
+    assert a.flags == {
+        "scale-down-unneeded-time": "5m",
+        "scale-down-delay-after-add": "5m",
+        "max-node-provision-time": "10m",
+        "expander": "priority,least-waste",
+        "balance-similar-node-groups": "true",
+        "skip-nodes-with-local-storage": "false",
+        "skip-nodes-with-system-pods": "false",
+    }
+
+
+def test_autoscaler_overrides_as_the_cli_stores_them():
+    a = autoscaler(
+        {
+            "scaleDownUnneededTime": "15m",
+            "expander": "least-waste",
+            "balanceSimilarNodeGroups": "false",
+            "maxNodeProvisionTime": "5m",
+        }
+    )
+    assert a.flags["scale-down-unneeded-time"] == "15m"
+    assert a.flags["balance-similar-node-groups"] == "false"
+    assert a.flags["expander"] == "least-waste"
+    assert a.flags["max-node-provision-time"] == "5m"
+
+
+def test_single_capacity_type_gets_least_waste():
+    only_spot = facts(groups=(dc.WorkerGroupFacts("spot", ("m6i.large",), "SPOT", 3),))
+    assert autoscaler(f=only_spot).expander == "least-waste"
+
+
+# ---------------------------------------------------------------- rejected, with the full key named
+
+BAD_DASK = [
+    ({"dashboardAllowedCidrs": ["10.0.0.0/33"]}, "adaptive-dask:dask.dashboardAllowedCidrs[0]"),
+    ({"dashboardAllowedCidrs": ["10.0.0.1/8"]}, "adaptive-dask:dask.dashboardAllowedCidrs[0]"),
+    ({"dashboardAllowedCidrs": ["10.0.0.0/8", "0.0.0.0/0"]}, "adaptive-dask:dask.dashboardAllowedCidrs[1]"),
+    ({"dashboardAllowedCidrs": ["::/0"]}, "adaptive-dask:dask.dashboardAllowedCidrs[0]"),
+    ({"dashboardAllowedCidrs": "10.0.0.0/8"}, "adaptive-dask:dask.dashboardAllowedCidrs"),
+    (
+        {"dashboardAllowedCidrs": ["0.0.0.0/0"], "dashboardAllowAnyCidr": "yes"},
+        "adaptive-dask:dask.dashboardAllowAnyCidr",
+    ),
+    ({"image": "ghcr.io/dask/dask"}, "adaptive-dask:dask.image"),
+    ({"image": "ghcr.io/dask/dask:latest"}, "adaptive-dask:dask.image"),
+    ({"image": "ghcr.io/dask/dask:2024.5.0-py3.12"}, "adaptive-dask:dask.image"),
+    ({"image": "Not An Image:1"}, "adaptive-dask:dask.image"),
+    ({"workerMemory": "64Gi"}, "adaptive-dask:dask.workerMemory"),
+    ({"workerCpu": "4"}, "adaptive-dask:dask.workerCpu"),
+    ({"workersPerNode": 2, "workerMemory": "8Gi"}, "adaptive-dask:dask.workerMemory"),
+    ({"workerThreads": 5}, "adaptive-dask:dask.workerThreads"),
+    ({"workersPerNode": 20}, "adaptive-dask:dask.workersPerNode"),
+    ({"workerMemory": "2G", "workerCpu": "100m"}, "adaptive-dask:dask.workerCpu"),
+    ({"workerMemory": "lots"}, "adaptive-dask:dask.workerMemory"),
+    ({"workerCpu": "2Gi"}, "adaptive-dask:dask.workerCpu"),
+    ({"minWorkers": 5, "maxWorkers": 3}, "adaptive-dask:dask.minWorkers"),
+    ({"minWorkers": -1}, "adaptive-dask:dask.minWorkers"),
+    ({"maxWorkers": 0}, "adaptive-dask:dask.maxWorkers"),
+    ({"maxWorkers": 15}, "adaptive-dask:dask.maxWorkers"),
+    ({"maxWorkers": "ten"}, "adaptive-dask:dask.maxWorkers"),
+    ({"interval": "soon"}, "adaptive-dask:dask.interval"),
+    ({"scaleDownDelay": "-5"}, "adaptive-dask:dask.scaleDownDelay"),
+    ({"targetDuration": 0}, "adaptive-dask:dask.targetDuration"),
+    ({"terminationGracePeriodSeconds": 5}, "adaptive-dask:dask.terminationGracePeriodSeconds"),
+    ({"scratchSize": "40Gi"}, "adaptive-dask:dask.scratchSize"),
+    ({"scratchSize": "100Mi"}, "adaptive-dask:dask.scratchSize"),
+    ({"schedulerMemory": "8Gi"}, "adaptive-dask:dask.schedulerMemory"),
+    ({"schedulerCpu": "50m"}, "adaptive-dask:dask.schedulerCpu"),
+    ({"namespace": "Dask_NS"}, "adaptive-dask:dask.namespace"),
+    ({"maxworkers": 3}, "adaptive-dask:dask.maxworkers"),
+]
+
+
+@pytest.mark.parametrize(
+    ("obj", "key"), BAD_DASK, ids=[k.rsplit(".", 1)[-1] + str(i) for i, (_, k) in enumerate(BAD_DASK)]
+)
+def test_bad_dask_config_is_rejected_naming_the_key(obj, key):
+    with pytest.raises(ConfigError) as err:
+        dask(obj)
+    assert err.value.key == key
+    assert str(err.value).startswith(f"{key}: got ")
+
+
+def test_not_an_object_is_rejected():
+    with pytest.raises(ConfigError) as err:
+        dc.parse_dask("[1, 2]", target="aws", facts=facts(), default_namespace="x")
+    assert err.value.key == "adaptive-dask:dask"
+    with pytest.raises(ConfigError) as err:
+        dc.parse_dask("{not json", target="aws", facts=facts(), default_namespace="x")
+    assert err.value.key == "adaptive-dask:dask"
+
+
+def test_unknown_worker_instance_type_names_the_group_key():
+    f = facts(
+        groups=(
+            dc.WorkerGroupFacts(
+                "g", ("m6i.xlarge", "x9.huge"), "SPOT", 3, key="adaptive-dask:workerGroups[0]"
+            ),
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        dask(None, f=f)
+    assert err.value.key == "adaptive-dask:workerGroups[0].instanceTypes[1]"
+    assert "m6i.xlarge" in err.value.allowed
+
+
+def test_local_target_rejects_cluster_only_settings():
+    with pytest.raises(ConfigError) as err:
+        dask({"workersPerNode": 2}, target="local")
+    assert err.value.key == "adaptive-dask:dask.workersPerNode"
+
+
+BAD_AUTOSCALER = [
+    ({"scaleDownUnneededTime": "10 minutes"}, "adaptive-dask:autoscaler.scaleDownUnneededTime"),
+    ({"scaleDownUnneededTime": "10s"}, "adaptive-dask:autoscaler.scaleDownUnneededTime"),
+    ({"maxNodeProvisionTime": "2h"}, "adaptive-dask:autoscaler.maxNodeProvisionTime"),
+    ({"scaleDownDelayAfterAdd": 300}, "adaptive-dask:autoscaler.scaleDownDelayAfterAdd"),
+    ({"expander": "cheapest"}, "adaptive-dask:autoscaler.expander"),
+    ({"balanceSimilarNodeGroups": "maybe"}, "adaptive-dask:autoscaler.balanceSimilarNodeGroups"),
+    ({"skipNodesWithLocalStorage": 1}, "adaptive-dask:autoscaler.skipNodesWithLocalStorage"),
+    ({"scanInterval": "10s"}, "adaptive-dask:autoscaler.scanInterval"),
+]
+
+
+@pytest.mark.parametrize(("obj", "key"), BAD_AUTOSCALER)
+def test_bad_autoscaler_config_is_rejected_naming_the_key(obj, key):
+    with pytest.raises(ConfigError) as err:
+        autoscaler(obj)
+    assert err.value.key == key
+
+
+@pytest.mark.parametrize("version", ["1.29", "1.37", "latest"])
+def test_kubernetes_minor_without_a_matching_autoscaler_fails_at_config_time(version):
+    with pytest.raises(ConfigError) as err:
+        autoscaler(None, f=facts(kubernetes_version=version))
+    assert err.value.key == "adaptive-dask:cluster.version"
+    assert "1.35" in err.value.allowed
+
+
+class FakeConfig:
+    """Stands in for pulumi.Config: `get` returns the CLI's strings (JSON text for objects)."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+
+def test_loader_reads_all_three_keys_for_local():
+    cfg = FakeConfig({"dask": json.dumps({"maxWorkers": "3"}), "kubeContext": "kind-dask"})
+    layer = dc.load_layer_config(target="local", facts=None, default_namespace="adask-local", config=cfg)  # type: ignore[arg-type]
+    assert layer.autoscaler is None and layer.kube_context == "kind-dask" and layer.dask.max_workers == 3
+
+
+@pytest.mark.parametrize(
+    ("target", "values", "key"),
+    [
+        ("local", {"autoscaler": "{}"}, "adaptive-dask:autoscaler"),
+        ("aws", {"kubeContext": "kind-dask"}, "adaptive-dask:kubeContext"),
+        ("local", {"kubeContext": " "}, "adaptive-dask:kubeContext"),
+        ("gcp", {}, "adaptive-dask:target"),
+    ],
+)
+def test_loader_rejects_keys_of_the_other_target(target, values, key):
+    with pytest.raises(ConfigError) as err:
+        dc.load_layer_config(target=target, facts=facts(), default_namespace="x", config=FakeConfig(values))  # type: ignore[arg-type]
+    assert err.value.key == key
