@@ -145,7 +145,7 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         worker_memory_limit=memory_limit,
     )
     if backend == "kubernetes":
-        for key in ("namespace", "deployment"):
+        for key in ("namespace", "deployment", "selector"):
             if getattr(settings, key) is None:
                 raise SettingsError(key, None, "is required with --backend kubernetes")
     return settings

@@ -73,6 +73,7 @@ class Controller:
         self._scale_down_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._last_logged: tuple[str, int] | None = None
+        self._seen_arrived: set[str] = set()
         self.metrics_handle: object | None = None  # set by the preload: prometheus registration
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -118,6 +119,10 @@ class Controller:
         workers = self._workers_by_name()
         self.known.update(u.name for u in obs.units)
         snap = self._snapshot(now, obs, workers)
+        new = set(snap.arrived) - self._seen_arrived
+        if new:
+            self._event("arrived", units=sorted(new))
+        self._seen_arrived = set(snap.arrived)
         decision, self.history = decide(snap, self.limits, self.history)
         self._update_gauges(snap, decision)
         self._log_decision(decision)

@@ -1,0 +1,131 @@
+"""Local backend end to end: the preload loaded exactly as in production, real worker processes."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from tests.dask_adaptive.procs import count_executions, http_get, mark_and_sleep, scheduler, wait_for
+
+MEASUREMENTS = Path("/tmp/dask-adaptive-measurements.json")
+
+
+def workers(client: Client) -> dict[str, dict]:
+    return client.scheduler_info(n_workers=-1)["workers"]
+
+
+def events(client: Client) -> list[tuple[float, dict]]:
+    return client.get_events("adaptive")
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert match, f"{name} not on /metrics"
+    return float(match.group(1))
+
+
+def test_zero_to_n_to_floor_without_losing_or_recomputing(tmp_path: Path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    n_tasks = 24
+    options = ["--backend", "local", "--minimum", "0", "--maximum", "3", "--interval", "200ms"]
+    options += ["--scale-down-delay", "3s", "--worker-memory-limit", "512MiB"]
+    with scheduler(tmp_path, *options) as s, Client(s.address, timeout=30) as client:
+        time.sleep(2)
+        assert workers(client) == {}, "starts with 0 workers"
+
+        t_submit = time.time()
+        futures = [
+            client.submit(mark_and_sleep, f"t{i}", str(marks), 0.5, key=f"t{i}", pure=False)
+            for i in range(n_tasks)
+        ]
+        peak = 0
+
+        def all_done() -> bool:
+            nonlocal peak
+            peak = max(peak, len(workers(client)))
+            return all(f.done() for f in futures)
+
+        wait_for(all_done, 120, "the workload to finish", every=0.2)
+        t_done = time.time()
+        assert peak >= 2, "scaled out beyond one worker"
+        assert peak <= 3, "never above --maximum"
+
+        # idle: after the window every worker goes except the one(s) the data needs (workers_to_close
+        # keeps twice the stored bytes of memory): the floor here is 1
+        wait_for(lambda: len(workers(client)) == 1, 60, "scale-down to the data floor", every=0.2)
+        t_floor = time.time()
+        time.sleep(1.5)
+        assert len(workers(client)) == 1, "stays at the floor while results are held"
+
+        # results held by retired workers survive: every one is fetched after the scale-down
+        assert client.gather(futures) == [f"result-t{i}" for i in range(n_tasks)]
+        counts = count_executions(marks)
+        assert counts == {f"t{i}": 1 for i in range(n_tasks)}, "no task computed twice, none lost"
+
+        # metrics on the scheduler's own /metrics
+        dashboard = client.scheduler_info()["services"]["dashboard"]
+        status, text = http_get(f"http://127.0.0.1:{dashboard}/metrics")
+        assert status == 200
+        assert metric(text, "dask_adaptive_retirements_total") >= 1
+        assert metric(text, "dask_adaptive_scale_ups_total") >= 1
+        assert metric(text, "dask_adaptive_failed_retirements_total") == 0
+        assert metric(text, "dask_adaptive_observed_workers") == 1
+
+        log = events(client)
+        first_up = min(t for t, e in log if e["action"] == "ScaleUp")
+        first_down = min(t for t, e in log if e["action"] == "ScaleDown")
+
+        # releasing the results lets the last worker go too (minimum 0)
+        futures.clear()
+        wait_for(lambda: workers(client) == {}, 60, "scale-down to zero", every=0.2)
+
+    info = {
+        "submit_to_first_request_s": round(first_up - t_submit, 2),
+        "submit_to_first_worker_s": None,
+        "idle_to_scale_down_decision_s": round(first_down - t_done, 2),
+        "idle_to_floor_s": round(t_floor - t_done, 2),
+        "peak_workers": peak,
+        "results_lost": 0,
+        "tasks_recomputed": sum(c - 1 for c in counts.values()),
+    }
+    arrivals = [t for t, e in log if e["action"] == "arrived"]
+    if arrivals:
+        info["submit_to_first_worker_s"] = round(min(arrivals) - t_submit, 2)
+    MEASUREMENTS.write_text(json.dumps(info))
+    print(info)
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "reason"),
+    [
+        (["--minimum", "-1"], {}, "adaptive.minimum='-1' is invalid"),
+        (["--minimum", "3", "--maximum", "2"], {}, "adaptive.maximum='2' is invalid"),
+        (["--scale-down-delay", "soon"], {}, "adaptive.scale-down-delay='soon' is invalid"),
+        (["--backend", "kubernetes"], {}, "adaptive.namespace=None is invalid"),
+        ([], {"DASK_ADAPTIVE__INTERVAL": "0s"}, "adaptive.interval='0s' is invalid"),
+    ],
+)
+def test_bad_options_end_the_scheduler_with_one_line_reason(tmp_path: Path, options, env, reason):
+    import subprocess
+
+    from tests.dask_adaptive.procs import env as make_env
+    from tests.dask_adaptive.procs import scheduler_command
+
+    result = subprocess.run(
+        scheduler_command(tmp_path / "s.json", options),
+        capture_output=True,
+        env=make_env(**env),
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    lines = [
+        line for line in result.stderr.decode().splitlines() if line.startswith("dask-adaptive: cannot start")
+    ]
+    assert len(lines) == 1 and reason in lines[0], result.stderr.decode()[-2000:]

@@ -1,0 +1,116 @@
+"""Table-driven tests of the pure scaling policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from dask_adaptive.policy import History, Hold, Limits, ScaleDown, ScaleUp, Snapshot, clamp, decide
+
+LIMITS = Limits(minimum=1, maximum=8, scale_down_delay=30.0)
+
+
+def run(steps: list[tuple[float, int, int]], limits: Limits = LIMITS, **snap: object):
+    """Feed (time, target, requested) steps; return the last decision."""
+    history = History()
+    decision = None
+    for now, target, requested in steps:
+        decision, history = decide(
+            Snapshot(now=now, target=target, requested=requested, **snap), limits, history
+        )
+    return decision
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [(-3, 1), (0, 1), (1, 1), (5, 5), (8, 8), (9, 8), (10_000, 8)],
+)
+def test_clamp(target, expected):
+    assert clamp(target, LIMITS) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "steps", "snap", "expected"),
+    [
+        # scale-up is immediate, to the clamped target
+        ("up from zero", [(0, 5, 0)], {}, ScaleUp),
+        ("up above max clamps", [(0, 50, 2)], {}, ScaleUp),
+        ("at target", [(0, 3, 3)], {}, Hold),
+        # minimum holds even with no work
+        ("minimum floor", [(0, 0, 1), (100, 0, 1)], {}, Hold),
+        ("below minimum scales up", [(0, 0, 0)], {}, ScaleUp),
+        # stabilization window: below for less than the window -> hold
+        ("below briefly", [(0, 1, 4), (29, 1, 4)], {}, Hold),
+        # below for the whole window -> scale down
+        ("below whole window", [(0, 1, 4), (15, 1, 4), (30, 1, 4)], {}, ScaleDown),
+        # a dip interrupted by a high target within the window -> hold
+        ("spike within window", [(0, 1, 4), (10, 4, 4), (31, 1, 4)], {}, Hold),
+        # a freshly started controller does not shrink before it has watched a full window
+        ("no history", [(1000, 1, 4)], {}, Hold),
+        # pending units count as wanted: target 4 with 4 requested (1 arrived) is no scale-up
+        ("pending is not re-requested", [(0, 4, 4)], {"arrived": ("a",), "pending": ("b", "c", "d")}, Hold),
+        # units still retiring are not wanted: 4 requested, 2 retiring, target 3 -> scale up to 3
+        ("retiring not counted", [(0, 3, 4)], {"retiring": 2}, ScaleUp),
+        # a second scale-down waits for the first to finish
+        ("down in progress", [(0, 1, 6), (40, 1, 6)], {"retiring": 1}, Hold),
+    ],
+)
+def test_decision_kind(name, steps, snap, expected):
+    assert isinstance(run(steps, **snap), expected), name
+
+
+def test_scale_up_goes_straight_to_clamped_target():
+    decision = run([(0, 50, 2)])
+    assert decision == ScaleUp(8, decision.reason)
+
+
+def test_scale_down_goes_to_highest_target_in_window():
+    decision = run([(0, 6, 8), (10, 2, 8), (20, 5, 8), (30, 1, 8), (35, 1, 8)])
+    # window [5, 35]: sample at 0 (6) is the value that held at the window start
+    assert isinstance(decision, ScaleDown)
+    assert decision.wanted == 6
+    decision = run([(0, 6, 8), (10, 2, 8), (20, 5, 8), (30, 1, 8), (45, 1, 8)])
+    assert decision.wanted == 5  # sample at 10 (2) opens the window [15, 45]; 5 at 20 is the highest
+
+
+def test_scale_down_never_below_minimum():
+    decision = run([(0, 0, 5), (31, 0, 5)])
+    assert isinstance(decision, ScaleDown) and decision.wanted == 1
+
+
+def test_scale_down_cancels_pending_before_retiring():
+    snap = {"arrived": ("a", "b", "c"), "pending": ("p1", "p2")}
+    decision = run([(0, 1, 5), (31, 1, 5)], **snap)
+    assert decision == ScaleDown(1, ("p1", "p2"), 2, decision.reason)
+
+
+def test_scale_down_only_cancels_when_that_is_enough():
+    snap = {"arrived": ("a", "b"), "pending": ("p1", "p2", "p3")}
+    decision = run([(0, 3, 5), (31, 3, 5)], **snap)
+    assert decision == ScaleDown(3, ("p1", "p2"), 0, decision.reason)
+
+
+def test_pending_units_are_never_shrunk_below_what_is_wanted():
+    # 10 requested, 3 arrived, target still 10: the 2017 code shrank to 2 * arrived = 6 here
+    snap = {"arrived": ("a", "b", "c"), "pending": tuple(f"p{i}" for i in range(7))}
+    for t in range(0, 120, 10):
+        decision = run([(t, 10, 10)], **snap)
+        assert isinstance(decision, Hold)
+
+
+def test_zero_delay_scales_down_at_once():
+    limits = Limits(minimum=0, maximum=4, scale_down_delay=0.0)
+    decision = run([(5, 0, 3)], limits)
+    assert isinstance(decision, ScaleDown) and decision.wanted == 0 and decision.retire == 3
+
+
+def test_history_keeps_only_the_window_and_its_opening_value():
+    history = History()
+    for t in range(0, 100, 10):
+        history = history.add(float(t), t, window=25.0)
+    assert [t for t, _ in history.samples] == [60.0, 70.0, 80.0, 90.0]
+    assert history.covers(90.0, 25.0) and history.highest() == 90
+
+
+def test_reasons_are_logged_values():
+    decision = run([(0, 5, 2)], arrived=("a", "b"))
+    assert "target=5" in decision.reason and "wanted=2" in decision.reason

@@ -1,0 +1,124 @@
+"""SIGTERM to a worker holding the only copy of a result: the result survives, nothing recomputes.
+
+Covers the three ways a worker meets SIGTERM: the documented Kubernetes command line (nanny; the
+runtime signals only PID 1), the whole process group (`tini -g`, as the stock image; here a worker of
+the local backend), and `--no-nanny`. Also the readiness endpoint the Kubernetes probe uses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from distributed import Client
+
+from tests.dask_adaptive.procs import (
+    K8S_WORKER_FLAGS,
+    alive,
+    count_executions,
+    env,
+    http_get,
+    mark_and_sleep,
+    scheduler,
+    stop,
+    wait_for,
+)
+
+
+def start_worker(address: str, name: str, tmp_path: Path, nanny: bool = True) -> subprocess.Popen[bytes]:
+    """The worker command line of the Kubernetes Deployment (ports 0 instead of fixed ones)."""
+    cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name]
+    cmd += ["--nthreads", "1", "--memory-limit", "512MiB", "--dashboard-address", "127.0.0.1:0"]
+    cmd += ["--local-directory", str(tmp_path / name)]
+    cmd += K8S_WORKER_FLAGS if nanny else ["--no-nanny", "--preload", "dask_adaptive.worker"]
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env())
+
+
+def by_name(client: Client) -> dict[str, tuple[str, dict]]:
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    return {str(w["name"]): (addr, w) for addr, w in info.items()}
+
+
+def only_copy_on(client: Client, worker: str, key: str, marks: Path):
+    """A computed result and a scattered (unrecomputable) value, both only on `worker`."""
+    computed = client.submit(
+        mark_and_sleep, key, str(marks), 0, key=key, workers=[worker], allow_other_workers=False, pure=False
+    )
+    [scattered] = client.scatter([f"scattered-{key}"], workers=[worker])
+    computed.result()
+    who_has = client.who_has([computed, scattered])
+    assert all(set(holders) == {worker} for holders in who_has.values()), who_has
+    return computed, scattered
+
+
+def assert_survived(client: Client, key: str, computed, scattered, marks: Path) -> None:
+    assert computed.result(timeout=30) == f"result-{key}"
+    assert scattered.result(timeout=30) == f"scattered-{key}"
+    assert count_executions(marks)[key] == 1, "the result moved, it was not recomputed"
+
+
+def test_sigterm_retires_gracefully_and_readiness_follows_status(tmp_path: Path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # minimum through the environment: dask config key adaptive.minimum
+    extra_env = {"DASK_ADAPTIVE__MINIMUM": "2"}
+    options = ["--backend", "local", "--maximum", "3", "--scale-down-delay", "5m", "--interval", "200ms"]
+    with scheduler(tmp_path, *options, extra_env=extra_env) as s, Client(s.address, timeout=30) as client:
+        own = {
+            "k8s-sigterm": start_worker(s.address, "k8s-sigterm", tmp_path),
+            "k8s-ready": start_worker(s.address, "k8s-ready", tmp_path),
+            "no-nanny": start_worker(s.address, "no-nanny", tmp_path, nanny=False),
+        }
+        try:
+            wait_for(lambda: len(by_name(client)) >= 5, 120, "2 backend workers + 3 test workers", every=0.3)
+            names = by_name(client)
+            backend_workers = sorted(n for n in names if n.startswith("local-"))
+            assert len(backend_workers) == 2, names.keys()  # DASK_ADAPTIVE__MINIMUM=2 took effect
+
+            # readiness: 200 while accepting work, 503 once retiring
+            addr, info = names["k8s-ready"]
+            ready_url = f"http://127.0.0.1:{info['services']['dashboard']}/dask-adaptive/ready"
+            assert http_get(ready_url)[0] == 200
+            client.retire_workers([addr], close_workers=False, remove=False)
+            assert wait_for(lambda: http_get(ready_url)[0] == 503, 30, "readiness to turn 503")
+            own["k8s-ready"].send_signal(signal.SIGTERM)
+            assert own["k8s-ready"].wait(60) == 0
+
+            # 1. documented Kubernetes command line, SIGTERM to the CLI/nanny process only
+            addr, _ = names["k8s-sigterm"]
+            computed, scattered = only_copy_on(client, addr, "k8s", marks)
+            own["k8s-sigterm"].send_signal(signal.SIGTERM)
+            assert own["k8s-sigterm"].wait(60) == 0, "exits cleanly within the grace period"
+            assert "k8s-sigterm" not in by_name(client)
+            assert_survived(client, "k8s", computed, scattered, marks)
+
+            # 2. --no-nanny
+            addr, _ = names["no-nanny"]
+            computed, scattered = only_copy_on(client, addr, "nonanny", marks)
+            own["no-nanny"].send_signal(signal.SIGTERM)
+            assert own["no-nanny"].wait(60) == 0
+            assert_survived(client, "nonanny", computed, scattered, marks)
+
+            # 3. a local-backend worker, SIGTERM to its whole process group (nanny + worker)
+            victim = backend_workers[0]
+            addr, _ = names[victim]
+            nanny_pid = client.run(os.getppid, workers=[addr])[addr]
+            computed, scattered = only_copy_on(client, addr, "group", marks)
+            os.killpg(nanny_pid, signal.SIGTERM)
+            wait_for(lambda: not alive(nanny_pid), 60, "the nanny to exit")
+            assert victim not in by_name(client)
+            assert_survived(client, "group", computed, scattered, marks)
+            # the controller replaces it: the minimum is 2 again
+            wait_for(
+                lambda: sum(n.startswith("local-") for n in by_name(client)) == 2,
+                60,
+                "a replacement",
+                every=0.3,
+            )
+        finally:
+            for process in own.values():
+                stop(process)
