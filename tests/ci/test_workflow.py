@@ -1,0 +1,243 @@
+"""The CI workflow is code too: parse it and check the properties a deploy pipeline must never lose.
+
+Nothing here runs GitHub; it checks the file's structure (gating, permissions, pins, stack coverage)
+and runs the exact stack-listing script the workflow's matrix job runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = ROOT / ".github" / "workflows" / "infra.yml"
+LISTER = ROOT / ".github" / "scripts" / "list_stacks.py"
+SHA_PIN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[^@]+)?@[0-9a-f]{40}$")
+
+
+@pytest.fixture(scope="module")
+def wf() -> dict:
+    data = yaml.safe_load(WORKFLOW.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("jobs"), dict)
+    return data
+
+
+def triggers(wf: dict) -> dict:
+    # YAML 1.1 (PyYAML) reads the bare key `on` as the boolean True.
+    return wf.get("on", wf.get(True))
+
+
+def steps_using(job: dict, action: str) -> list[dict]:
+    return [s for s in job.get("steps", []) if str(s.get("uses", "")).startswith(action + "@")]
+
+
+def pulumi_jobs(wf: dict) -> dict[str, dict]:
+    return {n: j for n, j in wf["jobs"].items() if steps_using(j, "pulumi/actions")}
+
+
+def needs(job: dict) -> list[str]:
+    n = job.get("needs", [])
+    return [n] if isinstance(n, str) else list(n)
+
+
+def upstream(wf: dict, name: str) -> set[str]:
+    """Every job `name` transitively waits for."""
+    seen: set[str] = set()
+    todo = needs(wf["jobs"][name])
+    while todo:
+        j = todo.pop()
+        if j not in seen:
+            seen.add(j)
+            todo.extend(needs(wf["jobs"][j]))
+    return seen
+
+
+def run_lister(stacks_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(LISTER), str(stacks_dir)], capture_output=True, text=True, check=False
+    )
+
+
+def parse_output(stdout: str) -> list[str]:
+    key, _, value = stdout.strip().partition("=")
+    assert key == "stacks", stdout
+    return json.loads(value)
+
+
+# --- stack coverage ---------------------------------------------------------------------------
+
+
+def test_lister_covers_every_committed_stack_file():
+    files = sorted(p.name for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
+    assert files, "stacks/ holds no Pulumi.<stack>.yaml"
+    proc = run_lister(ROOT / "stacks")
+    assert proc.returncode == 0, proc.stderr
+    assert [f"Pulumi.{s}.yaml" for s in parse_output(proc.stdout)] == files
+
+
+def test_lister_on_edge_cases(tmp_path: Path):
+    for name in ["Pulumi.dev.yaml", "Pulumi.prod-eu.yaml", "Pulumi.qa.yml", "Pulumi.yaml", "README.md"]:
+        (tmp_path / name).write_text("config: {}\n")
+    (tmp_path / "Pulumi.dir.yaml").mkdir()
+    (tmp_path / "Pulumi.dev.yml").write_text("")  # same stack twice -> listed once
+    proc = run_lister(tmp_path)
+    assert proc.returncode == 0
+    assert parse_output(proc.stdout) == ["dev", "prod-eu", "qa"]
+    # one line of `key=value`, as $GITHUB_OUTPUT requires
+    assert proc.stdout.count("\n") == 1
+
+
+def test_lister_fails_loudly_on_no_stacks(tmp_path: Path):
+    proc = run_lister(tmp_path)
+    assert proc.returncode == 1 and "no Pulumi.<stack>.yaml" in proc.stderr
+    assert run_lister(tmp_path / "missing").returncode == 1
+
+
+def test_matrix_is_the_listing_job_output(wf):
+    stacks_job = wf["jobs"]["stacks"]
+    (step,) = [s for s in stacks_job["steps"] if "list_stacks.py" in str(s.get("run", ""))]
+    assert re.search(r"\.github/scripts/list_stacks\.py\s+stacks\b", step["run"])
+    assert '>> "$GITHUB_OUTPUT"' in step["run"]
+    assert stacks_job["outputs"]["stacks"] == f"${{{{ steps.{step['id']}.outputs.stacks }}}}"
+    preview = wf["jobs"]["preview"]
+    assert "stacks" in needs(preview)
+    assert preview["strategy"]["matrix"] == {"stack": "${{ fromJSON(needs.stacks.outputs.stacks) }}"}
+    (pulumi,) = steps_using(preview, "pulumi/actions")
+    assert pulumi["with"]["stack-name"] == "${{ matrix.stack }}"
+    assert pulumi["with"]["command"] == "preview"
+
+
+def test_named_deploy_stacks_exist():
+    for stack in ("dev", "prod"):
+        assert (ROOT / "stacks" / f"Pulumi.{stack}.yaml").is_file(), stack
+
+
+# --- triggers and gating ----------------------------------------------------------------------
+
+
+def test_triggers(wf):
+    on = triggers(wf)
+    assert "pull_request" in on
+    assert on["push"]["branches"] == ["main"]
+    assert all(t.startswith("v") for t in on["push"]["tags"])
+    assert "workflow_dispatch" in on
+
+
+def test_test_job_runs_the_readme_command(wf):
+    runs = [s.get("run", "") for s in wf["jobs"]["test"]["steps"]]
+    assert "bash .ci/run" in runs
+    # build.sh needs Debian bookworm; the hosted runner is Ubuntu
+    assert "bookworm" in wf["jobs"]["test"]["container"]
+
+
+def test_test_job_gates_every_pulumi_job(wf):
+    jobs = pulumi_jobs(wf)
+    assert set(jobs) == {"preview", "deploy-dev", "deploy-prod"}
+    for name in jobs:
+        assert "test" in upstream(wf, name), name
+        cond = str(wf["jobs"][name].get("if", ""))
+        # a status function (always(), failure(), ...) would let a red test suite deploy
+        assert not re.search(r"\b(always|failure|cancelled)\(\)", cond), name
+
+
+def test_deploy_targets_and_conditions(wf):
+    commands = {}
+    for name, job in pulumi_jobs(wf).items():
+        (step,) = steps_using(job, "pulumi/actions")
+        commands[name] = (step["with"]["command"], step["with"]["stack-name"])
+    assert commands["deploy-dev"] == ("up", "dev")
+    assert commands["deploy-prod"] == ("up", "prod")
+    assert commands["preview"][0] == "preview"
+    dev_if = wf["jobs"]["deploy-dev"]["if"]
+    assert "github.event_name == 'push'" in dev_if and "refs/heads/main" in dev_if
+    prod_if = wf["jobs"]["deploy-prod"]["if"]
+    assert "pull_request" not in prod_if
+    assert "refs/tags/v" in prod_if and "workflow_dispatch" in prod_if
+    assert "github.event_name == 'pull_request'" in wf["jobs"]["preview"]["if"]
+
+
+def test_prod_deploys_only_through_its_environment(wf):
+    assert wf["jobs"]["deploy-prod"]["environment"] == "prod"
+    for name, job in pulumi_jobs(wf).items():
+        (step,) = steps_using(job, "pulumi/actions")
+        if step["with"]["stack-name"] == "prod" and step["with"]["command"] != "preview":
+            assert job.get("environment") == "prod", name
+
+
+def test_concurrency_is_per_stack(wf):
+    jobs = wf["jobs"]
+    assert "matrix.stack" in jobs["preview"]["concurrency"]["group"]
+    for name, stack in (("deploy-dev", "dev"), ("deploy-prod", "prod")):
+        conc = jobs[name]["concurrency"]
+        assert conc["group"].endswith(stack)
+        assert conc["cancel-in-progress"] is False  # an interrupted `up` leaves a locked, half-done stack
+    assert jobs["deploy-dev"]["concurrency"]["group"] != jobs["deploy-prod"]["concurrency"]["group"]
+
+
+# --- permissions, credentials, state ----------------------------------------------------------
+
+
+def test_permissions_are_least(wf):
+    assert wf["permissions"] == {"contents": "read"}
+    for name, job in wf["jobs"].items():
+        perms = job.get("permissions", {})
+        assert perms != "write-all", name
+        uses_aws = bool(steps_using(job, "aws-actions/configure-aws-credentials"))
+        assert (perms.get("id-token") == "write") == uses_aws, name
+        assert perms.get("pull-requests") in (None, "write" if name == "preview" else None), name
+        assert perms.get("contents", "read") == "read", name
+
+
+def test_aws_only_through_oidc(wf):
+    text = WORKFLOW.read_text()
+    assert "AWS_ACCESS_KEY_ID" not in text and "aws-secret-access-key" not in text
+    for name, job in pulumi_jobs(wf).items():
+        (aws,) = steps_using(job, "aws-actions/configure-aws-credentials")
+        assert aws["with"]["role-to-assume"].startswith("${{ vars."), name
+        step_names = [s.get("uses", "") for s in job["steps"]]
+        assert step_names.index(aws["uses"]) < step_names.index(steps_using(job, "pulumi/actions")[0]["uses"])
+
+
+def test_state_backend_and_policy_pack(wf):
+    assert wf["env"]["PULUMI_STATE_URL"].startswith("s3://")
+    for name, job in pulumi_jobs(wf).items():
+        (step,) = steps_using(job, "pulumi/actions")
+        assert step["with"]["cloud-url"] == "${{ env.PULUMI_STATE_URL }}", name
+        assert step["with"]["policyPacks"] == "policy", name
+        assert job["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}", name
+        # the pack's own virtualenv (PulumiPolicy.yaml runtime.options.virtualenv) is built first
+        assert any("policy/requirements.txt" in str(s.get("run", "")) for s in job["steps"]), name
+    assert steps_using(wf["jobs"]["preview"], "pulumi/actions")[0]["with"]["comment-on-pr"] is True
+    assert (ROOT / "policy" / "PulumiPolicy.yaml").is_file()
+
+
+def test_cli_version_matches_sdk_pin(wf):
+    pins = dict(
+        line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line
+    )
+    assert wf["env"]["PULUMI_VERSION"] == pins["pulumi"]
+
+
+# --- supply chain -----------------------------------------------------------------------------
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_tag():
+    uses_lines = [ln for ln in WORKFLOW.read_text().splitlines() if re.match(r"^\s*(-\s*)?uses:", ln)]
+    assert uses_lines
+    for ln in uses_lines:
+        ref, _, comment = ln.split("uses:", 1)[1].partition("#")
+        assert SHA_PIN.match(ref.strip()), ln
+        assert re.fullmatch(r"\s*v\d+\.\d+\.\d+\s*", comment), f"missing exact tag comment: {ln}"
+
+
+def test_same_action_same_pin():
+    pins: dict[str, set[str]] = {}
+    for m in re.finditer(r"uses:\s*([^@\s]+)@([0-9a-f]{40})", WORKFLOW.read_text()):
+        pins.setdefault(m[1], set()).add(m[2])
+    assert pins and all(len(v) == 1 for v in pins.values()), pins
