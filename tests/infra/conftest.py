@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pulumi
 import pytest
 
-from tests.infra.harness import OptionsCapturingMonitor, RecordingMocks, install
+from tests.infra.harness import Graph, OptionsCapturingMonitor, RecordingMocks, install, run_stack
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +27,28 @@ def fresh_pulumi_runtime() -> Iterator[None]:
 def mocks() -> tuple[RecordingMocks, OptionsCapturingMonitor]:
     """Mocks installed for stack `test` with empty config (tests add config with install())."""
     return install(stack="test")
+
+
+@pytest.fixture(scope="session")
+def _graph_cache() -> dict[tuple, Graph]:
+    return {}
+
+
+@pytest.fixture
+def stack_graph(_graph_cache: dict[tuple, Graph]) -> Callable[..., Graph]:
+    """`stack_graph(stack, preview=False, overrides=None)`: a stack's program graph, run once per session.
+
+    Graphs are plain data once recorded, so tests share them; the runtime is reset after each run.
+    """
+
+    def get(stack: str, preview: bool = False, overrides: dict[str, str] | None = None) -> Graph:
+        key = (stack, preview, tuple(sorted((overrides or {}).items())))
+        if key not in _graph_cache:
+            try:
+                _graph_cache[key] = run_stack(stack, preview=preview, overrides=overrides)
+            finally:
+                pulumi.runtime.set_all_config({})
+                pulumi.runtime.reset_options()
+        return _graph_cache[key]
+
+    return get

@@ -266,7 +266,7 @@ class OptionsCapturingMonitor(MockMonitor):
 
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
-        self.records: list[tuple[str, Any, MockResourceArgs | None, dict]] = []
+        self.records: list[tuple[str, Any, MockResourceArgs | None, str, dict]] = []
         self._lock = threading.Lock()
 
     def RegisterResource(self, request: Any) -> Any:
@@ -276,7 +276,8 @@ class OptionsCapturingMonitor(MockMonitor):
         urn = self.make_urn(request.parent, request.type, request.name)
         args = self.mocks.take_last() if isinstance(self.mocks, RecordingMocks) else None
         with self._lock:
-            self.records.append((urn, request, args, self.resources[urn].state))
+            registration = self.resources[urn]
+            self.records.append((urn, request, args, registration.id or "", registration.state))
         return response
 
 
@@ -371,6 +372,17 @@ def load_stack_config(stack: str, root: Path = REPO_ROOT) -> tuple[str, dict[str
     return project, {k: _encode(v) for k, v in merged.items()}, secrets
 
 
+def stack_value(stack: str, key: str, default: Any = None) -> Any:
+    """A stack's config value as the program sees it, JSON-decoded where it is JSON (for expectations)."""
+    _, config, _ = load_stack_config(stack)
+    if key not in config:
+        return default
+    try:
+        return json.loads(config[key])
+    except json.JSONDecodeError:
+        return config[key]
+
+
 # --------------------------------------------------------------------------------------------------
 # The recorded graph
 # --------------------------------------------------------------------------------------------------
@@ -383,6 +395,7 @@ class Node:
     urn: str
     type: str
     name: str
+    id: str
     custom: bool
     inputs: dict
     state: dict
@@ -455,11 +468,12 @@ class Graph:
         return [c for c in self.calls if c.token == token]
 
 
-def _node(urn: str, request: Any, args: MockResourceArgs | None, state: dict) -> Node:
+def _node(urn: str, request: Any, args: MockResourceArgs | None, rid: str, state: dict) -> Node:
     return Node(
         urn=urn,
         type=request.type,
         name=request.name,
+        id=rid,
         custom=bool(request.custom),
         inputs=dict(args.inputs) if args is not None else {},
         state=dict(state or {}),
@@ -496,7 +510,7 @@ def run_graph(fn: Callable[[], Any], mocks: RecordingMocks, monitor: OptionsCapt
         return pulumi.Output.from_input(asyncio.ensure_future(_collect_exports(exports, secret, unknown)))
 
     run_program(program)
-    nodes = [_node(urn, req, args, state) for urn, req, args, state in monitor.records]
+    nodes = [_node(*record) for record in monitor.records]
     return Graph(nodes, exports, secret, unknown - set(exports), list(mocks.calls), mocks)
 
 
