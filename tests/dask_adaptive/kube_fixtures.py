@@ -185,3 +185,212 @@ def write_service_account(folder: Path, token: str, namespace: str = "work", ca:
     if ca is not None:
         (folder / "ca.crt").write_bytes(ca.read_bytes())
     return folder
+
+
+# -- manifests for the end-to-end tests against the real control plane ------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+WORKERS = "dask-workers"  # the worker Deployment
+WORKER_LABELS = {"app": "dask-worker", "component": "worker"}
+SELECTOR = "app=dask-worker,component=worker"
+SCHEDULER_SA = "dask-scheduler"
+POOL_LABEL = "adaptive-dask/pool"
+WORKER_TOLERATION = {
+    "key": "adaptive-dask/dask-worker",
+    "operator": "Equal",
+    "value": "true",
+    "effect": "NoSchedule",
+}
+
+
+def scheduler_role(deployment: str = WORKERS, *, with_scale: bool = True) -> dict[str, Any]:
+    """The Role exactly as the Pulumi program grants it (anchors §6.3); `with_scale=False` drops /scale."""
+    rules = [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": [deployment],
+            "verbs": ["get", "patch", "update"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": [deployment],
+            "verbs": ["get", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    if not with_scale:
+        rules = rules[1:]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "dask-adaptive"},
+        "rules": rules,
+    }
+
+
+def scheduler_rbac(namespace: str, *, with_scale: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, object) for the scheduler's ServiceAccount, Role and RoleBinding."""
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    return [
+        (
+            f"/api/v1/namespaces/{namespace}/serviceaccounts",
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SCHEDULER_SA}},
+        ),
+        (f"{rbac}/roles", scheduler_role(with_scale=with_scale)),
+        (
+            f"{rbac}/rolebindings",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "dask-adaptive"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "dask-adaptive"},
+                "subjects": [{"kind": "ServiceAccount", "name": SCHEDULER_SA, "namespace": namespace}],
+            },
+        ),
+    ]
+
+
+def _env(extra: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": "PYTHONPATH",
+            "value": str(REPO),
+        },  # the stock image would get dask_adaptive from a ConfigMap
+    ]
+    env += [{"name": k, "value": v} for k, v in (extra or {}).items()]
+    return env
+
+
+def worker_deployment(
+    namespace: str,
+    *,
+    command: list[str] | None = None,
+    readiness: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    grace: int = 10,
+) -> dict[str, Any]:
+    """The worker Deployment at replicas 0: `dask worker --name $(POD_NAME)` with the worker preload."""
+    scheduler = f"tcp://dask-scheduler.{namespace}.svc.cluster.local:8786"
+    command = command or [
+        "dask",
+        "worker",
+        scheduler,
+        "--name",
+        "$(POD_NAME)",
+        "--nthreads",
+        "1",
+        "--dashboard-address",
+        ":8788",
+        "--preload",
+        "dask_adaptive.worker",
+        "--preload-nanny",
+        "dask_adaptive.worker",
+    ]
+    readiness = readiness or {
+        "httpGet": {"path": "/dask-adaptive/ready", "port": 8788},
+        "periodSeconds": 1,
+        "failureThreshold": 1,
+        "timeoutSeconds": 1,
+    }
+    container = {
+        "name": "worker",
+        "image": "ghcr.io/dask/dask:2026.8.0-py3.11",
+        "command": command,
+        "ports": [{"containerPort": 8788, "name": "dashboard"}],
+        "env": _env(env),
+        "readinessProbe": readiness,
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": WORKERS, "labels": WORKER_LABELS},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": WORKER_LABELS},
+            "template": {
+                "metadata": {"labels": WORKER_LABELS},
+                "spec": {
+                    "containers": [container],
+                    "terminationGracePeriodSeconds": grace,
+                    "nodeSelector": {POOL_LABEL: "workers"},
+                    "tolerations": [WORKER_TOLERATION],
+                },
+            },
+        },
+    }
+
+
+def scheduler_pod(namespace: str, options: list[str]) -> dict[str, Any]:
+    """A bare scheduler Pod (restartPolicy Never, so a failed start stays visible as an exit code)."""
+    command = [
+        "dask",
+        "scheduler",
+        "--port",
+        "8786",
+        "--dashboard-address",
+        ":8787",
+        "--preload",
+        "dask_adaptive.preload",
+        "--backend",
+        "kubernetes",
+        "--namespace",
+        namespace,
+        "--deployment",
+        WORKERS,
+        "--selector",
+        SELECTOR,
+        *options,
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "dask-scheduler", "labels": {"app": "dask-scheduler"}},
+        "spec": {
+            "serviceAccountName": SCHEDULER_SA,
+            "restartPolicy": "Never",
+            "nodeSelector": {POOL_LABEL: "system"},
+            "containers": [
+                {
+                    "name": "scheduler",
+                    "image": "ghcr.io/dask/dask:2026.8.0-py3.11",
+                    "command": command,
+                    "ports": [
+                        {"containerPort": 8786, "name": "comm"},
+                        {"containerPort": 8787, "name": "dashboard"},
+                    ],
+                    "env": _env(),
+                    "readinessProbe": {"tcpSocket": {"port": 8786}, "periodSeconds": 1},
+                }
+            ],
+        },
+    }
+
+
+def scheduler_service() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "dask-scheduler"},
+        "spec": {
+            "selector": {"app": "dask-scheduler"},
+            "ports": [
+                {"name": "comm", "port": 8786, "targetPort": 8786},
+                {"name": "dashboard", "port": 8787, "targetPort": 8787},
+            ],
+        },
+    }
+
+
+def record_execution(i: int, folder: str, delay: float = 0.0) -> int:
+    """A task that leaves one file per execution, so a recomputed (lost) result is visible afterwards."""
+    import time
+    import uuid
+
+    time.sleep(delay)
+    (Path(folder) / f"{i}.{uuid.uuid4().hex}").touch()
+    return i * i

@@ -1,0 +1,200 @@
+"""The kubernetes backend and the preload against the REAL Kubernetes 1.20.2 control plane.
+
+Pods are real local processes run by the kubelet harness (tests/kube); the apiserver, the ReplicaSet
+controller, kube-scheduler and RBAC are the real ones. The scheduler's service account gets exactly the
+Role the Pulumi program grants. Kubernetes 1.20 ignores `pod-deletion-cost`, so here the NotReady signal
+and verify-and-correct must make the retired pods the ones that go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dask_adaptive.backends.base import BackendUnavailable, RemovalReport
+from dask_adaptive.backends.kubernetes import DELETION_COST, LOWEST_COST, KubernetesBackend, pod_ready
+from tests.dask_adaptive.kube_fixtures import (
+    SCHEDULER_SA,
+    SELECTOR,
+    WORKERS,
+    scheduler_rbac,
+    worker_deployment,
+    write_service_account,
+)
+from tests.kube.control_plane import wait_for
+
+pytestmark = pytest.mark.kube
+
+SLEEPER = ["python", "-c", "import time; time.sleep(3600)"]
+# Ready unless a flag file named after the pod exists: the stand-in for a retired worker's 503.
+FLAG_PROBE = {
+    "exec": {"command": ["python", "-c",
+                         "import os, sys; sys.exit(os.path.exists(os.path.join(os.environ['FLAG_DIR'], "
+                         "os.environ['POD_NAME'])))"]},
+    "periodSeconds": 1, "failureThreshold": 1, "timeoutSeconds": 5,
+}  # fmt: skip
+
+
+def apply(kube: Any, objects: list[tuple[str, dict[str, Any]]]) -> None:
+    rest = kube.rest()
+    for path, body in objects:
+        rest.post(path, body)
+
+
+def live_pods(kube: Any, ns: str) -> list[dict[str, Any]]:
+    items = kube.rest().items(f"/api/v1/namespaces/{ns}/pods", labelSelector=SELECTOR)
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def ready_names(kube: Any, ns: str, n: int) -> list[str] | None:
+    pods = live_pods(kube, ns)
+    ready = [p for p in pods if pod_ready(p)]
+    if len(pods) == n and len(ready) == n:
+        return [
+            p["metadata"]["name"] for p in sorted(ready, key=lambda p: p["metadata"]["creationTimestamp"])
+        ]
+    return None
+
+
+class PodWatch:
+    """Polls the pods in the background and remembers, per pod, whether it ever carried our low cost."""
+
+    def __init__(self, kube: Any, ns: str) -> None:
+        self.rest, self.ns = kube.rest(), ns
+        self.marked: set[str] = set()
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                for p in self.rest.items(f"/api/v1/namespaces/{self.ns}/pods", labelSelector=SELECTOR):
+                    name = p["metadata"]["name"]
+                    self.seen.add(name)
+                    if (p["metadata"].get("annotations") or {}).get(DELETION_COST) == LOWEST_COST:
+                        self.marked.add(name)
+            self._stop.wait(0.1)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[PodWatch]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(5)
+
+
+@pytest.fixture
+def sleepers(kube, namespace, kubelet, tmp_path):
+    """A worker Deployment of plain sleeper processes whose readiness a test flips with flag files, and
+    a backend in this process using the scheduler's real ServiceAccount token and Role."""
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    apply(kube, scheduler_rbac(namespace))
+    dep = worker_deployment(namespace, command=SLEEPER, readiness=FLAG_PROBE, env={"FLAG_DIR": str(flags)})
+    apply(kube, [(f"/apis/apps/v1/namespaces/{namespace}/deployments", dep)])
+    sa = write_service_account(
+        tmp_path / "sa", kube.service_account_token(namespace, SCHEDULER_SA), namespace, Path(kube.ca_file)
+    )
+    return flags, sa
+
+
+def make_backend(kube, namespace, sa, cls=KubernetesBackend, **kw):
+    kw = {"not_ready_timeout": 20.0, "settle_timeout": 20.0, "poll_interval": 0.2, **kw}
+    return cls(namespace, WORKERS, SELECTOR, service_account_dir=str(sa), api_url=kube.url, **kw)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 150))
+
+
+def test_backend_removes_exactly_the_notready_pods_on_a_real_replicaset(kube, namespace, sleepers):
+    flags, sa = sleepers
+    backend = make_backend(kube, namespace, sa)
+
+    async def scenario():
+        await backend.start()
+        await backend.scale_up(4)
+        names = await asyncio.to_thread(
+            wait_for, lambda: ready_names(kube, namespace, 4), 90, 0.2, "4 ready worker pods"
+        )
+        victims = names[:2]  # the oldest: a 1.20 ReplicaSet left alone removes the newest
+        for v in victims:
+            (flags / v).touch()  # the "retired worker" now fails its readiness probe
+        report = await backend.remove(victims)
+        obs = await backend.observe()
+        await backend.close()
+        return names, victims, report, obs
+
+    with PodWatch(kube, namespace).running() as watch:
+        names, victims, report, obs = run(scenario())
+        survivors = wait_for(lambda: ready_names(kube, namespace, 2), 60, message="2 survivors")
+    assert report == RemovalReport(removed=tuple(victims))
+    assert sorted(survivors) == sorted(names[2:])
+    assert obs.requested == 2
+    assert (backend.counters.direct_deletes, backend.counters.corrections, backend.counters.wrong_picks) == (
+        0,
+        0,
+        0,
+    )
+    assert watch.marked == set(victims)  # the low deletion cost was set on exactly them (for 1.22+)
+
+
+class SkipsTheSafetyWait(KubernetesBackend):
+    """Lowers /scale without waiting for NotReady: lets the real ReplicaSet pick, to test the correction."""
+
+    async def _wait_until_safe(self, names):
+        pods, plan = await super()._wait_until_safe([])
+        return pods, replace(plan, still_ready=(), outranking=())
+
+
+def test_a_wrong_pick_by_the_real_replicaset_is_corrected(kube, namespace, sleepers):
+    _, sa = sleepers
+    backend = make_backend(kube, namespace, sa, cls=SkipsTheSafetyWait)
+
+    async def scenario():
+        await backend.start()
+        await backend.scale_up(1)
+        first = (
+            await asyncio.to_thread(wait_for, lambda: ready_names(kube, namespace, 1), 90, 0.2, "1 pod")
+        )[0]
+        await asyncio.sleep(1.5)  # older and Ready for longer than the next two: ranked last by 1.20
+        await backend.scale_up(3)
+        await asyncio.to_thread(wait_for, lambda: ready_names(kube, namespace, 3), 90, 0.2, "3 ready pods")
+        report = await backend.remove([first])
+        await backend.close()
+        return first, report
+
+    with PodWatch(kube, namespace).running() as watch:
+        first, report = run(scenario())
+        final = wait_for(lambda: ready_names(kube, namespace, 2), 60, message="2 ready pods after correction")
+    assert first in watch.marked  # marked with the lowest cost, yet 1.20 took another pod
+    assert len(report.wrong) == 1 and first not in report.wrong
+    assert report.corrected == (first,)
+    assert first not in final and report.wrong[0] not in final
+    assert (backend.counters.wrong_picks, backend.counters.corrections) == (1, 1)
+    events = kube.rest().items(f"/api/v1/namespaces/{namespace}/events")
+    assert any(e["reason"] == "WrongPodRemoved" and e["involvedObject"]["name"] == WORKERS for e in events)
+
+
+def test_backend_start_refuses_a_role_without_scale(kube, namespace, tmp_path):
+    apply(kube, scheduler_rbac(namespace, with_scale=False))
+    apply(kube, [(f"/apis/apps/v1/namespaces/{namespace}/deployments", worker_deployment(namespace))])
+    sa = write_service_account(
+        tmp_path / "sa", kube.service_account_token(namespace, SCHEDULER_SA), namespace, Path(kube.ca_file)
+    )
+    backend = make_backend(kube, namespace, sa)
+    with pytest.raises(BackendUnavailable) as err:
+        run(backend.start())
+    assert "may not get deployments/scale dask-workers; patch deployments/scale dask-workers" in str(
+        err.value
+    )
