@@ -1,0 +1,412 @@
+"""DaskCluster under Pulumi mocks: the registered graph, its options, and the pod contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+
+from infra import dask_config as dc
+from infra.dask import DaskCluster
+from tests.infra.harness import Graph, install, resolve, run_graph
+from tests.infra.test_k8s_preload import PACKAGE, on_disk
+from tests.infra.test_k8s_schema import schema_errors
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+COMPONENT = "adaptive-dask:kubernetes:DaskCluster"
+
+
+def facts() -> dc.ClusterFacts:
+    return dc.ClusterFacts(
+        "1.34",
+        (
+            dc.WorkerGroupFacts("spot", ("m6i.xlarge",), "SPOT", 8, 50),
+            dc.WorkerGroupFacts(
+                "ondemand",
+                ("m6i.xlarge",),
+                "ON_DEMAND",
+                2,
+                50,
+                taints=(dc.Taint("dedicated", "dask", "NoSchedule"),),
+            ),
+        ),
+        "t3.medium",
+    )
+
+
+def run(settings: dc.DaskSettings, preview: bool = False) -> tuple[Graph, dict]:
+    mocks, monitor = install(stack="test", preview=preview)
+    box: dict = {}
+
+    def program() -> None:
+        provider = k8s.Provider("k8s", kubeconfig="{}")
+        box["cluster"] = DaskCluster("dask", settings, provider)
+
+    graph = run_graph(program, mocks, monitor)
+    return graph, box
+
+
+def aws(obj: dict | None = None) -> dc.DaskSettings:
+    return dc.parse_dask(json.dumps(obj or {}), target="aws", facts=facts(), default_namespace="adask-test")
+
+
+def local(obj: dict | None = None) -> dc.DaskSettings:
+    return dc.parse_dask(json.dumps(obj or {}), target="local", facts=None, default_namespace="adask-local")
+
+
+@pytest.fixture(scope="module")
+def graph_aws() -> Graph:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        graph, _ = run(aws({"dashboardAllowedCidrs": ["10.20.0.0/16"]}))
+        return graph
+    finally:
+        pulumi.runtime.set_all_config({})
+        pulumi.runtime.reset_options()
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def kube(graph: Graph) -> list:
+    return [n for n in graph.nodes if n.type.startswith("kubernetes:") and n.custom]
+
+
+def deployment(graph: Graph, component: str) -> dict:
+    [node] = [
+        n
+        for n in graph.of_type(DEPLOYMENT)
+        if n.inputs["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return node
+
+
+def pod(graph: Graph, component: str) -> dict:
+    return deployment(graph, component).inputs["spec"]["template"]
+
+
+# ---------------------------------------------------------------- graph shape and options
+
+
+def test_every_kubernetes_object_uses_the_explicit_provider_and_the_component_as_parent(graph_aws):
+    [provider] = graph_aws.of_type("pulumi:providers:kubernetes")
+    [component] = graph_aws.of_type(COMPONENT)
+    objects = kube(graph_aws)
+    assert len(objects) == 10  # ns, 2 SAs, Role, RoleBinding, ConfigMap, 2 Deployments, 2 Services
+    for node in objects:
+        assert node.provider_urn == provider.urn, node.name
+        assert node.parent == component.urn, node.name
+
+
+def test_every_namespaced_object_waits_for_the_namespace(graph_aws):
+    ns = graph_aws.one("kubernetes:core/v1:Namespace")
+    for node in kube(graph_aws):
+        if node is not ns:
+            assert node.inputs["metadata"]["namespace"] == "adask-test"
+            assert graph_aws.depends_on(node, ns), node.name
+
+
+def test_scheduler_starts_only_after_what_its_preload_checks_at_start(graph_aws):
+    scheduler, workers = deployment(graph_aws, "scheduler"), deployment(graph_aws, "worker")
+    assert graph_aws.depends_on(scheduler, workers)
+    assert graph_aws.depends_on(
+        scheduler, graph_aws.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
+    )
+    assert graph_aws.depends_on(scheduler, graph_aws.one("kubernetes:core/v1:ConfigMap"))
+
+
+def test_worker_replicas_start_at_zero_and_are_never_managed_by_pulumi(graph_aws):
+    workers, scheduler = deployment(graph_aws, "worker"), deployment(graph_aws, "scheduler")
+    # set explicitly: an omitted `replicas` defaults to 1 in Kubernetes
+    assert workers.inputs["spec"]["replicas"] == 0
+    assert workers.ignore_changes == ["spec.replicas"]
+    assert scheduler.ignore_changes == []
+    assert scheduler.inputs["spec"]["replicas"] == 1
+
+
+def test_every_registered_object_passes_the_openapi_schema(graph_aws):
+    errors = [e for n in kube(graph_aws) for e in schema_errors(n.inputs, "1.34")]
+    assert errors == []
+
+
+# ---------------------------------------------------------------- RBAC
+
+
+def test_role_grants_exactly_what_the_preload_needs(graph_aws):
+    role = graph_aws.one("kubernetes:rbac.authorization.k8s.io/v1:Role")
+    rules = role.inputs["rules"]
+    assert rules == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": ["dask-worker"],
+            "verbs": ["get", "patch", "update"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": ["dask-worker"],
+            "verbs": ["get", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    flat = json.dumps(rules)
+    assert "*" not in flat and "secrets" not in flat
+    # the name it is pinned to is the worker Deployment's
+    assert deployment(graph_aws, "worker").inputs["metadata"]["name"] == rules[0]["resourceNames"][0]
+
+
+def test_binding_gives_the_role_to_the_scheduler_service_account_only(graph_aws):
+    binding = graph_aws.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
+    role = graph_aws.one("kubernetes:rbac.authorization.k8s.io/v1:Role")
+    sched_sa = pod(graph_aws, "scheduler")["spec"]["serviceAccountName"]
+    assert binding.inputs["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role.inputs["metadata"]["name"],
+    }
+    assert binding.inputs["subjects"] == [
+        {"kind": "ServiceAccount", "name": sched_sa, "namespace": "adask-test"}
+    ]
+    sas = {
+        n.inputs["metadata"]["name"]: n.inputs for n in graph_aws.of_type("kubernetes:core/v1:ServiceAccount")
+    }
+    worker_sa = pod(graph_aws, "worker")["spec"]["serviceAccountName"]
+    assert worker_sa != sched_sa and sas[worker_sa]["automountServiceAccountToken"] is False
+    assert pod(graph_aws, "worker")["spec"]["automountServiceAccountToken"] is False
+
+
+# ---------------------------------------------------------------- shipping the preload
+
+
+def test_configmap_holds_the_package_files_and_pods_mount_them_on_pythonpath(graph_aws):
+    cm = graph_aws.one("kubernetes:core/v1:ConfigMap")
+    files = on_disk(PACKAGE)
+    for component in ("scheduler", "worker"):
+        spec = pod(graph_aws, component)["spec"]
+        [vol] = [v for v in spec["volumes"] if "configMap" in v]
+        assert vol["configMap"]["name"] == cm.inputs["metadata"]["name"]
+        restored = {i["path"]: cm.inputs["data"][i["key"]] for i in vol["configMap"]["items"]}
+        assert restored == files
+        [container] = spec["containers"]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == vol["name"]]
+        assert mount["mountPath"] == "/opt/dask-adaptive" and mount["readOnly"] is True
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["PYTHONPATH"] == "/opt/dask-adaptive"
+        # nothing installed at start: the image entrypoint (EXTRA_PIP_PACKAGES) is bypassed
+        assert "EXTRA_PIP_PACKAGES" not in env and "command" in container
+
+
+def test_pod_templates_carry_a_hash_of_the_shipped_files(graph_aws):
+    cm = graph_aws.one("kubernetes:core/v1:ConfigMap")
+    [vol] = [v for v in pod(graph_aws, "worker")["spec"]["volumes"] if "configMap" in v]
+    digest = hashlib.sha256()
+    for item in sorted(vol["configMap"]["items"], key=lambda i: i["path"]):
+        for part in (item["path"].encode(), cm.inputs["data"][item["key"]].encode()):
+            digest.update(len(part).to_bytes(8, "big") + part)
+    for component in ("scheduler", "worker"):
+        assert (
+            pod(graph_aws, component)["metadata"]["annotations"]["adaptive-dask/preload-sha256"]
+            == digest.hexdigest()
+        )
+
+
+# ---------------------------------------------------------------- scheduler
+
+
+def test_scheduler_pod(graph_aws):
+    dep = deployment(graph_aws, "scheduler").inputs
+    spec = dep["spec"]["template"]["spec"]
+    [c] = spec["containers"]
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert c["image"] == "ghcr.io/dask/dask:2026.8.0-py3.12"
+    assert c["command"] == [
+        "dask",
+        "scheduler",
+        "--port",
+        "8786",
+        "--dashboard-address",
+        ":8787",
+        "--preload",
+        "dask_adaptive.preload",
+        "--backend",
+        "kubernetes",
+        "--namespace",
+        "adask-test",
+        "--deployment",
+        "dask-worker",
+        "--selector",
+        "app.kubernetes.io/name=dask,app.kubernetes.io/instance=adask-test,"
+        "app.kubernetes.io/component=worker",
+        "--minimum",
+        "0",
+        "--maximum",
+        "10",
+        "--interval",
+        "1s",
+        "--target-duration",
+        "5s",
+        "--scale-down-delay",
+        "60s",
+    ]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"tcp-comm": 8786, "http-dashboard": 8787}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": "http-dashboard"}
+    assert c["resources"]["requests"] == c["resources"]["limits"] == {"cpu": "1000m", "memory": "2048Mi"}
+    assert spec["nodeSelector"] == {"adaptive-dask/pool": "system"}
+    assert (
+        dep["spec"]["template"]["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"]
+        == "false"
+    )
+    assert spec["serviceAccountName"] == "dask-scheduler"
+
+
+@pytest.mark.parametrize("component", ["scheduler", "worker"])
+def test_pods_are_locked_down(graph_aws, component):
+    spec = pod(graph_aws, component)["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [c] = spec["containers"]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_recommended_labels_everywhere(graph_aws):
+    for node in kube(graph_aws):
+        labels = node.inputs["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "dask"
+        assert labels["app.kubernetes.io/part-of"] == "adaptive-dask"
+        assert labels["app.kubernetes.io/managed-by"] == "pulumi"
+        assert {
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/component",
+            "app.kubernetes.io/version",
+        } <= set(labels)
+
+
+def test_services(graph_aws):
+    services = {
+        n.inputs["metadata"]["name"]: n.inputs["spec"]
+        for n in graph_aws.of_type("kubernetes:core/v1:Service")
+    }
+    sched = services["dask-scheduler"]
+    assert sched["type"] == "ClusterIP"
+    assert {(p["name"], p["port"]) for p in sched["ports"]} == {("tcp-comm", 8786), ("http-dashboard", 8787)}
+    sched_labels = pod(graph_aws, "scheduler")["metadata"]["labels"]
+    assert sched["selector"].items() <= sched_labels.items()
+    lb = services["dask-dashboard"]
+    assert lb["type"] == "LoadBalancer" and lb["loadBalancerSourceRanges"] == ["10.20.0.0/16"]
+    assert [p["port"] for p in lb["ports"]] == [8787]
+
+
+# ---------------------------------------------------------------- workers
+
+
+def test_worker_pod(graph_aws):
+    spec = pod(graph_aws, "worker")["spec"]
+    [c] = spec["containers"]
+    memory_limit = int(c["command"][c["command"].index("--memory-limit") + 1])
+    threads = int(c["command"][c["command"].index("--nthreads") + 1])
+    assert c["command"][:3] == ["dask", "worker", "tcp://dask-scheduler.adask-test.svc.cluster.local:8786"]
+    assert c["command"][3:5] == ["--name", "$(POD_NAME)"]
+    for flag in (
+        ["--dashboard-address", ":8788"],
+        ["--local-directory", "/scratch"],
+        ["--preload", "dask_adaptive.worker"],
+    ):
+        i = c["command"].index(flag[0])
+        assert c["command"][i : i + 2] == flag
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # Dask's limits agree with the container's: memory under the container limit, threads ~ cores
+    limits = c["resources"]["limits"]
+    assert c["resources"]["requests"] == limits
+    container_bytes = int(limits["memory"].removesuffix("Mi")) * 2**20
+    assert 0.9 * container_bytes < memory_limit < container_bytes
+    cores = int(limits["cpu"].removesuffix("m")) / 1000
+    assert abs(threads - cores) < 1
+    assert c["ports"] == [{"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/dask-adaptive/ready", "port": "http-dashboard"}
+    assert "livenessProbe" not in c
+    [scratch] = [v for v in spec["volumes"] if v["name"] == "scratch"]
+    assert scratch["emptyDir"]["sizeLimit"].endswith("Mi")
+    assert spec["terminationGracePeriodSeconds"] == 120
+    annotations = pod(graph_aws, "worker")["metadata"]["annotations"]
+    assert "controller.kubernetes.io/pod-deletion-cost" not in annotations  # owned by the preload
+    assert annotations.get("cluster-autoscaler.kubernetes.io/safe-to-evict") != "false"
+
+
+def test_workers_fill_the_worker_node(graph_aws):
+    from infra.instance_types import pod_capacity
+
+    limits = pod(graph_aws, "worker")["spec"]["containers"][0]["resources"]["limits"]
+    cap = pod_capacity("m6i.xlarge")
+    assert int(limits["cpu"].removesuffix("m")) <= cap.cpu_millicores
+    assert cap.memory_mib - 16 <= int(limits["memory"].removesuffix("Mi")) <= cap.memory_mib
+
+
+def test_workers_land_only_on_worker_groups_and_tolerate_their_taints(graph_aws):
+    spec = pod(graph_aws, "worker")["spec"]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {
+            "matchExpressions": [
+                {"key": "adaptive-dask/pool", "operator": "In", "values": ["spot", "ondemand"]}
+            ]
+        }
+    ]
+    assert spec["tolerations"] == [
+        {"key": "adaptive-dask/dask-worker", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"},
+    ]
+
+
+def test_single_worker_group_uses_a_node_selector():
+    one = dc.ClusterFacts("1.34", (dc.WorkerGroupFacts("spot", ("m5.large",), "SPOT", 3, 50),), "t3.medium")
+    settings = dc.parse_dask(None, target="aws", facts=one, default_namespace="x")
+    graph, _ = run(settings)
+    spec = pod(graph, "worker")["spec"]
+    assert spec["nodeSelector"] == {"adaptive-dask/pool": "spot"} and "affinity" not in spec
+
+
+# ---------------------------------------------------------------- outputs, variants
+
+
+def test_outputs_give_the_in_cluster_address_and_the_worker_contract():
+    graph, box = run(aws())
+    cluster = box["cluster"]
+    assert resolve(cluster.scheduler_address) == "tcp://dask-scheduler.adask-test.svc.cluster.local:8786"
+    assert resolve(cluster.namespace) == "adask-test"
+    assert resolve(cluster.worker_deployment) == "dask-worker"
+    selector = dict(kv.split("=") for kv in resolve(cluster.worker_selector).split(","))
+    assert deployment(graph, "worker").inputs["spec"]["selector"]["matchLabels"] == selector
+    assert "kubectl -n adask-test port-forward svc/dask-scheduler 8787:8787" in resolve(cluster.dashboard)
+    assert not graph.of_type("kubernetes:core/v1:Service") or all(
+        n.inputs["spec"]["type"] == "ClusterIP" for n in graph.of_type("kubernetes:core/v1:Service")
+    )
+
+
+def test_local_target_has_no_node_constraints_and_a_private_dashboard():
+    graph, _ = run(local())
+    for component in ("scheduler", "worker"):
+        spec = pod(graph, component)["spec"]
+        assert "nodeSelector" not in spec and "affinity" not in spec and "tolerations" not in spec
+    assert [n.inputs["spec"]["type"] for n in graph.of_type("kubernetes:core/v1:Service")] == ["ClusterIP"]
+    errors = [e for n in kube(graph) for e in schema_errors(n.inputs, "1.33")]
+    assert errors == []
+
+
+def test_preview_with_unknown_provider_outputs_still_registers_everything():
+    graph, _ = run(aws(), preview=True)
+    assert len(kube(graph)) == 9
+    assert deployment(graph, "worker").ignore_changes == ["spec.replicas"]

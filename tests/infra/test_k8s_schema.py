@@ -1,0 +1,90 @@
+"""Every Kubernetes object of the Dask layer against the Kubernetes OpenAPI schema (kubernetes-validate).
+
+`schema_errors()` is also used by the component and program tests on the objects the program actually
+registered. Strict mode: an unknown field (a typo such as `nodeSelecter`) is an error, not ignored.
+"""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+
+from infra import dask_config as dc
+from infra import k8s_dask as kd
+from infra import k8s_preload as kp
+from infra.k8s_ca import CA_IMAGE_TAGS
+
+
+def wire_to_json(value: object) -> object:
+    """Mock inputs carry numbers as doubles (the engine's wire form); JSON integers are what kubectl sends."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: wire_to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [wire_to_json(v) for v in value]
+    return value
+
+
+def schema_errors(manifest: dict, version: str) -> list[str]:
+    try:
+        kubernetes_validate.validate(wire_to_json(manifest), version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        return [f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}: {where}: {exc.message}"]
+    return []
+
+
+def all_manifests(settings: dc.DaskSettings) -> list[dict]:
+    names = kd.Names(settings.namespace)
+    files = kp.collect()
+    digest = kp.content_hash(files)
+    v = settings.dask_version
+    return [
+        kd.namespace(names, v),
+        kd.service_account(names.scheduler, names, "scheduler", v, automount=True),
+        kd.service_account(names.worker, names, "worker", v, automount=False),
+        kd.role(names, v),
+        kd.role_binding(names, v),
+        kd.preload_configmap(names, v, files),
+        kd.scheduler_deployment(settings, names, files, digest),
+        kd.worker_deployment(settings, names, files, digest),
+        kd.scheduler_service(names, v),
+        kd.dashboard_service(names, v, ("10.0.0.0/8",), settings.target),
+    ]
+
+
+def aws_settings() -> dc.DaskSettings:
+    facts = dc.ClusterFacts(
+        "1.35",
+        (
+            dc.WorkerGroupFacts("spot", ("m6i.2xlarge",), "SPOT", 10, 100),
+            dc.WorkerGroupFacts("od", ("m6i.2xlarge",), "ON_DEMAND", 2, 100),
+        ),
+        "m6i.large",
+    )
+    return dc.parse_dask(
+        json.dumps({"workersPerNode": 2}), target="aws", facts=facts, default_namespace="adask-prod"
+    )
+
+
+def local_settings() -> dc.DaskSettings:
+    return dc.parse_dask(None, target="local", facts=None, default_namespace="adask-local")
+
+
+@pytest.mark.parametrize("minor", sorted(CA_IMAGE_TAGS))
+def test_every_object_is_valid_for_every_supported_minor(minor):
+    for settings in (aws_settings(), local_settings()):
+        errors = [e for m in all_manifests(settings) for e in schema_errors(m, minor)]
+        assert errors == []
+
+
+def test_the_validator_does_catch_a_typo_and_a_wrong_type():
+    deployment = all_manifests(local_settings())[6]
+    deployment["spec"]["template"]["spec"]["nodeSelecter"] = {"a": "b"}
+    assert schema_errors(deployment, "1.35")
+    deployment = all_manifests(local_settings())[6]
+    deployment["spec"]["replicas"] = "one"
+    assert schema_errors(deployment, "1.35")
