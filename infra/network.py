@@ -15,7 +15,8 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import iam
-from infra.config import NetworkConfig
+from infra.config import PROJECT, NetworkConfig
+from infra.errors import ConfigError
 from infra.tags import name_tag, private_subnet_tags, public_subnet_tags
 
 
@@ -232,7 +233,7 @@ class Network(pulumi.ComponentResource):
 
 def _zone(names: list[str], index: int) -> str:
     if index >= len(names):
-        raise pulumi.RunError(
-            f"the region offers only {len(names)} availability zones; network.azCount needs {index + 1}"
+        raise ConfigError(
+            f"{PROJECT}:network.azCount", index + 1, f"the region offers only {len(names)} availability zones"
         )
     return names[index]
