@@ -12,6 +12,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from infra import k8s_layer
 from infra.cluster import EksCluster, EksClusterArgs
 from infra.config import AwsConfig, Settings, load_settings
 from infra.network import Network, NetworkArgs
@@ -133,6 +134,7 @@ def export_aws(platform: AwsPlatform) -> None:
 def build() -> AwsPlatform | None:
     """The whole program. Config is read and validated first, so a bad value registers nothing."""
     settings = load_settings()
+    kubernetes_layer = k8s_layer.load(settings)  # its keys too are validated before any resource
     platform: AwsPlatform | None = None
     if settings.target == "aws":
         platform = build_aws(settings)
@@ -145,4 +147,5 @@ def build() -> AwsPlatform | None:
     #               platform.cluster.cluster_name; pass depends_on=platform.node_groups.all_groups where
     #               pods must have nodes.
     # target=local: no AWS resources exist; the Kubernetes layer brings its own provider.
+    k8s_layer.build(settings, kubernetes_layer, platform)
     return platform

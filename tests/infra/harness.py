@@ -222,7 +222,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def _session_context(self, a: MockCallArgs) -> dict:
         arn = a.args.get("arn")
-        issuer = self.issuer_arn if arn == self.caller_arn else arn
+        # AWS maps an assumed-role session ARN to its role ARN and passes any other ARN through.
+        issuer = self.issuer_arn if ":assumed-role/" in str(arn) else arn
         return {"id": arn, "arn": arn, "issuerArn": issuer, "issuerId": "AROAEX", "issuerName": "deployer"}
 
     # -- Mocks API ---------------------------------------------------------------------------------
@@ -398,6 +399,7 @@ class Node:
     id: str
     custom: bool
     inputs: dict
+    secret_inputs: set[str]
     state: dict
     parent: str
     provider: str
@@ -468,14 +470,34 @@ class Graph:
         return [c for c in self.calls if c.token == token]
 
 
+_SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(_SECRET_SIG[0]) == _SECRET_SIG[1]
+
+
+def unsecret(value: Any) -> Any:
+    """Secret inputs reach the mock wrapped in Pulumi's secret envelope; return the plain value."""
+    if _is_secret(value):
+        return unsecret(value.get("value"))
+    if isinstance(value, dict):
+        return {k: unsecret(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unsecret(v) for v in value]
+    return value
+
+
 def _node(urn: str, request: Any, args: MockResourceArgs | None, rid: str, state: dict) -> Node:
+    raw = dict(args.inputs) if args is not None else {}
     return Node(
         urn=urn,
         type=request.type,
         name=request.name,
         id=rid,
         custom=bool(request.custom),
-        inputs=dict(args.inputs) if args is not None else {},
+        inputs=unsecret(raw),
+        secret_inputs={k for k, v in raw.items() if _is_secret(v)},
         state=dict(state or {}),
         parent=request.parent,
         provider=request.provider,
