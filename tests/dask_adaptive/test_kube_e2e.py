@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,10 @@ from tests.dask_adaptive.kube_fixtures import (
     SCHEDULER_SA,
     SELECTOR,
     WORKERS,
+    record_execution,
+    scheduler_pod,
     scheduler_rbac,
+    scheduler_service,
     worker_deployment,
     write_service_account,
 )
@@ -198,3 +202,102 @@ def test_backend_start_refuses_a_role_without_scale(kube, namespace, tmp_path):
     assert "may not get deployments/scale dask-workers; patch deployments/scale dask-workers" in str(
         err.value
     )
+
+
+# -- the preload, loaded exactly as in production, scaling real dask workers ------------------------
+
+
+def deploy_dask(kube, kubelet, ns, options, *, with_scale=True):
+    """RBAC, worker Deployment (replicas 0), scheduler Service and Pod; returns the scheduler address."""
+    apply(kube, scheduler_rbac(ns, with_scale=with_scale))
+    apply(
+        kube,
+        [
+            (f"/apis/apps/v1/namespaces/{ns}/deployments", worker_deployment(ns)),
+            (f"/api/v1/namespaces/{ns}/services", scheduler_service()),
+            (f"/api/v1/namespaces/{ns}/pods", scheduler_pod(ns, options)),
+        ],
+    )
+
+
+def scheduler_address(kube, kubelet, ns) -> str:
+    def ready():
+        pod = kube.rest().get(f"/api/v1/namespaces/{ns}/pods/dask-scheduler")
+        return pod_ready(pod)
+
+    wait_for(
+        ready, 90, message=lambda: f"scheduler ready; log:\n{kubelet.log_text(ns, 'dask-scheduler')[-3000:]}"
+    )
+    return "tcp://" + kubelet.service_address(ns, "dask-scheduler", 8786)
+
+
+def scheduler_phase(kube, ns) -> tuple[str, int]:
+    pod = kube.rest().get(f"/api/v1/namespaces/{ns}/pods/dask-scheduler")
+    restarts = sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses") or [])
+    return pod["status"].get("phase", ""), restarts
+
+
+def adaptive_events(client) -> dict[str, set[str]]:
+    """Names per action from the controller's scheduler events ("retired", "cancelled", ...)."""
+    out: dict[str, set[str]] = {}
+    for _, msg in client.get_events("adaptive"):
+        names = msg.get("workers") or msg.get("units") or []
+        if isinstance(names, str):
+            names = names.split(",")
+        out.setdefault(msg.get("action", ""), set()).update(n for n in names if n)
+    return out
+
+
+def executions(folder: Path) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for f in folder.iterdir():
+        i = int(f.name.split(".")[0])
+        counts[i] = counts.get(i, 0) + 1
+    return counts
+
+
+CORRECTION_LINES = ("instead of", "deleting the named pods directly", "did not remove")
+
+
+def test_preload_scales_a_workload_up_and_down_removing_exactly_the_retired_pods(
+    kube, namespace, kubelet, tmp_path
+):
+    from distributed import Client
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    options = ["--minimum", "0", "--maximum", "4", "--interval", "0.5s", "--target-duration", "1s",
+               "--scale-down-delay", "3s"]  # fmt: skip
+    deploy_dask(kube, kubelet, namespace, options)
+    address = scheduler_address(kube, kubelet, namespace)
+    peak = 0
+    with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
+        futures = client.map(record_execution, range(24), folder=str(runs), delay=1.0, pure=False)
+        deadline = time.monotonic() + 120
+        while not all(f.done() for f in futures) and time.monotonic() < deadline:
+            peak = max(peak, len(client.scheduler_info()["workers"]))
+            time.sleep(0.2)
+        results = client.gather(futures)
+        # idle now: the controller retires all but what must hold the results, and removes those pods
+        computed = time.monotonic()
+        wait_for(
+            lambda: len(live_pods(kube, namespace)) == 1 and len(client.scheduler_info()["workers"]) == 1,
+            90,
+            message="scale-down to the one worker holding the results",
+        )
+        scaled_down_in = time.monotonic() - computed
+        assert client.gather(futures) == results == [i * i for i in range(24)]
+        events = adaptive_events(client)
+        log = kubelet.log_text(namespace, "dask-scheduler")
+    removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, namespace)}
+    retired = events.get("retired", set())
+    print(
+        f"\nE2E up/down: peak {peak} workers, {len(retired)} retired, {len(removed)} pods removed "
+        f"({len(events.get('cancelled', set()))} cancelled), idle -> 1 worker in {scaled_down_in:.1f}s"
+    )
+    assert peak >= 3, f"scaled up to only {peak} workers"
+    assert executions(runs) == dict.fromkeys(range(24), 1)  # nothing lost, nothing recomputed
+    assert retired and removed == retired | events.get("cancelled", set())
+    assert retired <= watch.marked and watch.marked <= removed
+    assert not [line for line in log.splitlines() if any(c in line for c in CORRECTION_LINES)]
+    assert scheduler_phase(kube, namespace) == ("Running", 0)
