@@ -48,7 +48,10 @@ def make_backend(settings: Settings, scheduler: Any) -> Backend:
     from dask_adaptive.backends.local import LocalBackend
 
     return LocalBackend(
-        scheduler.address, nthreads=settings.worker_nthreads, memory_limit=settings.worker_memory_limit
+        scheduler.address,
+        nthreads=settings.worker_nthreads,
+        memory_limit=settings.worker_memory_limit,
+        registered=lambda: {str(ws.name) for ws in scheduler.workers.values()},
     )
 
 

@@ -5,6 +5,11 @@ dask_adaptive.worker` process (with its nanny, exactly as a pod runs it), in its
 Removal sends SIGTERM to the whole group, as Kubernetes does to a container whose entrypoint is
 `tini -g`, so the worker preload's graceful SIGTERM path is exercised on every scale-down.
 All process handling is asyncio (spawn, wait, signal): nothing blocks the scheduler's event loop.
+
+At most `max_starting` workers start at once (default: one per CPU); the others wait as PENDING
+units, like pods waiting for a node. Starting a worker costs two Python interpreters' imports, so on
+a small machine starting them all together delays the first by the sum of all; staggered, the first
+workers arrive in seconds and the rest follow, and pending units can be cancelled for free.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dask_adaptive
@@ -38,7 +44,7 @@ STOP_TIMEOUT = 40.0  # SIGKILL after this; above the worker preload's SIGTERM bu
 
 @dataclass
 class _Proc:
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | None = None  # None: pending, not spawned yet
     terminating: bool = False
 
 
@@ -75,11 +81,16 @@ class LocalBackend:
         nthreads: int = 1,
         memory_limit: str = "1GiB",
         name_prefix: str | None = None,
+        registered: Callable[[], set[str]] | None = None,
+        max_starting: int | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
         self.memory_limit = memory_limit
         self.prefix = name_prefix or f"local-{secrets.token_hex(3)}"
+        # names of the workers connected to the scheduler; tells STARTING from RUNNING
+        self.registered = registered or (lambda: set())
+        self.max_starting = max_starting or max(1, os.cpu_count() or 1)
         self._procs: dict[str, _Proc] = {}
         self._counter = 0
         self._workdir: str | None = None
@@ -93,38 +104,65 @@ class LocalBackend:
     async def close(self) -> None:
         # SIGINT to the nanny alone takes distributed's quick close path: at shutdown there is nowhere
         # to move data to, so the graceful SIGTERM path would only wait for its timeout
-        for proc in self._procs.values():
+        spawned = {name: proc for name, proc in self._procs.items() if proc.process is not None}
+        for proc in spawned.values():
             self._signal(proc.process, signal.SIGINT, group=False)
-        waits = [self._stop(name, proc, grace=10.0) for name, proc in self._procs.items()]
+        waits = [self._stop(name, proc, grace=10.0) for name, proc in spawned.items()]
         await asyncio.gather(*waits, *self._reapers, return_exceptions=True)
         self._procs.clear()
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
     async def observe(self) -> Observation:
+        registered = self.registered()
+        self._reap()
+        await self._pump(registered)
         units = []
-        for name, proc in list(self._procs.items()):
-            if proc.process.returncode is not None:
-                if not proc.terminating:
-                    logger.warning(
-                        "local worker %s exited by itself (code %s)", name, proc.process.returncode
-                    )
-                del self._procs[name]
-                continue
-            phase = Phase.TERMINATING if proc.terminating else Phase.RUNNING
-            units.append(Unit(name=name, phase=phase, ready=not proc.terminating))
+        for name, proc in self._procs.items():
+            if proc.terminating:
+                phase = Phase.TERMINATING
+            elif proc.process is None:
+                phase = Phase.PENDING
+            elif name in registered:
+                phase = Phase.RUNNING
+            else:
+                phase = Phase.STARTING
+            units.append(Unit(name=name, phase=phase, ready=phase is Phase.RUNNING))
         requested = sum(1 for u in units if u.phase is not Phase.TERMINATING)
         return Observation(requested=requested, units=tuple(units))
+
+    def _reap(self) -> None:
+        for name, proc in list(self._procs.items()):
+            if proc.process is None or proc.process.returncode is None:
+                continue
+            if not proc.terminating:
+                code = proc.process.returncode
+                logger.warning("local worker %s exited by itself (code %s)", name, code)
+            del self._procs[name]
 
     async def scale_up(self, n: int) -> None:
         current = sum(1 for p in self._procs.values() if not p.terminating)
         for _ in range(n - current):
-            await self._spawn()
+            self._counter += 1
+            self._procs[f"{self.prefix}-{self._counter}"] = _Proc()
+        await self._pump(self.registered())
 
-    async def _spawn(self) -> None:
+    async def _pump(self, registered: set[str]) -> None:
+        """Spawn pending units while fewer than `max_starting` workers are still starting."""
+        starting = sum(
+            1
+            for name, p in self._procs.items()
+            if p.process is not None and not p.terminating and name not in registered
+        )
+        for name, proc in list(self._procs.items()):
+            if starting >= self.max_starting:
+                break
+            if proc.process is None and not proc.terminating:
+                proc.process = await self._spawn(name)
+                starting += 1
+
+    async def _spawn(self, name: str) -> asyncio.subprocess.Process:
         assert self._workdir is not None, "start() first"
-        self._counter += 1
-        name = f"{self.prefix}-{self._counter}"
         log = open(os.path.join(self._workdir, f"{name}.log"), "ab")  # noqa: SIM115 - owned by the child
         env = dict(os.environ)
         # the package must be importable by the worker even when it is run from a source tree
@@ -144,14 +182,18 @@ class LocalBackend:
             raise BackendError(f"cannot start local worker {name}: {e}") from e
         finally:
             log.close()
-        self._procs[name] = _Proc(process)
         logger.info("local worker %s started (pid %d)", name, process.pid)
+        return process
 
     async def remove(self, names: list[str]) -> RemovalReport:
         removed = []
         for name in names:
             proc = self._procs.get(name)
             if proc is None or proc.terminating:
+                continue
+            if proc.process is None:  # pending: cancelling costs nothing
+                del self._procs[name]
+                removed.append(name)
                 continue
             proc.terminating = True
             self._signal(proc.process, signal.SIGTERM, group=True)
@@ -166,7 +208,7 @@ class LocalBackend:
 
     def pid(self, name: str) -> int | None:
         proc = self._procs.get(name)
-        return proc.process.pid if proc else None
+        return proc.process.pid if proc and proc.process else None
 
     @staticmethod
     def _signal(process: asyncio.subprocess.Process, sig: signal.Signals, group: bool) -> None:
@@ -177,6 +219,7 @@ class LocalBackend:
                 process.send_signal(sig)
 
     async def _stop(self, name: str, proc: _Proc, grace: float) -> None:
+        assert proc.process is not None
         try:
             await asyncio.wait_for(proc.process.wait(), grace)
         except TimeoutError:

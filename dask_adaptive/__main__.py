@@ -1,0 +1,42 @@
+"""`python -m dask_adaptive demo` (console script `dask-adaptive demo`)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dask-adaptive", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="scale local workers up and down under a real workload")
+    demo.add_argument("--tasks", type=int, default=120, help="leaf tasks (plus a tree of additions) [120]")
+    demo.add_argument("--sleep", type=float, default=1.0, help="seconds each leaf task sleeps [1.0]")
+    demo.add_argument("--maximum", type=int, default=8, help="most workers [8]")
+    demo.add_argument("--scale-down-delay", default="10s", help="stabilization window [10s]")
+    demo.add_argument("--interval", default="500ms", help="control loop period [500ms]")
+    demo.add_argument("--output", default="dask-adaptive-demo.png", help="PNG plot path")
+    demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    demo.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
+    args = parser.parse_args(argv)
+    if args.tasks < 1 or args.maximum < 1 or args.sleep < 0:
+        parser.error("--tasks and --maximum must be >= 1, --sleep >= 0")
+
+    from dask_adaptive.demo.run import DemoOptions, run
+
+    return run(
+        DemoOptions(
+            leaves=args.tasks,
+            seconds=args.sleep,
+            maximum=args.maximum,
+            scale_down_delay=args.scale_down_delay,
+            interval=args.interval,
+            output=args.output,
+            timeout=args.timeout,
+            live=False if args.plain else None,
+        )
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
