@@ -394,3 +394,15 @@ def record_execution(i: int, folder: str, delay: float = 0.0) -> int:
     time.sleep(delay)
     (Path(folder) / f"{i}.{uuid.uuid4().hex}").touch()
     return i * i
+
+
+def held_execution(i: int, folder: str, event: str) -> int:
+    """Blocks until the test sets the distributed Event `event`: keeps the scheduler's target up until
+    the new workers have arrived, then leaves one file per execution (a recomputation would show)."""
+    import uuid
+
+    from distributed import Event
+
+    Event(event).wait(timeout=120)
+    (Path(folder) / f"{i}.{uuid.uuid4().hex}").touch()
+    return i * i

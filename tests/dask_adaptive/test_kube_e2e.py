@@ -25,6 +25,7 @@ from tests.dask_adaptive.kube_fixtures import (
     SCHEDULER_SA,
     SELECTOR,
     WORKERS,
+    held_execution,
     record_execution,
     scheduler_pod,
     scheduler_rbac,
@@ -300,4 +301,100 @@ def test_preload_scales_a_workload_up_and_down_removing_exactly_the_retired_pods
     assert retired and removed == retired | events.get("cancelled", set())
     assert retired <= watch.marked and watch.marked <= removed
     assert not [line for line in log.splitlines() if any(c in line for c in CORRECTION_LINES)]
+    assert scheduler_phase(kube, namespace) == ("Running", 0)
+
+
+class Cycles:
+    """Drives scale-up/scale-down cycles through the preload and keeps every result ever produced.
+
+    One cycle: `k` tasks that block on a distributed Event keep the target at `maximum` until every new
+    worker has connected; then a value that cannot be recomputed is scattered to EACH worker, the Event
+    is set, and the cluster goes idle, so the scale-down must retire workers holding unique data.
+    """
+
+    def __init__(self, client, kube, ns, runs: Path, *, k: int, maximum: int, floor: int = 1) -> None:
+        self.client, self.kube, self.ns, self.runs = client, kube, ns, runs
+        self.k, self.maximum, self.floor = k, maximum, floor
+        self.tasks: list[Any] = []
+        self.scattered: list[tuple[Any, str]] = []
+        self.done = 0
+
+    def workers(self) -> dict[str, Any]:
+        return self.client.scheduler_info()["workers"]
+
+    def run(self, timeout: float = 90) -> None:
+        from distributed import Event
+
+        c = self.done
+        event = Event(f"cycle-{c}-{time.time_ns()}", client=self.client)
+        self.tasks += self.client.map(
+            held_execution,
+            range(c * self.k, (c + 1) * self.k),
+            folder=str(self.runs),
+            event=event.name,
+            pure=False,
+        )
+        wait_for(
+            lambda: len(self.workers()) == self.maximum, timeout, message=f"cycle {c}: {self.maximum} workers"
+        )
+        for addr in self.workers():
+            value = f"cycle {c} on {addr} at {time.time_ns()}"
+            [fut] = self.client.scatter([value], workers=[addr], hash=False)
+            self.scattered.append((fut, value))
+        event.set()
+        wait_for(lambda: all(f.done() for f in self.tasks), timeout, message=f"cycle {c}: tasks done")
+        wait_for(
+            lambda: len(self.workers()) == self.floor and len(live_pods(self.kube, self.ns)) == self.floor,
+            timeout,
+            message=f"cycle {c}: back to {self.floor} worker",
+        )
+        self.done += 1
+
+    def lost(self) -> int:
+        """Results that are gone or were recomputed (a lost result is silently recomputed by Dask)."""
+        values = self.client.gather(self.tasks + [f for f, _ in self.scattered], errors="skip")
+        expected = [i * i for i in range(len(self.tasks))] + [v for _, v in self.scattered]
+        missing = sum(1 for f in self.tasks + [f for f, _ in self.scattered] if f.status != "finished")
+        ran = executions(self.runs)
+        recomputed = sum(n - 1 for n in ran.values())
+        wrong = 0 if values == expected else 1
+        return missing + recomputed + wrong + (len(self.tasks) - len(ran))
+
+
+CYCLES = 20
+
+
+def test_no_result_lost_across_20_scale_down_cycles(kube, namespace, kubelet_factory, tmp_path):
+    from distributed import Client
+
+    kubelet = kubelet_factory(probe_period_scale=0.5)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    options = ["--minimum", "1", "--maximum", "3", "--interval", "0.25s", "--target-duration", "1s",
+               "--scale-down-delay", "0.5s"]  # fmt: skip
+    deploy_dask(kube, kubelet, namespace, options)
+    address = scheduler_address(kube, kubelet, namespace)
+    started = time.monotonic()
+    with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
+        cycles = Cycles(client, kube, namespace, runs, k=6, maximum=3)
+        retired_per_cycle = []
+        for _ in range(CYCLES):
+            before = len(adaptive_events(client).get("retired", set()))
+            cycles.run()
+            retired_per_cycle.append(len(adaptive_events(client).get("retired", set())) - before)
+        lost = cycles.lost()
+        events = adaptive_events(client)
+        log = kubelet.log_text(namespace, "dask-scheduler")
+    removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, namespace)}
+    corrections = [line for line in log.splitlines() if any(c in line for c in CORRECTION_LINES)]
+    print(
+        f"\nE2E cycles: {cycles.done} cycles in {time.monotonic() - started:.0f}s, retired per cycle "
+        f"{retired_per_cycle}, {len(cycles.tasks)} tasks + {len(cycles.scattered)} scattered values, "
+        f"lost {lost}, pods removed {len(removed)}, correction log lines {len(corrections)}"
+    )
+    assert cycles.done == CYCLES
+    assert all(n >= 1 for n in retired_per_cycle)  # every cycle retired workers that held scattered data
+    assert lost == 0
+    assert removed == events.get("retired", set()) | events.get("cancelled", set())
+    assert not corrections, corrections
     assert scheduler_phase(kube, namespace) == ("Running", 0)
