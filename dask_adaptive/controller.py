@@ -131,7 +131,7 @@ class Controller:
         elif isinstance(decision, ScaleDown):
             self._start_scale_down(decision)
         if self.unremoved and not self._busy():
-            self._scale_down_task = asyncio.create_task(self._remove_retired(sorted(self.unremoved)))
+            self._scale_down_task = asyncio.create_task(self._retry_removal(sorted(self.unremoved)))
         await self._reconcile(now, obs, workers)
         return decision
 
@@ -211,11 +211,16 @@ class Controller:
 
     async def _scale_down(self, decision: ScaleDown) -> None:
         try:
-            self.stats.scale_downs += 1
+            before = (self.stats.cancelled, self.stats.retirements)
             if decision.cancel:
                 await self._cancel(list(decision.cancel))
             if decision.retire:
                 await self._retire_and_remove(decision.retire)
+            if (self.stats.cancelled, self.stats.retirements) != before:
+                self.stats.scale_downs += 1
+        except Exception:
+            # a background task: log here, or the error would surface only at garbage collection
+            logger.exception("dask-adaptive: scale-down failed; the next cycle starts over")
         finally:
             self.retiring -= set(decision.cancel)
 
@@ -311,6 +316,12 @@ class Controller:
             {"op": "worker-status-change", "status": Status.running.name, "stimulus_id": stimulus}
         )
         logger.warning("dask-adaptive: %s", _fmt(event="unretired", worker=name))
+
+    async def _retry_removal(self, names: list[str]) -> None:
+        try:
+            await self._remove_retired(names)
+        except Exception:
+            logger.exception("dask-adaptive: removing retired workers failed; retrying next cycle")
 
     async def _remove_retired(self, names: list[str]) -> None:
         report = await self._remove(names)

@@ -1,0 +1,211 @@
+"""The controller's mechanism against a real in-process Scheduler and Workers, with a scripted backend.
+
+The end-to-end tests prove the happy path with real processes; these pin the edge cases that are hard
+to provoke there: aborted retirements, foreign workers, backend failures, orphans, pending units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from distributed import Client, Scheduler, Worker
+from distributed.core import Status
+
+from dask_adaptive.backends.base import BackendError, Observation, Phase, RemovalReport, Unit
+from dask_adaptive.config import resolve
+from dask_adaptive.controller import Controller
+from dask_adaptive.policy import ScaleDown, ScaleUp
+
+
+class ScriptedBackend:
+    def __init__(self, *units: Unit) -> None:
+        self.units = {u.name: u for u in units}
+        self.requested = len(units)
+        self.removed: list[list[str]] = []
+        self.scaled: list[int] = []
+        self.fail_observe = False
+        self.fail_remove = 0
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def observe(self) -> Observation:
+        if self.fail_observe:
+            raise BackendError("API unreachable")
+        return Observation(self.requested, tuple(self.units.values()))
+
+    async def scale_up(self, n: int) -> None:
+        self.scaled.append(n)
+        self.requested = n
+
+    async def remove(self, names: list[str]) -> RemovalReport:
+        if self.fail_remove:
+            self.fail_remove -= 1
+            raise BackendError("API 503")
+        self.removed.append(list(names))
+        for name in names:
+            self.units.pop(name, None)
+        self.requested -= len(names)
+        return RemovalReport(tuple(names))
+
+    async def record(self, reason: str, message: str) -> None: ...
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def running(*names: str) -> list[Unit]:
+    return [Unit(n, Phase.RUNNING, True) for n in names]
+
+
+def scenario(
+    body: Callable[..., Awaitable[None]],
+    units: list[Unit],
+    workers: list[str],
+    foreign: tuple[str, ...] = (),
+    **options: Any,
+) -> None:
+    async def main() -> None:
+        settings = resolve({"minimum": "0", "maximum": "4", "interval": "100ms", **options})
+        async with Scheduler(port=0, dashboard=False, host="127.0.0.1") as s:
+            ws = [Worker(s.address, name=n, nthreads=1, dashboard=False) for n in (*workers, *foreign)]
+            await asyncio.gather(*ws)
+            try:
+                async with Client(s.address, asynchronous=True) as client:
+                    backend = ScriptedBackend(*units)
+                    controller = Controller(s, backend, settings, clock=Clock())
+                    controller.known.update(u.name for u in units)
+                    await body(s, client, backend, controller)
+            finally:
+                await asyncio.gather(*(w.close() for w in ws))
+
+    asyncio.run(main())
+
+
+async def scatter_to(client: Client, scheduler: Scheduler, name: str, value: str) -> Any:
+    [address] = [a for a, w in scheduler.workers.items() if w.name == name]
+    [future] = await client.scatter([value], workers=[address])
+    return future
+
+
+async def settle(controller: Controller) -> None:
+    if controller._scale_down_task is not None:
+        await controller._scale_down_task
+
+
+def test_scale_down_cancels_pending_units_before_running_workers():
+    units = [*running("u1"), Unit("p-start", Phase.STARTING), Unit("p-pend", Phase.PENDING)]
+
+    async def body(s, client, backend, controller):
+        decision = await controller.step()
+        assert isinstance(decision, ScaleDown) and decision.retire == 0
+        await settle(controller)
+        assert backend.removed == [["p-pend", "p-start"]]  # PENDING first, then STARTING
+        assert "u1" in backend.units and controller.stats.cancelled == 2
+
+    scenario(body, units, ["u1"], minimum="1", scale_down_delay="0s")
+
+
+def test_victims_are_ours_idle_and_least_data_first_and_data_survives():
+    async def body(s, client, backend, controller):
+        data = await scatter_to(client, s, "u1", "only copy on u1")
+        await controller._retire_and_remove(1)
+        # u2 and the foreign worker hold nothing; the foreign one is never ours to retire
+        assert backend.removed == [["u2"]]
+        await controller._retire_and_remove(1)
+        assert backend.removed == [["u2"], ["u1"]]
+        assert controller.stats.retirements == 2 and controller.stats.failed_retirements == 0
+        holders = {ws.name for ws in s.tasks[data.key].who_has}
+        assert "foreign" in holders, "u1's data was copied to the only worker left accepting data"
+        assert await data == "only copy on u1"
+
+    scenario(body, running("u1", "u2"), ["u1", "u2"], foreign=("foreign",))
+
+
+def test_aborted_retirement_keeps_its_worker():
+    async def body(s, client, backend, controller):
+        data = await scatter_to(client, s, "u1", "nowhere else to go")
+        await controller._retire_and_remove(1)
+        assert backend.removed == [], "a worker whose retirement aborted is never removed"
+        assert controller.stats.failed_retirements == 1 and controller.retiring == set()
+        [ws] = s.workers.values()
+        for _ in range(100):
+            if ws.status == Status.running:
+                break
+            await asyncio.sleep(0.05)
+        assert ws.status == Status.running, "back to work"
+        assert await data == "nowhere else to go"
+
+    scenario(body, running("u1"), ["u1"])
+
+
+def test_failed_removal_is_retried_and_not_counted_as_wanted():
+    async def body(s, client, backend, controller):
+        backend.fail_remove = 1
+        await controller._retire_and_remove(1)
+        [victim] = controller.unremoved
+        assert controller.retiring == {victim} and backend.removed == []
+        assert controller.stats.api_errors == 1
+        decision = await controller.step()  # target 0, wanted = 2 requested - 1 retiring
+        assert "wanted=1" in decision.reason
+        await settle(controller)
+        assert backend.removed == [[victim]] and controller.unremoved == set()
+
+    scenario(body, running("u1", "u2"), ["u1", "u2"], scale_down_delay="1h")
+
+
+def test_scale_up_asks_on_top_of_units_still_retiring():
+    async def body(s, client, backend, controller):
+        controller.retiring.add("u1")
+        await controller._scale_up(ScaleUp(3, "test"))
+        assert backend.scaled == [4]
+
+    scenario(body, running("u1"), ["u1"])
+
+
+def test_observe_failure_is_counted_and_nothing_is_done():
+    async def body(s, client, backend, controller):
+        backend.fail_observe = True
+        assert await controller.step() is None
+        assert controller.stats.api_errors == 1 and backend.scaled == [] and backend.removed == []
+
+    scenario(body, [], [], minimum="2")
+
+
+def test_orphan_units_and_unitless_workers_are_reconciled():
+    units = [*running("u1"), Unit("o1", Phase.RUNNING)]
+
+    async def body(s, client, backend, controller):
+        clock = controller.clock
+        await controller.step()
+        del backend.units["u1"]  # the platform lost u1's unit; its worker lingers
+        backend.requested -= 1
+        clock.now = 1.0
+        await controller.step()
+        assert any(w.name == "u1" for w in s.workers.values()), "not before the grace period"
+        clock.now = 400.0  # past orphan-grace (5m) and the unit-gone grace
+        await controller.step()
+        assert ["o1"] in backend.removed
+        assert not any(w.name == "u1" for w in s.workers.values())
+        assert controller.stats.corrections == 2
+
+    scenario(body, units, ["u1"], minimum="2", maximum="2", scale_down_delay="1h")
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_choose_victims_never_exceeds_idle_workers_of_ours(n):
+    async def body(s, client, backend, controller):
+        controller.known.update(["u1", "u2"])
+        victims = controller.choose_victims(n)
+        assert len(victims) == n and set(victims) <= {"u1", "u2"}
+
+    scenario(body, running("u1", "u2"), ["u1", "u2"], foreign=("foreign",))
