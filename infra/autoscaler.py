@@ -37,9 +37,11 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         system_taints: Sequence[Taint] = (),
         aws_provider: aws.Provider | None = None,
         tags: Mapping[str, str] | None = None,
+        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """`worker_node_groups`: (EKS node group name, capacity type) of every autoscaled group."""
+        """`worker_node_groups`: (EKS node group name, capacity type) of every autoscaled group;
+        `depends_on`: what must exist before the release (e.g. the system node group it runs on)."""
         super().__init__("adaptive-dask:kubernetes:ClusterAutoscaler", name, None, opts)
         aws_opts = pulumi.ResourceOptions(parent=self, provider=aws_provider)
 
@@ -95,7 +97,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             cleanup_on_fail=True,
             timeout=600,
             # CA must find its permissions in place when it first starts.
-            opts=pulumi.ResourceOptions(parent=self, provider=k8s_provider, depends_on=[policy]),
+            opts=pulumi.ResourceOptions(parent=self, provider=k8s_provider, depends_on=[policy, *depends_on]),
         )
         self.role_arn = role.arn
         self.release_name = release.name

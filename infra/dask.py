@@ -6,6 +6,8 @@ the same against EKS and against any cluster of the `local` target.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -29,20 +31,21 @@ class DaskCluster(pulumi.ComponentResource):
         name: str,
         settings: DaskSettings,
         k8s_provider: k8s.Provider,
+        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`depends_on`: what must exist before any pod is created (e.g. the node groups)."""
         super().__init__("adaptive-dask:kubernetes:DaskCluster", name, None, opts)
         names = k8s_dask.Names(namespace=settings.namespace)
         version = settings.dask_version
         files = k8s_preload.collect()
         preload_hash = k8s_preload.content_hash(files)
 
-        def opts_(*depends_on: pulumi.Resource, **extra: object) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(
-                parent=self, provider=k8s_provider, depends_on=list(depends_on), **extra
-            )
+        def opts_(*after: pulumi.Resource, **extra: object) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, provider=k8s_provider, depends_on=list(after), **extra)
 
-        ns = create(f"{name}-namespace", k8s_dask.namespace(names, version), opts_())
+        # Every other object waits for the namespace, so waiting here holds back the whole layer.
+        ns = create(f"{name}-namespace", k8s_dask.namespace(names, version), opts_(*depends_on))
         scheduler_sa = create(
             f"{name}-scheduler-sa",
             k8s_dask.service_account(names.scheduler, names, "scheduler", version, automount=True),
