@@ -92,7 +92,7 @@ async def dask_setup(scheduler: Any, **options: Any) -> None:
         error = str(e)
     except BackendUnavailable as e:
         error = f"backend {settings.backend} unavailable: {e}"
-    except (ImportError, TypeError, ValueError) as e:
+    except Exception as e:  # anything else at start (e.g. a BackendError) must not be swallowed either
         error = f"backend: {type(e).__name__}: {e}"
     if error is not None:
         _fail(error)

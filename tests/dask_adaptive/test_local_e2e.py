@@ -109,6 +109,12 @@ def test_zero_to_n_to_floor_without_losing_or_recomputing(tmp_path: Path):
         (["--scale-down-delay", "soon"], {}, "adaptive.scale-down-delay='soon' is invalid"),
         (["--backend", "kubernetes"], {}, "adaptive.namespace=None is invalid"),
         ([], {"DASK_ADAPTIVE__INTERVAL": "0s"}, "adaptive.interval='0s' is invalid"),
+        # an unusable backend: Kubernetes outside a pod (no service-account token)
+        (
+            ["--backend", "kubernetes", "--namespace", "n", "--deployment", "d", "--selector", "app=w"],
+            {"DASK_ADAPTIVE__KUBERNETES__SERVICE_ACCOUNT_DIR": "/nonexistent"},
+            "backend kubernetes unavailable",
+        ),
     ],
 )
 def test_bad_options_end_the_scheduler_with_one_line_reason(tmp_path: Path, options, env, reason):
