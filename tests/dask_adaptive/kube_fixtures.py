@@ -272,6 +272,7 @@ def worker_deployment(
     readiness: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     grace: int = 10,
+    nanny: bool = True,
 ) -> dict[str, Any]:
     """The worker Deployment at replicas 0: `dask worker --name $(POD_NAME)` with the worker preload."""
     scheduler = f"tcp://dask-scheduler.{namespace}.svc.cluster.local:8786"
@@ -287,8 +288,7 @@ def worker_deployment(
         ":8788",
         "--preload",
         "dask_adaptive.worker",
-        "--preload-nanny",
-        "dask_adaptive.worker",
+        *(["--preload-nanny", "dask_adaptive.worker"] if nanny else ["--no-nanny"]),
     ]
     readiness = readiness or {
         "httpGet": {"path": "/dask-adaptive/ready", "port": 8788},

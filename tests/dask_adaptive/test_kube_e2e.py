@@ -208,13 +208,13 @@ def test_backend_start_refuses_a_role_without_scale(kube, namespace, tmp_path):
 # -- the preload, loaded exactly as in production, scaling real dask workers ------------------------
 
 
-def deploy_dask(kube, kubelet, ns, options, *, with_scale=True):
-    """RBAC, worker Deployment (replicas 0), scheduler Service and Pod; returns the scheduler address."""
+def deploy_dask(kube, kubelet, ns, options, *, with_scale=True, nanny=True):
+    """RBAC, worker Deployment (replicas 0), scheduler Service and Pod."""
     apply(kube, scheduler_rbac(ns, with_scale=with_scale))
     apply(
         kube,
         [
-            (f"/apis/apps/v1/namespaces/{ns}/deployments", worker_deployment(ns)),
+            (f"/apis/apps/v1/namespaces/{ns}/deployments", worker_deployment(ns, nanny=nanny)),
             (f"/api/v1/namespaces/{ns}/services", scheduler_service()),
             (f"/api/v1/namespaces/{ns}/pods", scheduler_pod(ns, options)),
         ],
@@ -372,7 +372,8 @@ def test_no_result_lost_across_20_scale_down_cycles(kube, namespace, kubelet_fac
     runs.mkdir()
     options = ["--minimum", "1", "--maximum", "3", "--interval", "0.25s", "--target-duration", "1s",
                "--scale-down-delay", "0.5s"]  # fmt: skip
-    deploy_dask(kube, kubelet, namespace, options)
+    # --no-nanny halves a worker's start-up (one process); retirement is the same as with a nanny
+    deploy_dask(kube, kubelet, namespace, options, nanny=False)
     address = scheduler_address(kube, kubelet, namespace)
     started = time.monotonic()
     with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
