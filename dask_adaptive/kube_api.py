@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import dask.config
+from dask.utils import parse_timedelta
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
 from dask_adaptive.backends.base import BackendError
@@ -129,6 +130,20 @@ def retry_wait(
     return delay
 
 
+def policy_from_config() -> RetryPolicy:
+    """RetryPolicy with `adaptive.kubernetes.request-timeout` / `retry-budget` from dask config if set."""
+    defaults = RetryPolicy()
+    timeout = dask.config.get("adaptive.kubernetes.request-timeout", default=None)
+    budget = dask.config.get("adaptive.kubernetes.retry-budget", default=None)
+    return RetryPolicy(
+        budget=float(parse_timedelta(budget)) if budget is not None else defaults.budget,
+        request_timeout=float(parse_timedelta(timeout)) if timeout is not None else defaults.request_timeout,
+        connect_timeout=min(defaults.connect_timeout, float(parse_timedelta(timeout)))
+        if timeout is not None
+        else defaults.connect_timeout,
+    )
+
+
 def service_account_dir() -> str:
     """Where the pod's service-account files are (dask config `adaptive.kubernetes.service-account-dir`)."""
     value = dask.config.get("adaptive.kubernetes.service-account-dir", default=None)
@@ -193,7 +208,7 @@ class KubeApi:
         self.url = url.rstrip("/")
         self.token = TokenSource(Path(token_file))
         self.ca_file = str(ca_file) if ca_file and Path(ca_file).exists() else None
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or policy_from_config()
         self.field_manager = field_manager
         self._sleep, self._rand = sleep, rand
         self._client: AsyncHTTPClient | None = None

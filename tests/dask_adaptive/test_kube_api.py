@@ -473,3 +473,12 @@ def test_retry_wait_rules():
     assert retry_wait(4, 503, None, 0.0, p) is None  # attempts used up
     assert retry_wait(1, 429, 4.0, 0.0, p) == 4.0
     assert retry_wait(1, 429, 4.0, 7.0, p) is None  # would end after the budget
+
+
+def test_timeouts_and_budget_come_from_dask_config(tmp_path):
+    with dask.config.set(
+        {"adaptive.kubernetes.request-timeout": "1500ms", "adaptive.kubernetes.retry-budget": "1m"}
+    ):
+        api = KubeApi("http://127.0.0.1:1", tmp_path / "token")
+    assert (api.policy.request_timeout, api.policy.connect_timeout, api.policy.budget) == (1.5, 1.5, 60.0)
+    assert KubeApi("http://127.0.0.1:1", tmp_path / "token").policy == RetryPolicy()
