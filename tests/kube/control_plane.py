@@ -450,12 +450,31 @@ class ControlPlane:
             "/api/v1/namespaces",
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}},
         )
-        wait_for(
-            lambda: rest.get_or_none(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
-            30,
-            message=f"default ServiceAccount in {name}",
-        )
+        self.wait_service_account(name, "default")
         return name
+
+    def wait_service_account(self, namespace: str, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the SA exists and the tokens controller has linked its token Secret.
+
+        Why: on 1.20 the ServiceAccount admission plugin refuses a pod (HTTP 500 "No API token found
+        for service account") until that Secret exists; controllers retry, a test posting a bare pod
+        would not.
+        """
+        rest = self.rest()
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"
+        return wait_for(
+            lambda: (lambda sa: sa if sa and sa.get("secrets") else None)(rest.get_or_none(path)),
+            timeout,
+            message=f"ServiceAccount {namespace}/{name} with its token Secret",
+        )
+
+    def create_service_account(self, namespace: str, name: str) -> dict[str, Any]:
+        """Create a ServiceAccount and wait for its token Secret (see `wait_service_account`)."""
+        self.rest().post(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts",
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+        )
+        return self.wait_service_account(namespace, name)
 
     def delete_namespace(self, name: str) -> None:
         """Delete workloads first (so no controller makes new pods), pods with grace 0, then the namespace."""

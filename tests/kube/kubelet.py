@@ -646,9 +646,9 @@ class PodRunner:
                 subprocess.run(
                     argv, env=c.env, cwd=c.cwd, timeout=max(grace, 0.1), capture_output=True, check=False
                 )
-        self._kill_group(c.proc.pid, signal.SIGTERM)
-        with c.log_path.open("ab") as fh:
+        with c.log_path.open("ab") as fh:  # marker first: the process may answer before we write it
             fh.write(f"=== {now_iso()} SIGTERM (grace {grace:g}s)\n".encode())
+        self._kill_group(c.proc.pid, signal.SIGTERM)
         while c.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         if c.proc.poll() is None:
@@ -886,7 +886,7 @@ class PodRunner:
                 {"cpu": node.cpu, "memory": node.memory}.get(res, "0") if (node and kind == "limits") else "0"
             )
         value = parse_quantity(raw)
-        divisor = parse_quantity(ref.get("divisor", "1"))
+        divisor = parse_quantity(ref.get("divisor") or "1") or Decimal(1)  # the API defaults it to "0"
         return str(math.ceil(value / divisor))
 
     def _materialise_container(self, c: Container) -> None:
@@ -894,6 +894,10 @@ class PodRunner:
         rw = Rewriter()
         mounts = sorted(spec.get("volumeMounts") or [], key=lambda m: -len(m["mountPath"]))
         for m in mounts:
+            if m["mountPath"].rstrip("/") == SA_MOUNT:
+                # The 1.20 ServiceAccount admission plugin mounts the legacy token Secret here; like
+                # EKS (bound, projected tokens) we give the per-pod TokenRequest folder instead.
+                continue
             folder = self.volume_dirs.get(m["name"]) if hasattr(self, "volume_dirs") else None
             if folder is None:
                 continue
@@ -1091,6 +1095,9 @@ class Kubelet:
         for pgid in list(self._pgids):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
+        # SIGKILL is asynchronous and orphans are reaped by PID 1: wait until every group is really gone.
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: not self.leaked_process_groups(), 10, 0.05, message="process groups to exit")
         for r in runners:
             if not r.gone:
                 with contextlib.suppress(Exception):
@@ -1106,15 +1113,8 @@ class Kubelet:
             ACTIVE.remove(self)
 
     def leaked_process_groups(self) -> list[int]:
-        """Process groups we started that still have a live member (should be empty after stop())."""
-        alive = []
-        for pgid in self._pgids:
-            try:
-                os.killpg(pgid, 0)
-                alive.append(pgid)
-            except (ProcessLookupError, PermissionError):
-                pass
-        return alive
+        """Process groups we started that still have a live (non-zombie) member; [] after stop()."""
+        return [pgid for pgid in self._pgids if group_alive(pgid)]
 
     # -- nodes ---------------------------------------------------------------------------------------
     def add_node(self, spec: NodeSpec) -> None:
@@ -1289,7 +1289,9 @@ class Kubelet:
         out = {}
         for r in self.all_runners():
             for c in r.containers:
-                out[f"{r.namespace}/{r.name}/{c.name}"] = log_tail(c.log_path, lines)
+                head = f"[waiting: {c.waiting_reason}: {c.waiting_message}]\n" if c.waiting_reason else ""
+                body = log_tail(c.log_path, lines) if c.log_path.exists() else "<no output yet>"
+                out[f"{r.namespace}/{r.name}/{c.name}"] = head + body
         return out
 
 
@@ -1401,6 +1403,23 @@ class NodeProvisioner:
 # ---------------------------------------------------------------------------------------------------
 # Small helpers for tests
 # ---------------------------------------------------------------------------------------------------
+def group_alive(pgid: int) -> bool:
+    """Does process group `pgid` have a member that is not a zombie?"""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
 def pod_ready(pod: dict[str, Any] | None) -> bool:
     if not pod:
         return False

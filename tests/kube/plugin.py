@@ -128,7 +128,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     cp: ControlPlane | None = _STATE.get("cp")
     if cp is not None:
-        for name, text in cp.log_tails(25).items():
+        for name, text in cp.log_tails(15).items():
             report.sections.append((f"{name} log tail ({cp.logs_dir})", text))
     for k in ACTIVE:
         for name, text in k.log_tails(20).items():
