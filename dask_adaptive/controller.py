@@ -146,9 +146,13 @@ class Controller:
             elif ws.status in ACCEPTING:
                 arrived.append(unit.name)
             # else: a worker leaving on its own (SIGTERM, closing): neither capacity nor cancellable
+        # adaptive_target counts every worker; those we did not start (another group, a manual
+        # `dask worker`) already provide their share, so we supply only the rest
+        foreign = sum(1 for name, ws in workers.items() if name not in self.known and ws.status in ACCEPTING)
+        target = int(self.scheduler.adaptive_target(target_duration=self.settings.target_duration))
         return Snapshot(
             now=now,
-            target=int(self.scheduler.adaptive_target(target_duration=self.settings.target_duration)),
+            target=max(0, target - foreign),
             requested=obs.requested,
             arrived=tuple(arrived),
             pending=tuple(pending),

@@ -52,7 +52,7 @@ class Scheduler:
         return self.log.read_text(errors="replace")
 
 
-def scheduler_command(scheduler_file: Path, options: list[str]) -> list[str]:
+def scheduler_command(scheduler_file: Path, options: list[str], preload: bool = True) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -65,8 +65,7 @@ def scheduler_command(scheduler_file: Path, options: list[str]) -> list[str]:
         "127.0.0.1:0",
         "--scheduler-file",
         str(scheduler_file),
-        "--preload",
-        "dask_adaptive.preload",
+        *(["--preload", "dask_adaptive.preload"] if preload else []),
         *options,
     ]
 
@@ -83,12 +82,14 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
 
 
 @contextlib.contextmanager
-def scheduler(tmp_path: Path, *options: str, extra_env: dict[str, str] | None = None) -> Iterator[Scheduler]:
+def scheduler(
+    tmp_path: Path, *options: str, extra_env: dict[str, str] | None = None, preload: bool = True
+) -> Iterator[Scheduler]:
     sfile = tmp_path / "scheduler.json"
     log = tmp_path / "scheduler.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            scheduler_command(sfile, list(options)),
+            scheduler_command(sfile, list(options), preload),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env(**(extra_env or {})),

@@ -209,3 +209,13 @@ def test_choose_victims_never_exceeds_idle_workers_of_ours(n):
         assert len(victims) == n and set(victims) <= {"u1", "u2"}
 
     scenario(body, running("u1", "u2"), ["u1", "u2"], foreign=("foreign",))
+
+
+def test_foreign_workers_count_as_capacity_we_need_not_provide():
+    async def body(s, client, backend, controller):
+        await scatter_to(client, s, "foreign", "keeps one worker wanted")
+        assert s.adaptive_target() == 1  # the data needs one worker: the foreign one holds it
+        decision = await controller.step()
+        assert "target=0" in decision.reason and backend.scaled == []
+
+    scenario(body, [], [], foreign=("foreign",))

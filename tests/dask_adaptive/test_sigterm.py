@@ -28,14 +28,16 @@ from tests.dask_adaptive.procs import (
 )
 
 
-def start_worker(address: str, name: str, tmp_path: Path, nanny: bool = True) -> subprocess.Popen[bytes]:
+def start_worker(
+    address: str, name: str, tmp_path: Path, nanny: bool = True, **extra_env: str
+) -> subprocess.Popen[bytes]:
     """The worker command line of the Kubernetes Deployment (ports 0 instead of fixed ones)."""
     cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name]
     cmd += ["--nthreads", "1", "--memory-limit", "512MiB", "--dashboard-address", "127.0.0.1:0"]
     cmd += ["--local-directory", str(tmp_path / name)]
     cmd += K8S_WORKER_FLAGS if nanny else ["--no-nanny", "--preload", "dask_adaptive.worker"]
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env())
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env(**extra_env))
 
 
 def by_name(client: Client) -> dict[str, tuple[str, dict]]:
@@ -122,3 +124,31 @@ def test_sigterm_retires_gracefully_and_readiness_follows_status(tmp_path: Path)
         finally:
             for process in own.values():
                 stop(process)
+
+
+def test_sigterm_waits_for_a_replacement_to_take_the_only_copy(tmp_path: Path):
+    """Node drain of the only worker: the Deployment's replacement pod joins within the grace period."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # a plain scheduler: nobody but the test starts the replacement
+    with scheduler(tmp_path, preload=False) as s, Client(s.address, timeout=30) as client:
+        first = start_worker(s.address, "drained", tmp_path, DASK_ADAPTIVE__WORKER__SIGTERM_TIMEOUT="90s")
+        replacement = None
+        try:
+            wait_for(lambda: "drained" in by_name(client), 60, "the first worker")
+            addr, _ = by_name(client)["drained"]
+            computed, scattered = only_copy_on(client, addr, "drain", marks)
+            first.send_signal(signal.SIGTERM)
+            log = tmp_path / "drained.log"
+            wait_for(
+                lambda: "retrying" in log.read_text(errors="replace"), 60, "a retirement that cannot finish"
+            )
+            assert first.poll() is None, "does not exit while its data has nowhere to go"
+            replacement = start_worker(s.address, "replacement", tmp_path)
+            assert first.wait(90) == 0
+            assert_survived(client, "drain", computed, scattered, marks)
+            assert set(by_name(client)) == {"replacement"}
+        finally:
+            stop(first)
+            if replacement is not None:
+                stop(replacement)
