@@ -325,7 +325,7 @@ def worker_deployment(
     }
 
 
-def scheduler_pod(namespace: str, options: list[str]) -> dict[str, Any]:
+def scheduler_pod(namespace: str, options: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """A bare scheduler Pod (restartPolicy Never, so a failed start stays visible as an exit code)."""
     command = [
         "dask",
@@ -363,7 +363,7 @@ def scheduler_pod(namespace: str, options: list[str]) -> dict[str, Any]:
                         {"containerPort": 8786, "name": "comm"},
                         {"containerPort": 8787, "name": "dashboard"},
                     ],
-                    "env": _env(),
+                    "env": _env(env),
                     "readinessProbe": {"tcpSocket": {"port": 8786}, "periodSeconds": 1},
                 }
             ],

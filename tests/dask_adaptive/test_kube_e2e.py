@@ -208,7 +208,7 @@ def test_backend_start_refuses_a_role_without_scale(kube, namespace, tmp_path):
 # -- the preload, loaded exactly as in production, scaling real dask workers ------------------------
 
 
-def deploy_dask(kube, kubelet, ns, options, *, with_scale=True, nanny=True):
+def deploy_dask(kube, kubelet, ns, options, *, with_scale=True, nanny=True, env=None):
     """RBAC, worker Deployment (replicas 0), scheduler Service and Pod."""
     apply(kube, scheduler_rbac(ns, with_scale=with_scale))
     apply(
@@ -216,7 +216,7 @@ def deploy_dask(kube, kubelet, ns, options, *, with_scale=True, nanny=True):
         [
             (f"/apis/apps/v1/namespaces/{ns}/deployments", worker_deployment(ns, nanny=nanny)),
             (f"/api/v1/namespaces/{ns}/services", scheduler_service()),
-            (f"/api/v1/namespaces/{ns}/pods", scheduler_pod(ns, options)),
+            (f"/api/v1/namespaces/{ns}/pods", scheduler_pod(ns, options, env)),
         ],
     )
 
@@ -322,7 +322,8 @@ class Cycles:
     def workers(self) -> dict[str, Any]:
         return self.client.scheduler_info()["workers"]
 
-    def run(self, timeout: float = 90) -> None:
+    def run(self, timeout: float = 90, *, arrived=None, idle=None) -> None:
+        """One cycle; `arrived()` runs once all workers are there, `idle()` right after the work ends."""
         from distributed import Event
 
         c = self.done
@@ -337,12 +338,16 @@ class Cycles:
         wait_for(
             lambda: len(self.workers()) == self.maximum, timeout, message=f"cycle {c}: {self.maximum} workers"
         )
+        if arrived:
+            arrived()
         for addr in self.workers():
             value = f"cycle {c} on {addr} at {time.time_ns()}"
             [fut] = self.client.scatter([value], workers=[addr], hash=False)
             self.scattered.append((fut, value))
         event.set()
         wait_for(lambda: all(f.done() for f in self.tasks), timeout, message=f"cycle {c}: tasks done")
+        if idle:
+            idle()
         wait_for(
             lambda: len(self.workers()) == self.floor and len(live_pods(self.kube, self.ns)) == self.floor,
             timeout,
@@ -399,3 +404,100 @@ def test_no_result_lost_across_20_scale_down_cycles(kube, namespace, kubelet_fac
     assert removed == events.get("retired", set()) | events.get("cancelled", set())
     assert not corrections, corrections
     assert scheduler_phase(kube, namespace) == ("Running", 0)
+
+
+def deployment_state(kube, ns) -> tuple[int, list[str]]:
+    """(spec.replicas, live worker pods), read with the admin token straight from the apiserver."""
+    scale = kube.rest().get(f"/apis/apps/v1/namespaces/{ns}/deployments/{WORKERS}/scale")
+    return scale["spec"].get("replicas", 0), sorted(p["metadata"]["name"] for p in live_pods(kube, ns))
+
+
+def test_api_faults_are_survived_without_blind_action(
+    kube, namespace, kubelet_factory, fault_proxy, tmp_path
+):
+    """Every call of the scheduler's preload goes through the fault proxy (KUBERNETES_SERVICE_PORT)."""
+    from distributed import Client
+
+    proxy = fault_proxy
+    kubelet = kubelet_factory(api_port=proxy.port, probe_period_scale=0.5)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    options = ["--minimum", "1", "--maximum", "3", "--interval", "0.25s", "--target-duration", "1s",
+               "--scale-down-delay", "0.5s"]  # fmt: skip
+    # short per-request timeout, so a slow apiserver is a real client timeout in this test
+    env = {"DASK_ADAPTIVE__KUBERNETES__REQUEST_TIMEOUT": "1500ms"}
+    proxy.throttle(retry_after=1, path="selfsubjectaccessreviews", times=2)  # at start
+    deploy_dask(kube, kubelet, namespace, options, nanny=False, env=env)
+    address = scheduler_address(kube, kubelet, namespace)
+    outage: dict[str, Any] = {}
+
+    def faults_while_scaling_up():
+        proxy.conflict(method="PATCH", path="/scale", times=2)
+        proxy.server_error(500, method="GET", path="/pods", times=2)
+        proxy.drop(method="GET", path="/scale", times=2)
+
+    def faults_while_scaling_down():
+        proxy.slow(3.0, method="GET", path="/pods", times=2)  # > request timeout: the client times out
+        proxy.server_error(503, method="PATCH", path="/pods/", times=1)  # the deletion-cost mark
+        proxy.throttle(retry_after=1, method="PATCH", path="/scale", times=1)
+        proxy.drop(reset=True, method="GET", path="/pods", times=1)
+
+    def rotate_token():
+        old, new = kubelet.rotate_token(namespace, "dask-scheduler")
+        assert old != new
+        proxy.reject_token(old)  # from now on the old token is refused with 401
+
+    def full_outage():
+        before = deployment_state(kube, namespace)
+        rule = proxy.server_error(503, times=None, duration=6.0)
+        time.sleep(5.0)  # the cluster is idle: the controller wants to scale down, but cannot see
+        outage["before"], outage["during"] = before, deployment_state(kube, namespace)
+        outage["refused"] = rule.hits
+
+    with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
+        cycles = Cycles(client, kube, namespace, runs, k=6, maximum=3)
+        faults_while_scaling_up()
+        cycles.run(timeout=120)
+        cycles.run(timeout=120, arrived=faults_while_scaling_down)
+        rotate_token()
+        cycles.run(timeout=120)
+        cycles.run(timeout=120, idle=full_outage)
+        lost = cycles.lost()
+        events = adaptive_events(client)
+        log = kubelet.log_text(namespace, "dask-scheduler")
+    removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, namespace)}
+    counts = dict(proxy.counts)
+    print(
+        f"\nE2E faults: injected {counts}, outage refused {outage['refused']} requests, "
+        f"{cycles.done} cycles, lost {lost}, pods removed {len(removed)}"
+    )
+    for kind in ("409", "429", "500", "503", "401", "delay", "drop"):
+        assert counts.get(kind, 0) >= 1, f"fault {kind} never injected: {counts}"
+    assert outage["refused"] >= 1 and outage["during"] == outage["before"]  # no action while blind
+    assert cycles.done == 4 and lost == 0
+    assert removed == events.get("retired", set()) | events.get("cancelled", set())
+    assert not [line for line in log.splitlines() if any(c in line for c in CORRECTION_LINES)]
+    assert scheduler_phase(kube, namespace) == ("Running", 0)
+    replicas, pods = deployment_state(kube, namespace)
+    assert replicas == len(pods) == 1
+
+
+def test_rbac_denial_at_start_exits_the_scheduler_with_a_reason(kube, namespace, kubelet):
+    deploy_dask(kube, kubelet, namespace, ["--minimum", "0", "--maximum", "2"], with_scale=False)
+
+    def terminated():
+        pod = kube.rest().get(f"/api/v1/namespaces/{namespace}/pods/dask-scheduler")
+        for c in pod["status"].get("containerStatuses") or []:
+            if "terminated" in (c.get("state") or {}):
+                return pod["status"]["phase"], c["state"]["terminated"]["exitCode"]
+        return None
+
+    phase, code = wait_for(terminated, 90, message="the scheduler container to exit")
+    log = kubelet.log_text(namespace, "dask-scheduler")
+    assert (phase, code != 0) == ("Failed", True)
+    reason = [line for line in log.splitlines() if "cannot start" in line]
+    assert reason and "RBAC" in reason[-1] and "patch deployments/scale dask-workers" in reason[-1], log[
+        -2000:
+    ]
+    replicas, pods = deployment_state(kube, namespace)
+    assert (replicas, pods) == (0, [])  # nothing was touched
