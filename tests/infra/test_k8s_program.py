@@ -41,13 +41,17 @@ LOCAL_STACKS = [s for s in STACKS if target(s) == "local"]
 
 def graph_of(stack: str, preview: bool = False, overrides: dict[str, str] | None = None) -> Graph:
     key = (stack, preview, tuple(sorted((overrides or {}).items())))
-    if key not in _CACHE:
+    for _ in range(3):  # the package is someone's working tree: run again if it changed meanwhile
+        if key in _CACHE:
+            break
+        before = on_disk(PACKAGE)
         try:
-            _PACKAGE_AT_RUN[key] = on_disk(PACKAGE)
-            _CACHE[key] = run_stack(stack, preview=preview, overrides=overrides)
+            graph = run_stack(stack, preview=preview, overrides=overrides)
         finally:
             pulumi.runtime.set_all_config({})
             pulumi.runtime.reset_options()
+        if on_disk(PACKAGE) == before:
+            _PACKAGE_AT_RUN[key], _CACHE[key] = before, graph
     return _CACHE[key]
 
 
