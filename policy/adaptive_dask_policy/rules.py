@@ -260,16 +260,26 @@ def check_ingress_exposure(props: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _runs_dask_worker(argv: Sequence[str]) -> bool:
+    """The container's program is the worker CLI (not merely an argument naming the worker Deployment,
+    as the scheduler's `--deployment dask-worker` does)."""
+    head = [a.rsplit("/", 1)[-1] for a in argv[:3]]
+    return (
+        head[:2] == ["dask", "worker"] or head[:1] == ["dask-worker"] or "distributed.cli.dask_worker" in head
+    )
+
+
 def is_dask_worker_deployment(props: Mapping[str, Any]) -> bool:
-    """The worker Deployment: labelled as the Dask worker component, or running the worker CLI."""
+    """The worker Deployment: by its `app.kubernetes.io/component` label when it has one, else by the
+    program its containers run."""
     labels = _labels(props)
-    if labels.get("app.kubernetes.io/component") == "worker" and (
-        "dask" in " ".join(labels.values()).lower() or labels.get("app.kubernetes.io/name") == "dask"
-    ):
-        return True
+    component = labels.get("app.kubernetes.io/component")
+    if component is not None:
+        dask = labels.get("app.kubernetes.io/name") == "dask" or "dask" in " ".join(labels.values()).lower()
+        return component == "worker" and dask
     for c in _containers(props):
-        argv = " ".join(str(a) for a in _as_list(c.get("command")) + _as_list(c.get("args")))
-        if re.search(r"(dask[- ]worker|distributed\.cli\.dask_worker)", argv):
+        argv = [str(a) for a in _as_list(c.get("command")) + _as_list(c.get("args"))]
+        if _runs_dask_worker(argv):
             return True
     return False
 

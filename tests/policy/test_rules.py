@@ -248,7 +248,30 @@ def test_worker_found_by_command_alone():
 
 
 def test_scheduler_deployment_is_not_the_worker():
-    assert check("dask-worker-replicas-unmanaged", DEP, deployment("scheduler", ["dask", "scheduler"])) == []
+    """The scheduler's command names the worker Deployment; that must not make it the worker."""
+    argv = [
+        "dask",
+        "scheduler",
+        "--deployment",
+        "dask-worker",
+        "--selector",
+        "app.kubernetes.io/component=worker",
+    ]
+    assert check("dask-worker-replicas-unmanaged", DEP, deployment("scheduler", argv)) == []
+    unlabelled = deployment("scheduler", argv)
+    unlabelled["metadata"]["labels"] = unlabelled["spec"]["template"]["metadata"]["labels"] = {}
+    unlabelled["spec"]["selector"]["matchLabels"] = {}
+    assert check("dask-worker-replicas-unmanaged", DEP, unlabelled) == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["/usr/local/bin/dask-worker", "tcp://s:8786"], ["python", "-m", "distributed.cli.dask_worker"]]
+)
+def test_unlabelled_worker_found_by_its_program(argv):
+    props = deployment("worker", argv)
+    props["metadata"]["labels"] = props["spec"]["template"]["metadata"]["labels"] = {}
+    props["spec"]["selector"]["matchLabels"] = {}
+    assert len(check("dask-worker-replicas-unmanaged", DEP, props)) == 1
 
 
 AUTOSCALED = {"scalingConfig": {"minSize": 0.0, "maxSize": 5.0, "desiredSize": 0.0}}
