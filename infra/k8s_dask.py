@@ -348,9 +348,11 @@ def worker_deployment(
         "ports": [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}],
         "resources": _resources(settings.worker.cpu_millicores, settings.worker.memory_mib),
         # 503 once retiring: the ReplicaSet deletes NotReady pods first, i.e. exactly the retired ones.
+        # One failure flips it (a retired pod goes NotReady within ~2s), but a slow answer gets 5s
+        # first: a busy worker wrongly marked NotReady would be the one a scale-down deletes.
         # No livenessProbe: the nanny restarts a dead worker process, and a liveness kill during a
         # retirement would lose the very data being moved.
-        "readinessProbe": _http_probe(WORKER_READY_PATH, "http-dashboard", period=2, timeout=2, failures=1),
+        "readinessProbe": _http_probe(WORKER_READY_PATH, "http-dashboard", period=2, timeout=5, failures=1),
         "securityContext": _security_context(),
         "volumeMounts": [
             {"name": "preload", "mountPath": MOUNT_PATH, "readOnly": True},
