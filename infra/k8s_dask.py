@@ -424,12 +424,14 @@ def scheduler_service(names: Names, version: str) -> dict:
 
 def dashboard_service(names: Names, version: str, cidrs: tuple[str, ...], target: str) -> dict:
     """Only built when an allow-list exists: an internal NLB (aws) reachable from those CIDRs only."""
-    annotations = {}
     if target == "aws":
         annotations = {
             "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
             "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
         }
+    else:
+        # kind/minikube often have no load-balancer controller: do not hold `pulumi up` for an address.
+        annotations = {"pulumi.com/skipAwait": "true"}
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -305,6 +305,20 @@ def test_services(graph_aws):
     lb = services["dask-dashboard"]
     assert lb["type"] == "LoadBalancer" and lb["loadBalancerSourceRanges"] == ["10.20.0.0/16"]
     assert [p["port"] for p in lb["ports"]] == [8787]
+    [lb_node] = [
+        n
+        for n in graph_aws.of_type("kubernetes:core/v1:Service")
+        if n.inputs["metadata"]["name"] == "dask-dashboard"
+    ]
+    annotations = lb_node.inputs["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-internal"] == "true"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-type"] == "nlb"
+
+
+def test_exposed_dashboard_output_names_the_allowed_networks():
+    _, box = run(aws({"dashboardAllowedCidrs": ["10.20.0.0/16", "192.168.1.0/24"]}))
+    text = resolve(box["cluster"].dashboard)
+    assert ":8787" in text and "10.20.0.0/16, 192.168.1.0/24" in text
 
 
 # ---------------------------------------------------------------- workers
@@ -315,16 +329,28 @@ def test_worker_pod(graph_aws):
     [c] = spec["containers"]
     memory_limit = int(c["command"][c["command"].index("--memory-limit") + 1])
     threads = int(c["command"][c["command"].index("--nthreads") + 1])
-    assert c["command"][:3] == ["dask", "worker", "tcp://dask-scheduler.adask-test.svc.cluster.local:8786"]
-    assert c["command"][3:5] == ["--name", "$(POD_NAME)"]
-    for flag in (
-        ["--dashboard-address", ":8788"],
-        ["--local-directory", "/scratch"],
-        ["--preload", "dask_adaptive.worker"],
-    ):
-        i = c["command"].index(flag[0])
-        assert c["command"][i : i + 2] == flag
+    assert c["command"] == [
+        "dask",
+        "worker",
+        "tcp://dask-scheduler.adask-test.svc.cluster.local:8786",
+        "--name",
+        "$(POD_NAME)",
+        "--nthreads",
+        str(threads),
+        "--memory-limit",
+        str(memory_limit),
+        "--dashboard-address",
+        ":8788",
+        "--local-directory",
+        "/scratch",
+        "--preload",
+        "dask_adaptive.worker",
+        "--preload-nanny",
+        "dask_adaptive.worker",
+    ]
     env = {e["name"]: e for e in c["env"]}
+    sigterm_timeout = int(env["DASK_ADAPTIVE__WORKER__SIGTERM_TIMEOUT"]["value"].removesuffix("s"))
+    assert 0 < sigterm_timeout < spec["terminationGracePeriodSeconds"]
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     # Dask's limits agree with the container's: memory under the container limit, threads ~ cores
     limits = c["resources"]["limits"]
