@@ -776,7 +776,12 @@ class PodRunner:
     # -- materialisation -----------------------------------------------------------------------------
     def _write_token(self) -> None:
         sa = self.pod["spec"].get("serviceAccountName") or "default"
-        token = self.kubelet.kube.service_account_token(self.namespace, sa, bound_pod=self.pod)
+        # Two TokenRequests in the same second yield byte-identical JWTs on 1.20 (no jti claim), so a
+        # rotation also varies the lifetime by a second to be sure the new token differs.
+        lifetime = 3600 + len(self.token_history) + (1 if self.token else 0)
+        token = self.kubelet.kube.service_account_token(
+            self.namespace, sa, bound_pod=self.pod, expiration_seconds=lifetime
+        )
         self.sa_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.sa_dir / ".token.tmp"
         tmp.write_text(token)
@@ -1350,21 +1355,29 @@ class NodeProvisioner:
         spec = g.spec(self._count)
         self.kubelet.add_node(spec)
         self.nodes[g.group].append(spec.name)
+        self.empty_since[spec.name] = time.monotonic()  # a new node gets the full delay before removal
         self.events.append((time.monotonic(), "add", spec.name))
 
     def step(self, pods: list[dict[str, Any]]) -> None:
         now = time.monotonic()
+        unscheduled = [
+            p for p in pods if not p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")
+        ]
         unschedulable = []
-        for pod in pods:
-            if pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp"):
-                continue
+        for pod in unscheduled:
             conds = {c["type"]: c for c in pod["status"].get("conditions") or []}
             sched = conds.get("PodScheduled")
             if sched and sched.get("status") == "False" and sched.get("reason") == "Unschedulable":
                 unschedulable.append(pod)
         current = {p["metadata"]["uid"] for p in unschedulable}
         self.pending_since = {k: v for k, v in self.pending_since.items() if k in current}
+        busy = {
+            p["spec"].get("nodeName")
+            for p in pods
+            if p["spec"].get("nodeName") and p["status"].get("phase") not in ("Succeeded", "Failed")
+        }
         for g in self.groups:
+            empty = [n for n in self.nodes[g.group] if n not in busy]
             waiting = [p for p in unschedulable if pod_fits_group(p, g)]
             for p in waiting:
                 self.pending_since.setdefault(p["metadata"]["uid"], now)
@@ -1378,16 +1391,19 @@ class NodeProvisioner:
                     math.ceil(len(ripe) / g.pods),
                     1,
                 )
-                for _ in range(min(need, g.max_size - len(self.nodes[g.group]))):
+                # Nodes added but still empty are capacity on its way (the scheduler backs off
+                # Unschedulable pods for a few seconds): count them, as cluster-autoscaler does.
+                need -= len(empty)
+                for _ in range(max(0, min(need, g.max_size - len(self.nodes[g.group])))):
                     self._add(g)
                 for p in ripe:
                     self.pending_since[p["metadata"]["uid"]] = now  # give the scheduler time
-            # scale down: empty provisioned nodes beyond min_size
-            busy = {
-                p["spec"].get("nodeName")
-                for p in pods
-                if p["spec"].get("nodeName") and p["status"].get("phase") not in ("Succeeded", "Failed")
-            }
+            # Scale down: provisioned nodes beyond min_size that stayed empty for scale_down_delay, and
+            # never while pods that would fit the group still wait for a node.
+            if any(pod_fits_group(p, g) for p in unscheduled):
+                for name in self.nodes[g.group]:
+                    self.empty_since[name] = now
+                continue
             for name in list(self.nodes[g.group]):
                 if name in busy:
                     self.empty_since.pop(name, None)

@@ -94,7 +94,7 @@ def scale_down_victim(kube, ns, to):
 
 @pytest.mark.kubelet_nodes(NodeSpec.pool("rank-n1", "system"))
 def test_a_notready_pod_is_deleted_before_ready_ones(kube, namespace, kubelet, tmp_path):
-    oldest, middle, newest = grow_one_by_one(kube, namespace, tmp_path, 3)
+    oldest, _middle, _newest = grow_one_by_one(kube, namespace, tmp_path, 3)
     # Without intervention the newest would go; make the OLDEST NotReady and it must be the victim.
     (tmp_path / oldest).touch()
     rest = kube.rest()
