@@ -22,7 +22,8 @@ SCRATCH_PATH = "/scratch"
 RUN_AS = 1000  # the stock image's user is root; pods must not run as root
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 SAFE_TO_EVICT_LOCAL_VOLUMES = "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes"
-SIGTERM_MARGIN_SECONDS = 15  # the worker's own retirement timeout ends this long before SIGKILL
+SIGTERM_MARGIN_SECONDS = 15
+SKIP_AWAIT = "pulumi.com/skipAwait"  # the worker's own retirement timeout ends this long before SIGKILL
 
 
 @dataclass(frozen=True)
@@ -363,7 +364,9 @@ def worker_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(names.worker, names, "worker", version),
+        # Its pods' readiness is the preload's business (they may wait minutes for a new node); Pulumi
+        # only has to create the object, so `pulumi up` does not time out while nodes are provisioned.
+        "metadata": _meta(names.worker, names, "worker", version, annotations={SKIP_AWAIT: "true"}),
         "spec": {
             # Owned by the preload after creation (Pulumi ignores it); 0 so nothing runs before asked.
             "replicas": 0,
@@ -431,7 +434,7 @@ def dashboard_service(names: Names, version: str, cidrs: tuple[str, ...], target
         }
     else:
         # kind/minikube often have no load-balancer controller: do not hold `pulumi up` for an address.
-        annotations = {"pulumi.com/skipAwait": "true"}
+        annotations = {SKIP_AWAIT: "true"}
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -125,6 +125,9 @@ def test_worker_replicas_start_at_zero_and_are_never_managed_by_pulumi(graph_aws
     # set explicitly: an omitted `replicas` defaults to 1 in Kubernetes
     assert workers.inputs["spec"]["replicas"] == 0
     assert workers.ignore_changes == ["spec.replicas"]
+    # Pulumi does not wait for worker pods (they may wait for nodes); it does for the scheduler
+    assert workers.inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+    assert "pulumi.com/skipAwait" not in scheduler.inputs["metadata"].get("annotations", {})
     assert scheduler.ignore_changes == []
     assert scheduler.inputs["spec"]["replicas"] == 1
 
