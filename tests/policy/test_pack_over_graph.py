@@ -1,0 +1,185 @@
+"""The whole pack over the real program's mock-recorded graph: clean for every committed stack, and each
+rule proven to fire on a deliberately broken copy of the prod graph.
+
+What this cannot show (only `pulumi preview --policy-pack policy` in CI can): the engine's own handling
+of unknowns, transforms, and provider-computed defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+
+import pytest
+from adaptive_dask_policy import RULE_NAMES, is_strict
+from adaptive_dask_policy import rules as R
+from pulumi_policy import EnforcementLevel
+
+from tests.infra.harness import load_stack_config, run_stack, stack_names
+from tests.policy.packrun import Res, by_policy, run_pack
+
+_CACHE: dict[str, list[Res]] = {}
+
+
+def recorded(stack: str) -> list[Res]:
+    """The program's graph for a stack, as the pack sees it (inputs, state, options, dependencies)."""
+    if stack not in _CACHE:
+        g = run_stack(stack)
+        _CACHE[stack] = [
+            Res(
+                type=n.type,
+                name=n.name,
+                inputs=n.inputs,
+                state=n.state,
+                ignore_changes=list(n.ignore_changes),
+                parent=n.parent,
+                dependencies=list(n.dependencies),
+                property_dependencies=dict(n.property_dependencies),
+                urn=n.urn,
+                custom=n.custom,
+            )
+            for n in g.nodes
+        ]
+    return copy.deepcopy(_CACHE[stack])
+
+
+def strict(stack: str) -> bool:
+    _, config, _ = load_stack_config(stack)
+    return is_strict(stack, config)
+
+
+def test_stacks_present():
+    assert {"dev", "prod"} <= set(stack_names())
+    assert strict("prod") and not strict("dev")
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_pack_over_each_stack(stack):
+    resources = recorded(stack)
+    # the pack must have had the program's Dask layer to look at, in every target
+    assert any(r.type == R.DEPLOYMENT and R.is_dask_worker_deployment(r.inputs) for r in resources)
+    found = run_pack(resources, strict=strict(stack))
+    mandatory = [v for v in found if v.level == EnforcementLevel.MANDATORY]
+    assert mandatory == [], "\n".join(f"{v.policy}: {v.message} ({v.urn})" for v in mandatory)
+    if strict(stack):
+        assert found == []
+
+
+def test_dev_is_told_about_its_open_endpoint():
+    """dev keeps the API endpoint open on purpose (publicAccessCidrs: []); the pack says so, advisory."""
+    found = by_policy(run_pack(recorded("dev"), strict=False))
+    (v,) = found["eks-public-endpoint-restricted"]
+    assert v.level == EnforcementLevel.ADVISORY and "0.0.0.0/0" in v.message
+    assert set(found) == {"eks-public-endpoint-restricted"}
+
+
+# --- deliberately broken variants of the prod graph -------------------------------------------
+
+
+def _set(d: dict, path: str, value: object) -> None:
+    *head, last = path.split(".")
+    for p in head:
+        d = d.setdefault(p, {})
+    d[last] = value
+
+
+def _both(r: Res, fn: Callable[[dict], None]) -> None:
+    fn(r.inputs)
+    fn(r.state)
+
+
+def _dask_component(r: Res, component: str) -> bool:
+    labels = (r.inputs.get("metadata") or {}).get("labels") or {}
+    return labels.get("app.kubernetes.io/component") == component
+
+
+def _autoscaled(r: Res) -> bool:
+    sc = r.inputs.get("scalingConfig") or {}
+    return sc.get("minSize") != sc.get("maxSize")
+
+
+def _unscope_writes(d: dict) -> None:
+    """The classic shortcut: the scaling actions on every resource, no tag condition."""
+    doc = json.loads(d["policy"])
+    for st in doc["Statement"]:
+        if "autoscaling:SetDesiredCapacity" in st["Action"]:
+            st["Resource"] = "*"
+            st.pop("Condition", None)
+    d["policy"] = json.dumps(doc)
+
+
+def _no_encryption(d: dict) -> None:
+    d.pop("encryptionConfig", None)
+
+
+def _expose_scheduler(d: dict) -> None:
+    d["spec"]["type"] = "LoadBalancer"
+    d["spec"].pop("loadBalancerSourceRanges", None)
+
+
+def _clear_ignores(r: Res) -> None:
+    r.ignore_changes = []
+
+
+VARIANTS: dict[str, tuple[str, Callable[[Res], bool], Callable[[Res], None]]] = {
+    "imdsv2-required": (
+        R.LAUNCH_TEMPLATE,
+        lambda r: True,
+        lambda r: _both(r, lambda d: _set(d, "metadataOptions.httpTokens", "optional")),
+    ),
+    "node-subnets-private": (
+        R.SUBNET,
+        lambda r: "private" in r.name,
+        lambda r: _both(r, lambda d: d.__setitem__("mapPublicIpOnLaunch", True)),
+    ),
+    "eks-secrets-encryption": (R.EKS_CLUSTER, lambda r: True, lambda r: _both(r, _no_encryption)),
+    "eks-audit-logging": (
+        R.EKS_CLUSTER,
+        lambda r: True,
+        lambda r: _both(r, lambda d: d.__setitem__("enabledClusterLogTypes", ["api"])),
+    ),
+    "eks-public-endpoint-restricted": (
+        R.EKS_CLUSTER,
+        lambda r: True,
+        lambda r: _both(r, lambda d: _set(d, "vpcConfig.publicAccessCidrs", ["0.0.0.0/0"])),
+    ),
+    "dask-dashboard-allow-list": (
+        R.SERVICE,
+        lambda r: _dask_component(r, "scheduler"),
+        lambda r: _both(r, _expose_scheduler),
+    ),
+    "iam-no-unconditioned-write-on-star": (
+        "aws:iam/rolePolicy:RolePolicy",
+        lambda r: "SetDesiredCapacity" in str(r.inputs.get("policy")),
+        lambda r: _both(r, _unscope_writes),
+    ),
+    "dask-worker-replicas-unmanaged": (
+        R.DEPLOYMENT,
+        lambda r: _dask_component(r, "worker"),
+        _clear_ignores,
+    ),
+    "nodegroup-desired-size-ignored": (R.NODE_GROUP, _autoscaled, _clear_ignores),
+    "cluster-autoscaler-matches-cluster": (
+        R.HELM_RELEASE,
+        lambda r: r.inputs.get("chart") == "cluster-autoscaler",
+        lambda r: _both(r, lambda d: _set(d, "values.image.tag", "v1.34.5")),
+    ),
+}
+
+
+def test_every_rule_has_a_variant():
+    assert set(VARIANTS) == set(RULE_NAMES)
+
+
+@pytest.mark.parametrize("rule", sorted(VARIANTS))
+def test_each_rule_fires_on_a_broken_prod_graph(rule):
+    typ, pick, breakit = VARIANTS[rule]
+    resources = recorded("prod")
+    targets = [r for r in resources if r.type == typ and pick(r)]
+    assert targets, f"prod graph has no {typ} to break for {rule}"
+    breakit(targets[0])
+    found = by_policy(run_pack(resources, strict=True))
+    assert set(found) == {rule}, {k: [v.message for v in vs] for k, vs in found.items()}
+    assert all(v.level == EnforcementLevel.MANDATORY for v in found[rule])
+    assert targets[0].urn in {v.urn for v in found[rule]}  # blamed on the broken resource
