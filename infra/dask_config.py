@@ -351,7 +351,13 @@ def _worker_capacity(facts: ClusterFacts) -> instance_types.Resources:
 
 def _size_workers(obj: _Obj, target: str, facts: ClusterFacts | None) -> tuple[int, WorkerSizing]:
     if target == "local":
-        per_node = obj.integer("workersPerNode", 1, 1, 1)
+        if obj.has("workersPerNode"):
+            raise ConfigError(
+                obj.k("workersPerNode"),
+                obj.data["workersPerNode"],
+                "only the aws target sizes workers per node; set workerCpu and workerMemory",
+            )
+        per_node = 1
         cpu = obj.cpu("workerCpu") or 1000
         memory = obj.memory_mib("workerMemory") or 2048
         share_cpu, share_mem = cpu, memory
