@@ -19,7 +19,7 @@ from infra.config import (
     load_settings,
 )
 from infra.errors import ConfigError
-from tests.infra.harness import install, run_program
+from tests.infra.harness import REPO_ROOT, install, run_program
 
 NS = "adaptive-dask"
 NET, CLUSTER, SYSTEM, WORKERS = (
@@ -441,3 +441,22 @@ def test_every_retention_cloudwatch_accepts_is_accepted() -> None:
     for days in CLOUDWATCH_RETENTION_DAYS:
         s = settings({f"{NS}:cluster": json.dumps({"logRetentionDays": days})})
         assert s.aws is not None and s.aws.cluster.log_retention_days == days
+
+
+def test_config_keys_doc_lists_every_field() -> None:
+    """infra/config_keys.md (merged into the README) must not drift from the defaults in code."""
+    doc = (REPO_ROOT / "infra" / "config_keys.md").read_text()
+    sections = {
+        "network": DEFAULT_NETWORK,
+        "cluster": DEFAULT_CLUSTER,
+        "systemNodeGroup": DEFAULT_SYSTEM,
+        "workerGroups": {"name": None, **DEFAULT_WORKER},
+    }
+    for section, defaults in sections.items():
+        body = doc.split(f"### `adaptive-dask:{section}`")[1].split("###")[0]
+        documented = {
+            line.split("|")[1].strip().strip("`") for line in body.splitlines() if line.startswith("| `")
+        }
+        assert documented == set(defaults), section
+    for key in ("target", "production", "namePrefix", "tags"):
+        assert f"`adaptive-dask:{key}`" in doc

@@ -241,7 +241,7 @@ _CLI_DRIVER = textwrap.dedent(
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_main_runs_as_the_cli_runs_it(stack: str, stack_graph: GraphOf) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the CLI sets none
     proc = subprocess.run(
         [sys.executable, "-c", _CLI_DRIVER, str(REPO_ROOT), stack],
         cwd=INFRA_DIR,
