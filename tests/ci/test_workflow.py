@@ -73,30 +73,51 @@ def parse_output(stdout: str) -> list[str]:
 # --- stack coverage ---------------------------------------------------------------------------
 
 
+def target(path: Path) -> str:
+    return ((yaml.safe_load(path.read_text()) or {}).get("config") or {}).get("adaptive-dask:target", "aws")
+
+
 def test_lister_covers_every_committed_stack_file():
-    files = sorted(p.name for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
+    files = {p.name[len("Pulumi.") : -len(".yaml")]: p for p in (ROOT / "stacks").glob("Pulumi.*.yaml")}
     assert files, "stacks/ holds no Pulumi.<stack>.yaml"
     proc = run_lister(ROOT / "stacks")
     assert proc.returncode == 0, proc.stderr
-    assert [f"Pulumi.{s}.yaml" for s in parse_output(proc.stdout)] == files
+    previewed = parse_output(proc.stdout)
+    left_out = {s for s, p in files.items() if target(p) == "local"}
+    # every stack file is either previewed or a local-target stack (no cloud, no CI kube context)
+    assert sorted(previewed) == sorted(set(files) - left_out)
+    assert {"dev", "prod"} <= set(previewed)
+    for stack in left_out:
+        assert stack in proc.stderr
 
 
 def test_lister_on_edge_cases(tmp_path: Path):
+    aws = "config:\n  adaptive-dask:target: aws\n"
     for name in ["Pulumi.dev.yaml", "Pulumi.prod-eu.yaml", "Pulumi.qa.yml", "Pulumi.yaml", "README.md"]:
-        (tmp_path / name).write_text("config: {}\n")
+        (tmp_path / name).write_text(aws)
     (tmp_path / "Pulumi.dir.yaml").mkdir()
     (tmp_path / "Pulumi.dev.yml").write_text("")  # same stack twice -> listed once
+    (tmp_path / "Pulumi.bare.yaml").write_text("config: {}\n")  # target defaults to aws
+    (tmp_path / "Pulumi.laptop.yaml").write_text("config:\n  adaptive-dask:target: 'local'  # kind\n")
+    (tmp_path / "Pulumi.cloud.yaml").write_text("config:\n  # adaptive-dask:target: local\n")
     proc = run_lister(tmp_path)
     assert proc.returncode == 0
-    assert parse_output(proc.stdout) == ["dev", "prod-eu", "qa"]
+    assert parse_output(proc.stdout) == ["bare", "cloud", "dev", "prod-eu", "qa"]
+    assert "laptop" in proc.stderr
     # one line of `key=value`, as $GITHUB_OUTPUT requires
     assert proc.stdout.count("\n") == 1
+    for p in tmp_path.glob("Pulumi.*.y*ml"):
+        if p.is_file() and p.stem != "Pulumi":
+            listed = p.name.split(".")[1] in parse_output(proc.stdout)
+            assert listed == (target(p) != "local"), p.name  # the script agrees with a YAML parser
 
 
 def test_lister_fails_loudly_on_no_stacks(tmp_path: Path):
     proc = run_lister(tmp_path)
-    assert proc.returncode == 1 and "no Pulumi.<stack>.yaml" in proc.stderr
+    assert proc.returncode == 1 and "no cloud Pulumi.<stack>.yaml" in proc.stderr
     assert run_lister(tmp_path / "missing").returncode == 1
+    (tmp_path / "Pulumi.laptop.yaml").write_text("config:\n  adaptive-dask:target: local\n")
+    assert run_lister(tmp_path).returncode == 1  # only local stacks: nothing to preview is an error
 
 
 def test_matrix_is_the_listing_job_output(wf):
