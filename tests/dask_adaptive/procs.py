@@ -70,10 +70,13 @@ def scheduler_command(scheduler_file: Path, options: list[str], preload: bool = 
     ]
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
-    """SIGTERM (the scheduler's teardown stops its local workers), then SIGKILL if it hangs."""
+def stop(process: subprocess.Popen[bytes], timeout: float = 60.0, sig: int = signal.SIGTERM) -> int:
+    """SIGTERM (the scheduler's teardown stops its local workers), then SIGKILL if it hangs.
+
+    Clean-up of a test worker uses SIGINT: distributed's quick close, not the graceful retirement.
+    """
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         try:
             return process.wait(timeout)
         except subprocess.TimeoutExpired:

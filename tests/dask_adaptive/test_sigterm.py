@@ -123,7 +123,7 @@ def test_sigterm_retires_gracefully_and_readiness_follows_status(tmp_path: Path)
             )
         finally:
             for process in own.values():
-                stop(process)
+                stop(process, sig=signal.SIGINT)
 
 
 def test_sigterm_waits_for_a_replacement_to_take_the_only_copy(tmp_path: Path):
@@ -149,6 +149,6 @@ def test_sigterm_waits_for_a_replacement_to_take_the_only_copy(tmp_path: Path):
             assert_survived(client, "drain", computed, scattered, marks)
             assert set(by_name(client)) == {"replacement"}
         finally:
-            stop(first)
+            stop(first, sig=signal.SIGINT)
             if replacement is not None:
-                stop(replacement)
+                stop(replacement, sig=signal.SIGINT)
