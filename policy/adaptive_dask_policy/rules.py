@@ -151,6 +151,15 @@ def check_imdsv2(props: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def check_node_group_launch_template(props: Mapping[str, Any]) -> list[str]:
+    """Without its own launch template a managed node group gets EKS's default one, whose IMDS settings
+    the program does not control (and this pack cannot see)."""
+    lt = _get(props, "launchTemplate") or {}
+    if isinstance(lt, Mapping) and (lt.get("id") or lt.get("name")):
+        return []
+    return ["node group has no launchTemplate, so IMDSv2 is not enforced by the program"]
+
+
 def check_launch_template_no_public_ip(props: Mapping[str, Any]) -> list[str]:
     """A launch template can hand nodes public IPs regardless of the subnet setting."""
     return [
@@ -493,11 +502,15 @@ M, A = EnforcementLevel.MANDATORY, EnforcementLevel.ADVISORY
 RULES: tuple[Rule, ...] = (
     Rule(
         "imdsv2-required",
-        "Launch templates require IMDSv2 (metadataOptions.httpTokens=required) and give no public IPs.",
+        "Launch templates require IMDSv2 (httpTokens=required), give no public IPs; node groups use one.",
         M,
         A,
-        frozenset({LAUNCH_TEMPLATE}),
-        lambda a: check_imdsv2(a.props) + check_launch_template_no_public_ip(a.props),
+        frozenset({LAUNCH_TEMPLATE, NODE_GROUP}),
+        lambda a: (
+            check_node_group_launch_template(a.props)
+            if a.resource_type == NODE_GROUP
+            else check_imdsv2(a.props) + check_launch_template_no_public_ip(a.props)
+        ),
     ),
     Rule(
         "node-subnets-private",

@@ -65,6 +65,14 @@ def test_launch_template_public_ip_fails():
     ]
 
 
+def test_node_group_must_bring_its_launch_template():
+    ng = "aws:eks/nodeGroup:NodeGroup"
+    assert check("imdsv2-required", ng, {"launchTemplate": {"id": "lt-1", "version": "1"}}) == []
+    assert check("imdsv2-required", ng, {"launchTemplate": {"name": "nodes", "version": "$Latest"}}) == []
+    (msg,) = check("imdsv2-required", ng, {"instanceTypes": ["m6i.large"]})
+    assert "launchTemplate" in msg
+
+
 def test_imdsv2_ignores_other_types():
     assert check("imdsv2-required", "aws:ec2/instance:Instance", {}) == []
 
