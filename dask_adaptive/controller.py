@@ -301,12 +301,20 @@ class Controller:
         return safe
 
     def _partition_safe(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Safe to remove: idle, and every key it holds has a copy on a worker that stays (accepting
+        work and not itself on its way out), so removing several retired workers at once cannot
+        take the last copies with them."""
         workers = self._workers_by_name()
+        leaving = set(names) | self.retiring
+        staying = {ws for n, ws in workers.items() if n not in leaving and ws.status in ACCEPTING}
         safe, unsafe = [], []
         for name in names:
             ws = workers.get(name)
-            holds_unique = ws is not None and any(len(ts.who_has or ()) <= 1 for ts in ws.has_what)
-            (unsafe if ws is not None and (ws.processing or holds_unique) else safe).append(name)
+            if ws is None:
+                safe.append(name)
+                continue
+            stranded = any(not (ts.who_has or set()) & staying for ts in ws.has_what)
+            (unsafe if ws.processing or stranded else safe).append(name)
         return safe, unsafe
 
     def _unretire(self, name: str, stimulus: str) -> None:
@@ -355,6 +363,14 @@ class Controller:
         return report
 
     # ----------------------------------------------------------------------------- reconcile
+    async def _remove_orphans(self, names: list[str]) -> None:
+        try:
+            await self._remove(names)
+        except Exception:
+            logger.exception("dask-adaptive: removing orphan units failed; retrying next cycle")
+        finally:
+            self.retiring -= set(names)
+
     async def _reconcile(self, now: float, obs: Observation, workers: dict[str, Any]) -> None:
         findings = reconcile(
             now,
@@ -373,7 +389,10 @@ class Controller:
             logger.warning("dask-adaptive: %s", _fmt(event="orphan-units", units=orphans))
             self.stats.corrections += len(orphans)
             self._event("corrected", orphans=orphans)
-            await self._remove(orphans)
+            # in the background like any removal (a Kubernetes removal may wait for the platform);
+            # out of `wanted` meanwhile, so a replacement can be asked for at once
+            self.retiring.update(orphans)
+            self._scale_down_task = asyncio.create_task(self._remove_orphans(orphans))
         for name in findings.unitless:
             ws = workers[name]
             expected = name in self.dropping

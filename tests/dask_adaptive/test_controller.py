@@ -194,6 +194,7 @@ def test_orphan_units_and_unitless_workers_are_reconciled():
         assert any(w.name == "u1" for w in s.workers.values()), "not before the grace period"
         clock.now = 400.0  # past orphan-grace (5m) and the unit-gone grace
         await controller.step()
+        await settle(controller)
         assert ["o1"] in backend.removed
         assert not any(w.name == "u1" for w in s.workers.values())
         assert controller.stats.corrections == 2
@@ -219,3 +220,13 @@ def test_foreign_workers_count_as_capacity_we_need_not_provide():
         assert "target=0" in decision.reason and backend.scaled == []
 
     scenario(body, [], [], foreign=("foreign",))
+
+
+def test_workers_sharing_the_last_copies_are_not_removed_together():
+    async def body(s, client, backend, controller):
+        addresses = [a for a, w in s.workers.items() if w.name in ("u1", "u2")]
+        await client.scatter(["on u1 and u2 only"], workers=addresses, broadcast=True)
+        assert controller._partition_safe(["u1"]) == (["u1"], [])  # u2 keeps a copy
+        assert controller._partition_safe(["u1", "u2"]) == ([], ["u1", "u2"])  # nobody staying has it
+
+    scenario(body, running("u1", "u2"), ["u1", "u2"], foreign=("foreign",))
