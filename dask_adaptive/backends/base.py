@@ -43,7 +43,14 @@ class Unit:
 
 @dataclass(frozen=True)
 class Observation:
-    """What the backend holds right now."""
+    """What the backend holds right now.
+
+    How the controller reads it (dask_adaptive/controller.py): a non-TERMINATING unit whose name is
+    a connected, accepting scheduler worker is capacity; one without a worker is "pending" (counted as
+    wanted, cancelled first on scale-down: PENDING before STARTING before RUNNING); a RUNNING or
+    STARTING unit without a worker for `orphan-grace` is removed, PENDING ones never are (they may be
+    waiting for a node). Scheduler workers whose name was never a unit are not ours and never touched.
+    """
 
     requested: int  # the desired count the backend is working towards (Deployment spec.replicas)
     units: tuple[Unit, ...] = field(default_factory=tuple)
