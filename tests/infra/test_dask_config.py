@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra import dask_config as dc
 from infra import instance_types as it
@@ -304,3 +306,34 @@ def test_loader_rejects_keys_of_the_other_target(target, values, key):
     with pytest.raises(ConfigError) as err:
         dc.load_layer_config(target=target, facts=facts(), default_namespace="x", config=FakeConfig(values))  # type: ignore[arg-type]
     assert err.value.key == key
+
+
+# ---------------------------------------------------------------- properties and docs
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    itypes=st.lists(st.sampled_from(sorted(it.INSTANCE_TYPES)), min_size=1, max_size=3, unique=True),
+    per_node=st.integers(1, 8),
+)
+def test_any_accepted_sizing_fits_every_instance_type_of_the_groups(itypes, per_node):
+    f = facts(groups=(dc.WorkerGroupFacts("g", tuple(itypes), "SPOT", 5, 200),))
+    try:
+        s = dask({"workersPerNode": per_node}, f=f)
+    except ConfigError as err:  # too many workers for the smallest node: refused, never over-packed
+        assert err.key == "adaptive-dask:dask.workersPerNode"
+        return
+    for itype in itypes:
+        cap = it.pod_capacity(itype)
+        assert per_node * s.worker.cpu_millicores <= cap.cpu_millicores
+        assert per_node * s.worker.memory_mib <= cap.memory_mib
+    assert s.worker.dask_memory_limit_bytes < s.worker.memory_mib * 2**20
+    assert abs(s.worker.threads - s.worker.cpu_millicores / 1000) < 1
+
+
+def test_keys_doc_lists_every_key():
+    doc = (REPO / "infra" / "dask_config_keys.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Za-z]+)`", doc, flags=re.M))
+    documented |= set(re.findall(r"^\| `[A-Za-z]+` / `([A-Za-z]+)`", doc, flags=re.M))
+    assert set(dc._DASK_KEYS) | set(dc._AUTOSCALER_KEYS) <= documented
+    assert dc.DEFAULT_IMAGE in doc
