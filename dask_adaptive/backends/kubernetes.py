@@ -407,6 +407,12 @@ class KubernetesBackend:
     # -- data-safe removal -----------------------------------------------------------------------
 
     async def remove(self, names: list[str]) -> RemovalReport:
+        """The data-safe removal of the module docstring; lowers /scale once by the named pods present.
+
+        A named pod that is already gone or terminating is reported removed and NOT counted in the
+        decrement (deviation from "by len(names)" on purpose: its slot may already hold a replacement,
+        and lowering for it would let the ReplicaSet take an unnamed, possibly data-holding pod).
+        """
         names = list(dict.fromkeys(names))
         if not names:
             return RemovalReport(removed=())
@@ -435,9 +441,19 @@ class KubernetesBackend:
                 await api.delete_pod(self.namespace, name)
                 self.counters.direct_deletes += 1
         before = [pod_name(p) for p in pods if not pod_terminating(p)]
+        if plan.missing:
+            # Gone already (evicted, deleted by hand): their slots may hold fresh replacements by now.
+            # Lowering /scale for them too would make the ReplicaSet pick a pod we did not name.
+            logger.info(
+                "%s already gone; /scale is lowered only for the %d named pods still there",
+                list(plan.missing),
+                len(plan.present),
+            )
+        if not plan.present:
+            return RemovalReport(removed=tuple(names))
 
         # (c) one write. From here on nothing is raised: the controller must never repeat it.
-        target = max(0, requested - len(names))
+        target = max(0, requested - len(plan.present))
         await api.patch_scale(self.namespace, self.deployment, target)
         self.counters.removals += 1
         logger.info(

@@ -465,3 +465,20 @@ def test_record_is_best_effort():
     go(b.record("ScaleUp", "to 4"))  # not raised
     assert [e["message"] for e in cluster.events] == ["to 3"]
     assert b.counters.event_errors == 1
+
+
+def test_a_named_pod_already_gone_does_not_lower_scale_for_it():
+    cluster = FakeCluster(ready=4)
+    cluster.retire("w-1")
+    del cluster.pods["w-2"]  # evicted meanwhile ...
+    cluster._reconcile()  # ... and the ReplicaSet already made a replacement (w-5)
+    report = go(backend(cluster).remove(["w-1", "w-2"]))
+    assert report.removed == ("w-1", "w-2") and report.wrong == ()
+    assert scale_writes(cluster) == [3]  # lowered for w-1 only: the replacement w-5 is not taken blindly
+    assert sorted(cluster.pods) == ["w-3", "w-4", "w-5"]
+
+
+def test_nothing_is_written_when_every_named_pod_is_gone():
+    cluster = FakeCluster(ready=2)
+    report = go(backend(cluster).remove(["w-9"]))
+    assert report.removed == ("w-9",) and scale_writes(cluster) == []
