@@ -12,6 +12,10 @@ data-safe scale-down (`remove`) we:
   d. verify which pods went; if the ReplicaSet took a pod that was not named, delete the named ones
      directly and report `wrong` / `corrected`.
 Decisions are pure functions at the top of this module; the class only performs the I/O.
+Tunables (dask config, with defaults): adaptive.kubernetes.not-ready-timeout (45s: how long (b) waits;
+keep it above the worker readinessProbe's periodSeconds x failureThreshold), settle-timeout (30s: how long
+(d) waits for the ReplicaSet), poll-interval (0.5s); the REST client reads request-timeout (10s) and
+retry-budget (20s).
 An API outage raises `BackendError` before any change is made, so nothing is done blind; failures after
 the single /scale write are logged (not raised) so the controller never repeats the write.
 """
@@ -24,7 +28,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -266,7 +270,6 @@ class Counters:
     corrections: int = 0  # named pods deleted directly after a wrong pick or a stuck ReplicaSet
     direct_deletes: int = 0  # named pods deleted before /scale because the ranking was not safe
     event_errors: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class KubernetesBackend:
