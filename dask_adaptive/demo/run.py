@@ -91,6 +91,8 @@ def run(opts: DemoOptions) -> int:
 
                 while not answer_future.done():
                     s = sample("computing")
+                    if s["requested"] and "first request" not in marks:
+                        marks["first request"] = samples[-1][0]
                     if s["running"] and "first worker" not in marks:
                         marks["first worker"] = samples[-1][0]
                     time.sleep(0.25)
@@ -113,6 +115,12 @@ def run(opts: DemoOptions) -> int:
                 view.say(
                     f"answer {answer} (expected {expected}) fetched from the last worker; "
                     f"tasks {last['done']}/{total}, recomputed {last['recomputed']}"
+                )
+                peak = max(x[1]["running"] for x in samples)
+                view.say(
+                    "timeline: "
+                    + ", ".join(f"{label} {at:.1f}s" for label, at in marks.items())
+                    + f"; peak {peak} workers"
                 )
                 ok = answer == expected and last["recomputed"] == 0
         finally:
