@@ -315,6 +315,27 @@ def test_preload_scales_a_workload_up_and_down_removing_exactly_the_retired_pods
     assert retired <= watch.marked and watch.marked <= removed
     assert not [line for line in log.splitlines() if any(c in line for c in CORRECTION_LINES)]
     assert scheduler_phase(kube, namespace) == ("Running", 0)
+    # every decision is also an Event on the Deployment, created with the scheduler's own token
+    reasons = {
+        e["reason"]
+        for e in kube.rest().items(f"/api/v1/namespaces/{namespace}/events")
+        if e.get("source", {}).get("component") == "dask-adaptive"
+        and (e["involvedObject"]["kind"], e["involvedObject"]["name"]) == ("Deployment", WORKERS)
+    }
+    assert {"ScaleUp", "ScaleDown", "retired"} <= reasons, reasons
+
+
+def scheduler_metric(kubelet, ns, name: str) -> float:
+    """A sample of the scheduler's /metrics (prometheus text), 0 if absent."""
+    import urllib.request
+
+    port = kubelet.local_port(ns, "dask-scheduler", 8787)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "_total "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 class Cycles:
@@ -478,12 +499,14 @@ def test_api_faults_are_survived_without_blind_action(
         lost = cycles.lost()
         events = adaptive_events(client)
         log = kubelet.log_text(namespace, "dask-scheduler")
+        api_errors = scheduler_metric(kubelet, namespace, "dask_adaptive_api_errors")
     removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, namespace)}
     counts = dict(proxy.counts)
     print(
         f"\nE2E faults: injected {counts}, outage refused {outage['refused']} requests, "
-        f"{cycles.done} cycles, lost {lost}, pods removed {len(removed)}"
+        f"{cycles.done} cycles, lost {lost}, pods removed {len(removed)}, api errors counted {api_errors:g}"
     )
+    assert api_errors >= 1  # the outage was counted on /metrics (and logged), not hidden
     for kind in ("409", "429", "500", "503", "401", "delay", "drop"):
         assert counts.get(kind, 0) >= 1, f"fault {kind} never injected: {counts}"
     assert outage["refused"] >= 1 and outage["during"] == outage["before"]  # no action while blind
