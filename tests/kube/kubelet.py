@@ -187,21 +187,38 @@ def expand_vars(text: str, env: dict[str, str]) -> str:
 
 @dataclass
 class Rewriter:
-    """An ordered list of (regex, replacement) applied to args, env values, probe commands."""
+    """Ordered (regex, literal replacement) rules applied in ONE left-to-right pass.
 
-    rules: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+    One pass matters: a mountPath `/tmp` must not rewrite the `/tmp/...` folder that `/opt/x` was just
+    rewritten to. At each position the first rule (in order added) that matches wins.
+    """
+
+    rules: list[tuple[str, str]] = field(default_factory=list)
+    _compiled: re.Pattern[str] | None = None
 
     def add(self, pattern: str, repl: str) -> None:
-        self.rules.append((re.compile(pattern), repl))
+        self.rules.append((pattern, repl))
+        self._compiled = None
+
+    def extend(self, other: Rewriter | ServiceRules) -> None:
+        for pattern, repl in other.rules:
+            self.add(pattern, repl)
 
     def path(self, mount_path: str, folder: str) -> None:
         mp = mount_path.rstrip("/") or "/"
-        self.add(re.escape(mp) + r"(?=$|[/:;,\s'\"=])", folder.replace("\\", "\\\\"))
+        self.add(re.escape(mp) + r"(?=$|[/:;,\s'\"=])", folder)
 
     def __call__(self, text: str) -> str:
-        for pattern, repl in self.rules:
-            text = pattern.sub(repl, text)
-        return text
+        if not self.rules:
+            return text
+        if self._compiled is None:
+            self._compiled = re.compile("|".join(f"(?P<r{i}>{p})" for i, (p, _) in enumerate(self.rules)))
+
+        def repl(m: re.Match[str]) -> str:
+            name = next(k for k, v in m.groupdict().items() if v is not None)
+            return self.rules[int(name[1:])][1]
+
+        return self._compiled.sub(repl, text)
 
 
 def port_rules(ports: dict[int, int]) -> Rewriter:
@@ -909,10 +926,8 @@ class PodRunner:
             rw.path(m["mountPath"], str(folder / m["subPath"]) if m.get("subPath") else str(folder))
         if self.pod["spec"].get("automountServiceAccountToken", True):
             rw.path(SA_MOUNT, str(self.sa_dir))
-        for pattern, repl in self.services.rules:
-            rw.rules.append((pattern, repl))
-        for pattern, repl in port_rules(self.ports).rules:
-            rw.rules.append((pattern, repl))
+        rw.extend(self.services)
+        rw.extend(port_rules(self.ports))
         self._rw = rw
 
         k = self.kubelet
@@ -1014,7 +1029,7 @@ class ServiceRules:
     """Rewrite rules for Service DNS names visible from one namespace (built at pod start)."""
 
     def __init__(self) -> None:
-        self.rules: list[tuple[re.Pattern[str], str]] = []
+        self.rules: list[tuple[str, str]] = []
 
 
 class Kubelet:
@@ -1225,14 +1240,12 @@ class Kubelet:
                 for host in hosts:
                     rules.rules.append(
                         (
-                            re.compile(rf"(?<![\w.\-]){re.escape(host)}:{p['port']}(?!\d)"),
+                            rf"(?<![\w.\-]){re.escape(host)}:{p['port']}(?!\d)",
                             f"127.0.0.1:{local}",
                         )
                     )
             for host in hosts[:2]:  # bare FQDNs (no port) resolve to loopback too
-                rules.rules.append(
-                    (re.compile(rf"(?<![\w.\-]){re.escape(host)}(?![\w\-]|\.[\w])"), "127.0.0.1")
-                )
+                rules.rules.append((rf"(?<![\w.\-]){re.escape(host)}(?![\w\-]|\.[\w])", "127.0.0.1"))
         return rules
 
     def forwarder(self, namespace: str, svc: dict[str, Any], port: dict[str, Any]) -> ServiceForwarder:

@@ -1,0 +1,127 @@
+"""Take the Kubernetes objects the Pulumi program registers for a stack (recorded under mocks by
+tests/infra/harness.py — what `pulumi up` would send) and apply them to the real control plane.
+
+Why: schema tests prove the objects are well-formed; only a real apiserver proves they are accepted
+together, that the ServiceAccount and Role grant exactly what the preload needs, and that the scheduler
+pod actually starts with the preload shipped in the ConfigMap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.kube.rest import Rest
+
+# Resource types the program registers that are not plain objects for this apiserver, and why.
+SKIPPED_TYPES = {
+    "kubernetes:helm.sh/v3:Release": "a Helm release (cluster-autoscaler) is a chart install, not an object;"
+    " cluster-autoscaler needs AWS and is out of scope for the control plane",
+}
+# APIs missing in 1.20 and the nearest served version (same schema for the fields we use).
+DOWNGRADES = {
+    ("policy/v1", "PodDisruptionBudget"): "policy/v1beta1",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "autoscaling/v2beta2",
+    ("discovery.k8s.io/v1", "EndpointSlice"): "discovery.k8s.io/v1beta1",
+    ("batch/v1", "CronJob"): "batch/v1beta1",
+}
+PLURALS = {
+    "Namespace": "namespaces", "ServiceAccount": "serviceaccounts", "ConfigMap": "configmaps",
+    "Secret": "secrets", "Service": "services", "Deployment": "deployments", "Role": "roles",
+    "RoleBinding": "rolebindings", "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
+    "PodDisruptionBudget": "poddisruptionbudgets", "NetworkPolicy": "networkpolicies",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers", "StatefulSet": "statefulsets",
+    "DaemonSet": "daemonsets", "Job": "jobs", "CronJob": "cronjobs", "PriorityClass": "priorityclasses",
+    "ResourceQuota": "resourcequotas", "LimitRange": "limitranges",
+}  # fmt: skip
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
+
+
+def integral(value: Any) -> Any:
+    """Pulumi's mock monitor records every number as a float; the apiserver wants int32 for 8786.0."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    """Collection URL for an object (`/api/v1/namespaces/ns/configmaps`, `/apis/apps/v1/...`)."""
+    api_version, kind = obj["apiVersion"], obj["kind"]
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    plural = PLURALS.get(kind) or kind.lower() + "s"
+    if kind in CLUSTER_SCOPED:
+        return f"{base}/{plural}"
+    return f"{base}/namespaces/{obj['metadata']['namespace']}/{plural}"
+
+
+@dataclass
+class StackObjects:
+    """What a stack registers, ready to apply: objects in registration order, and what was not applied."""
+
+    stack: str
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    converted: list[tuple[str, str]] = field(default_factory=list)
+
+    def find(self, kind: str, name: str) -> dict[str, Any]:
+        for o in self.objects:
+            if o["kind"] == kind and o["metadata"]["name"] == name:
+                return o
+        raise KeyError(f"{self.stack} registers no {kind} {name}")
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    @property
+    def namespace(self) -> str:
+        (ns,) = self.of_kind("Namespace")
+        return str(ns["metadata"]["name"])
+
+
+def record_stack(stack: str) -> StackObjects:
+    """Run the program for `stack` under the infra harness's mocks and collect its Kubernetes objects."""
+    import pulumi
+
+    from tests.infra.harness import run_stack
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        graph = run_stack(stack)
+    finally:
+        pulumi.runtime.set_all_config({})
+        pulumi.runtime.reset_options()
+        asyncio.set_event_loop(None)
+        loop.close()
+    out = StackObjects(stack)
+    for node in graph.nodes:
+        if not node.type.startswith("kubernetes:") or not node.custom:
+            continue
+        if node.type in SKIPPED_TYPES:
+            out.skipped.append((f"{node.type} {node.name}", SKIPPED_TYPES[node.type]))
+            continue
+        if node.type.startswith("pulumi:providers:"):
+            continue
+        obj = integral(dict(node.inputs))
+        if "apiVersion" not in obj or "kind" not in obj:
+            out.skipped.append((f"{node.type} {node.name}", "no apiVersion/kind in the recorded inputs"))
+            continue
+        key = (obj["apiVersion"], obj["kind"])
+        if key in DOWNGRADES:
+            what = f"{obj['kind']} {obj['metadata'].get('name')}"
+            out.converted.append((what, f"{key[0]} is not served by 1.20: applied as {DOWNGRADES[key]}"))
+            obj["apiVersion"] = DOWNGRADES[key]
+        out.objects.append(obj)
+    return out
+
+
+def apply(rest: Rest, objects: list[dict[str, Any]]) -> None:
+    """Create every object (Namespaces first, then in registration order), as `pulumi up` would."""
+    ordered = sorted(objects, key=lambda o: o["kind"] != "Namespace")  # stable: registration order kept
+    for obj in ordered:
+        rest.post(object_path(obj), obj)

@@ -1,0 +1,207 @@
+"""The Dask layer applied for real: every Kubernetes object the Pulumi program registers for a stack is
+created on the 1.20 control plane; the scheduler pod comes up with the preload from the ConfigMap; the
+scheduler's ServiceAccount can do exactly what the preload needs and nothing more."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+
+from tests.infra.harness import stack_names
+from tests.kube.control_plane import wait_for
+from tests.kube.kubelet import WORKER_TAINT, NodeSpec, pod_ready
+from tests.kube.rest import ApiError
+from tests.kube.stack_apply import StackObjects, apply, record_stack
+
+pytestmark = pytest.mark.kube
+
+_RECORDED: dict[str, StackObjects] = {}
+SCHEDULER, WORKER = "dask-scheduler", "dask-worker"
+
+
+def objects_of(stack: str) -> StackObjects:
+    if stack not in _RECORDED:
+        _RECORDED[stack] = record_stack(stack)
+    return _RECORDED[stack]
+
+
+def nodes_for(objs: StackObjects) -> list[NodeSpec]:
+    """One node per distinct placement the Deployments ask for (nodeSelector labels, worker taint if
+    tolerated), big enough for any pod of the stack."""
+    nodes = []
+    for i, dep in enumerate(objs.of_kind("Deployment")):
+        spec = dep["spec"]["template"]["spec"]
+        labels = dict(spec.get("nodeSelector") or {})
+        tolerated = any(
+            t.get("key") == WORKER_TAINT["key"] or (t.get("operator") == "Exists" and not t.get("key"))
+            for t in spec.get("tolerations") or []
+        )
+        nodes.append(
+            NodeSpec(
+                f"{objs.stack}-{dep['metadata']['name']}-{i}",
+                cpu="64",
+                memory="256Gi",
+                labels=labels,
+                taints=[dict(WORKER_TAINT)] if tolerated else [],
+            )
+        )
+    return nodes
+
+
+def status(call) -> int:
+    """HTTP status of an API call (2xx → 200)."""
+    try:
+        call()
+    except ApiError as exc:
+        return exc.status
+    return 200
+
+
+def deployment(name: str) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "x", "command": ["sleep", "1"]}]},
+            },
+        },
+    }
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_stack_objects_apply_and_the_scheduler_runs_with_least_privilege(
+    kube, namespace, kubelet_factory, stack, record_property
+):
+    objs = objects_of(stack)
+    for what, why in objs.skipped + objs.converted:
+        record_property(f"not applied as is: {what}", why)  # the reason is part of the test report
+    ns = objs.namespace
+    admin = kube.rest()
+    if admin.get_or_none(f"/api/v1/namespaces/{ns}"):  # a previous run in this session
+        kube.delete_namespace(ns)
+        wait_for(lambda: admin.get_or_none(f"/api/v1/namespaces/{ns}") is None, 60, message=f"{ns} gone")
+    k = kubelet_factory(nodes_for(objs), namespaces=[ns], probe_period_scale=0.2)
+    try:
+        apply(admin, objs.objects)
+        _check(kube, k, objs, ns, other_ns=namespace)
+    finally:
+        kube.delete_namespace(ns)
+
+
+def _check(kube, k, objs: StackObjects, ns: str, other_ns: str) -> None:
+    admin = kube.rest()
+    labels = objs.find("Deployment", SCHEDULER)["spec"]["selector"]["matchLabels"]
+    selector = ",".join(f"{key}={value}" for key, value in labels.items())
+
+    def scheduler_pod():
+        pods = admin.items(f"/api/v1/namespaces/{ns}/pods", labelSelector=selector)
+        return pods[0] if len(pods) == 1 and pod_ready(pods[0]) else None
+
+    def scheduler_log() -> str:
+        pods = admin.items(f"/api/v1/namespaces/{ns}/pods", labelSelector=selector)
+        return "\n".join(k.log_text(ns, p["metadata"]["name"])[-3000:] for p in pods if k.all_runners())
+
+    pod = wait_for(scheduler_pod, 120, message=lambda: f"the scheduler pod Ready; log:\n{scheduler_log()}")
+    pod_name = pod["metadata"]["name"]
+    runner = k.runner(ns, pod_name)
+
+    # 1. The preload running in the scheduler is the one shipped in the ConfigMap (not the venv's copy).
+    from distributed import Client
+
+    address = k.service_address(ns, SCHEDULER, 8786)
+    with Client(f"tcp://{address}", timeout=30) as client:
+
+        def preload_origin():
+            import sys
+
+            mod = sys.modules.get("dask_adaptive.preload")
+            return getattr(mod, "__file__", None)
+
+        origin = client.run_on_scheduler(preload_origin)
+    assert origin is not None, "dask_adaptive.preload is not loaded in the scheduler"
+    assert origin.startswith(str(runner.dir / "volumes")), origin
+
+    # 2. The worker Deployment exists at 0 replicas (the autoscaler owns replicas; nothing runs yet).
+    worker = admin.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{WORKER}")
+    assert worker["spec"]["replicas"] == 0
+    worker_selector = ",".join(f"{a}={b}" for a, b in worker["spec"]["selector"]["matchLabels"].items())
+    assert admin.items(f"/api/v1/namespaces/{ns}/pods", labelSelector=worker_selector) == []
+
+    # 3. Least privilege, both directions, with the ServiceAccount the program created: the legacy
+    #    token the controller-manager issued, and the token the scheduler pod itself uses.
+    admin.post(f"/apis/apps/v1/namespaces/{ns}/deployments", deployment("other"))
+    admin.post(f"/apis/apps/v1/namespaces/{other_ns}/deployments", deployment(WORKER))
+    secret_name = admin.get(f"/api/v1/namespaces/{ns}/serviceaccounts/{SCHEDULER}")["secrets"][0]["name"]
+    tokens = {
+        "legacy Secret token": kube.service_account_token(ns, SCHEDULER, legacy=True),
+        "pod token": (runner.sa_dir / "token").read_text(),
+    }
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": "rbac-check-"},
+        "involvedObject": {"kind": "Pod", "name": pod_name, "namespace": ns},
+        "reason": "RBACCheck",
+        "message": "tests/kube: the scheduler may record events",
+        "type": "Normal",
+    }
+    for label, token in tokens.items():
+        can, cannot = rbac_matrix(kube.rest(token=token), ns, other_ns, pod_name, event, secret_name)
+        assert can == dict.fromkeys(can, 200), f"{label}: {json.dumps(can)}"
+        assert cannot == dict.fromkeys(cannot, 403), f"{label}: {json.dumps(cannot)}"
+    # The dry-run delete left the scheduler alone.
+    assert admin.get(f"/api/v1/namespaces/{ns}/pods/{pod_name}")["metadata"].get("deletionTimestamp") is None
+    with contextlib.suppress(ApiError):
+        admin.delete(f"/apis/apps/v1/namespaces/{other_ns}/deployments/{WORKER}")
+
+
+def rbac_matrix(
+    sa, ns: str, other_ns: str, pod_name: str, event: dict, secret_name: str
+) -> tuple[dict, dict]:
+    """What the scheduler's token must be allowed (→ 200) and refused (→ 403)."""
+    apps, core = f"/apis/apps/v1/namespaces/{ns}", f"/api/v1/namespaces/{ns}"
+    scale = f"{apps}/deployments/{WORKER}/scale"
+    pod = f"{core}/pods/{pod_name}"
+    mark = {"metadata": {"annotations": {"tests.kube/rbac-check": "yes"}}}
+    can = {
+        "get worker /scale": status(lambda: sa.get(scale)),
+        "patch worker /scale": status(lambda: sa.patch(scale, {"spec": {"replicas": 0}})),
+        "get worker Deployment": status(lambda: sa.get(f"{apps}/deployments/{WORKER}")),
+        "list pods": status(lambda: sa.items(f"{core}/pods")),
+        "patch pod": status(lambda: sa.patch(pod, mark)),
+        "delete pod (dry run)": status(lambda: sa.request("DELETE", pod, params={"dryRun": "All"})),
+        "create Event": status(lambda: sa.post(f"{core}/events", event)),
+    }
+    secret = f"{core}/secrets/{secret_name}"
+    cannot = {
+        "get other /scale": status(lambda: sa.get(f"{apps}/deployments/other/scale")),
+        "patch other /scale": status(
+            lambda: sa.patch(f"{apps}/deployments/other/scale", {"spec": {"replicas": 1}})
+        ),
+        "patch worker Deployment itself": status(
+            lambda: sa.patch(f"{apps}/deployments/{WORKER}", {"spec": {"paused": True}})
+        ),
+        "scale same-named Deployment in another namespace": status(
+            lambda: sa.patch(
+                f"/apis/apps/v1/namespaces/{other_ns}/deployments/{WORKER}/scale", {"spec": {"replicas": 1}}
+            )
+        ),
+        "list pods in another namespace": status(lambda: sa.items(f"/api/v1/namespaces/{other_ns}/pods")),
+        "list Secrets": status(lambda: sa.items(f"{core}/secrets")),
+        "get its own token Secret": status(lambda: sa.get(secret)),
+        "read ConfigMaps": status(lambda: sa.items(f"{core}/configmaps")),
+        "create pods": status(
+            lambda: sa.post(
+                f"{core}/pods",
+                {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "x"}]}},
+            )
+        ),
+    }
+    return can, cannot
