@@ -9,7 +9,8 @@ Why both: `dask worker` runs a nanny by default, and SIGTERM reaches the CLI pro
 nanny, whose handler (distributed/cli/dask_worker.py) closes hard and loses unique data. Here:
 * in the nanny, SIGTERM is taken over and forwarded to the worker process, which retires itself;
   the nanny then follows the worker out (the worker closes its nanny when it is done);
-* in the worker, SIGTERM asks the scheduler to retire this worker (its data moves elsewhere), retrying
+* in the worker, SIGTERM stops new work, lets running tasks finish (up to half the budget) and asks
+  the scheduler to retire this worker (its data moves elsewhere), retrying
   until `adaptive.worker.sigterm-timeout` (default 25s, under the pod's 30s grace period) in case a
   replacement worker is still joining, then closes the worker and its nanny.
 If the container runtime signals the whole process group (`tini -g`, as the stock image does), the
@@ -66,9 +67,24 @@ def sigterm_timeout() -> float:
     return float(parse_timedelta(dask.config.get("adaptive.worker.sigterm-timeout"), default="seconds"))
 
 
+async def finish_running_tasks(worker: Any, until: float) -> None:
+    """Take no new tasks, and let those already running finish (until `until`).
+
+    Retiring at once would make the scheduler reschedule running tasks elsewhere, i.e. compute them
+    twice; finished, their results are simply moved with the rest.
+    """
+    if worker.status in READY_STATUSES:
+        # tells the scheduler (no new tasks) and pauses the worker's queue; the 503 readiness follows
+        worker.status = Status.closing_gracefully
+    while (worker.state.executing or worker.state.long_running) and time.monotonic() < until:
+        await asyncio.sleep(0.1)
+
+
 async def retire_and_close(worker: Any, timeout: float) -> None:
-    """Ask the scheduler to move this worker's data away, then close worker and nanny."""
+    """Let running tasks finish, have the scheduler move this worker's data away, then close."""
     deadline = time.monotonic() + timeout
+    # at most half the budget for running tasks: the data movement needs the rest
+    await finish_running_tasks(worker, until=time.monotonic() + timeout / 2)
     while True:
         remaining = deadline - time.monotonic()
         try:

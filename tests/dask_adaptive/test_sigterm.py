@@ -152,3 +152,25 @@ def test_sigterm_waits_for_a_replacement_to_take_the_only_copy(tmp_path: Path):
             stop(first, sig=signal.SIGINT)
             if replacement is not None:
                 stop(replacement, sig=signal.SIGINT)
+
+
+def test_sigterm_lets_a_running_task_finish_instead_of_recomputing_it(tmp_path: Path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with scheduler(tmp_path, preload=False) as s, Client(s.address, timeout=30) as client:
+        busy, other = (start_worker(s.address, n, tmp_path) for n in ("busy", "other"))
+        try:
+            wait_for(lambda: {"busy", "other"} <= set(by_name(client)), 60, "two workers")
+            addr, _ = by_name(client)["busy"]
+            # may run elsewhere: if `busy` went away mid-task, the scheduler would run it again on `other`
+            future = client.submit(
+                mark_and_sleep, "slow", str(marks), 4.0, key="slow", workers=[addr], allow_other_workers=True
+            )
+            wait_for(lambda: count_executions(marks).get("slow"), 60, "the task to start on busy")
+            busy.send_signal(signal.SIGTERM)
+            assert busy.wait(60) == 0
+            assert future.result(timeout=30) == "result-slow"
+            assert count_executions(marks) == {"slow": 1}, "finished on busy and moved, not recomputed"
+        finally:
+            stop(busy, sig=signal.SIGINT)
+            stop(other, sig=signal.SIGINT)
