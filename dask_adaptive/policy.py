@@ -107,14 +107,16 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
     if snap.retiring:
         return Hold(f"scale-down already in progress: {state}"), history
     if not history.covers(snap.now, limits.scale_down_delay):
-        return Hold(f"below target for less than {limits.scale_down_delay:g}s: {state}"), history
+        return Hold(
+            f"target below wanted for less than the {limits.scale_down_delay:g}s window: {state}"
+        ), history
     floor = history.highest()
     if floor >= wanted:
         return Hold(f"target reached {floor} within the last {limits.scale_down_delay:g}s: {state}"), history
     excess = wanted - floor
     cancel = snap.pending[:excess]
     reason = (
-        f"below target for {limits.scale_down_delay:g}s, highest desired {floor}: cancel "
+        f"target below wanted for the whole {limits.scale_down_delay:g}s window, highest {floor}: cancel "
         f"{len(cancel)} not-arrived, retire {excess - len(cancel)}: {state}"
     )
     return ScaleDown(floor, cancel, excess - len(cancel), reason), history
