@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +89,6 @@ class EksClusterArgs:
     partition: pulumi.Input[str]
     deployer_arn: pulumi.Input[str]
     production: bool
-    tags: Mapping[str, str]
 
 
 class EksCluster(pulumi.ComponentResource):

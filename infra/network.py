@@ -2,13 +2,12 @@
 
 Why this shape: nodes never get public IPs (private subnets behind NAT), load balancers find their
 subnets by the `kubernetes.io/role/*` tags, the default security group is emptied so nothing can lean
-on it, and S3 traffic (images layers, Dask spill) skips the NAT through a free gateway endpoint.
+on it, and S3 traffic (image layers, Dask spill) skips the NAT through a free gateway endpoint.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -48,7 +47,6 @@ class NetworkArgs:
     config: NetworkConfig
     cluster_name: str
     region: str
-    tags: Mapping[str, str]
     account_id: pulumi.Input[str]
 
 

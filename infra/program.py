@@ -71,7 +71,6 @@ def build_aws(settings: Settings) -> AwsPlatform:
             config=cfg.network,
             cluster_name=name,
             region=cfg.region,
-            tags=settings.tags,
             account_id=caller.account_id,
         ),
         provider,
@@ -86,7 +85,6 @@ def build_aws(settings: Settings) -> AwsPlatform:
             partition=partition,
             deployer_arn=deployer,
             production=settings.production,
-            tags=settings.tags,
         ),
         provider,
     )

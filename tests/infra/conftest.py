@@ -19,6 +19,13 @@ def fresh_pulumi_runtime() -> Iterator[None]:
     yield
     pulumi.runtime.set_all_config({})
     pulumi.runtime.reset_options()
+    # A program that failed inside an apply leaves Output tasks pending: cancel them so they do not
+    # surface later as "Task was destroyed but it is pending" noise in another test.
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     asyncio.set_event_loop(None)
     loop.close()
 
