@@ -14,12 +14,18 @@ Public API (also used by the Kubernetes-layer tests):
   dependencies, ignoreChanges, ...) next to the mock's inputs/state.
 - `install(stack=..., config=..., preview=...)` - set_mocks + set_all_config; returns (mocks, monitor).
 - `run_program(fn)`, `resolve(output)` - run under mocks / read an Output after the run.
-- `load_stack_config(stack)` - Pulumi.yaml + stacks/Pulumi.<stack>.yaml as CLI-style strings.
+- `load_stack_config(stack)` - Pulumi.yaml + stacks/Pulumi.<stack>.yaml as CLI-style strings;
+  `stack_value(stack, key, default)` - one value JSON-decoded, for building expectations.
 - `stack_names()` - every committed stack file, for parametrisation.
 - `run_stack(stack, preview=False, overrides=None)` - runs the real `infra/__main__.py` (runpy, as
   the CLI does) under mocks for a stack and returns a `Graph`.
-- `Graph` - `.of_type(t)`, `.one(t, name=None)`, `.named(name)`, `.children(node)`, `.depends_on(a, b)`,
-  `.exports` (resolved), `.secret_exports`, `.calls`.
+- `Graph` - `.of_type(t)`, `.one(t, name=None)`, `.named(name)`, `.children(node)`, `.depends_on(a, b)`
+  (transitive), `.calls_to(token)`, `.exports` (resolved), `.secret_exports`, `.unknown_exports`.
+  Each `Node` has `.inputs` (camelCase, secrets unwrapped; `.secret_inputs` names them), `.state`, `.id`,
+  `.parent`, `.provider` / `.provider_urn`, `.dependencies`, `.ignore_changes`, `.request` (raw).
+- In preview (`preview=True`) the mocks return no computed outputs, so they are unknown, as with the engine.
+- Fixtures (conftest.py): autouse fresh loop + runtime reset; `stack_graph(stack, preview, overrides)`
+  caches a stack's graph for the session.
 """
 
 from __future__ import annotations
