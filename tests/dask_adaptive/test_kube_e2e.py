@@ -40,6 +40,7 @@ from tests.dask_adaptive.kube_fixtures import (
     write_service_account,
 )
 from tests.kube.control_plane import wait_for
+from tests.kube.kubelet import NodeSpec
 
 pytestmark = pytest.mark.kube
 
@@ -537,3 +538,50 @@ def test_rbac_denial_at_start_exits_the_scheduler_with_a_reason(kube, namespace,
     ]
     replicas, pods = deployment_state(kube, namespace)
     assert (replicas, pods) == (0, [])  # nothing was touched
+
+
+def unschedulable(pod: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+        for c in pod["status"].get("conditions") or []
+    )
+
+
+@pytest.mark.kubelet_nodes(
+    NodeSpec.pool("system-p", "system", cpu="4", memory="16Gi"),
+    NodeSpec.pool("workers-p", "workers", worker=True, cpu="250m", memory="4Gi"),  # room for 2 workers
+)
+def test_pending_pods_are_cancelled_and_retired_pods_still_go_exactly(kube, namespace, kubelet, tmp_path):
+    """Unschedulable Pending pods rank before everything in the ReplicaSet: the scale-down must cancel
+    them and still remove exactly the retired running workers."""
+    from distributed import Client
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    options = ["--minimum", "0", "--maximum", "4", "--interval", "0.5s", "--target-duration", "1s",
+               "--scale-down-delay", "2s"]  # fmt: skip
+    deploy_dask(kube, kubelet, namespace, options, nanny=False)
+    address = scheduler_address(kube, kubelet, namespace)
+    with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
+        futures = client.map(record_execution, range(16), folder=str(runs), delay=1.0, pure=False)
+        pending = wait_for(
+            lambda: [p["metadata"]["name"] for p in live_pods(kube, namespace) if unschedulable(p)],
+            60,
+            message="worker pods left Pending for lack of room",
+        )
+        results = client.gather(futures)
+        wait_for(
+            lambda: len(live_pods(kube, namespace)) == 1 and len(client.scheduler_info()["workers"]) == 1,
+            90,
+            message="scale-down to the one worker holding the results",
+        )
+        assert client.gather(futures) == results == [i * i for i in range(16)]
+        events = adaptive_events(client)
+        log = kubelet.log_text(namespace, "dask-scheduler")
+    removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, namespace)}
+    print(f"\nE2E pending: {len(pending)} Pending, cancelled {sorted(events.get('cancelled', set()))}, "
+          f"retired {sorted(events.get('retired', set()))}")  # fmt: skip
+    assert set(pending) <= events.get("cancelled", set())  # the Pending pods were cancelled, not kept
+    assert events.get("retired") and exactly_the_retired(removed, events)
+    assert executions(runs) == dict.fromkeys(range(16), 1)
+    assert not [line for line in log.splitlines() if "instead of" in line]  # no wrong pick to correct
