@@ -599,9 +599,10 @@ class PodRunner:
         p = st.spec
         if not p:
             return
-        if now < st.started + float(p.get("initialDelaySeconds", 0)) or now < st.next_at:
+        scale = self.kubelet.probe_period_scale
+        if now < st.started + float(p.get("initialDelaySeconds", 0)) * scale or now < st.next_at:
             return
-        st.next_at = now + float(p.get("periodSeconds", 10)) * self.kubelet.probe_period_scale
+        st.next_at = now + float(p.get("periodSeconds", 10)) * scale
         ok = self._run_probe(c, p)
         if ok:
             st.successes += 1
@@ -1041,7 +1042,8 @@ class Kubelet:
       api_port: the port given to pods as KUBERNETES_SERVICE_PORT (default: the apiserver's; set the
         fault proxy's port to put it between the preload and the apiserver). Read at each pod start.
       restart_backoff / max_backoff: container restart backoff (seconds, doubling).
-      probe_period_scale: multiply probe periodSeconds (e.g. 0.2 for faster tests); default 1.
+      probe_period_scale: multiply probe periodSeconds and initialDelaySeconds (e.g. 0.2 for faster
+        tests); default 1 (as written in the pod spec).
       extra_env: environment added to every container (before the pod's own env).
       node_groups: enable the node provisioner for these groups.
     """

@@ -28,12 +28,20 @@ def objects_of(stack: str) -> StackObjects:
 
 
 def nodes_for(objs: StackObjects) -> list[NodeSpec]:
-    """One node per distinct placement the Deployments ask for (nodeSelector labels, worker taint if
+    """One node per Deployment placement (nodeSelector, required node affinity, the worker taint if
     tolerated), big enough for any pod of the stack."""
     nodes = []
     for i, dep in enumerate(objs.of_kind("Deployment")):
         spec = dep["spec"]["template"]["spec"]
         labels = dict(spec.get("nodeSelector") or {})
+        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ) or {}
+        for expr in (required.get("nodeSelectorTerms") or [{}])[0].get("matchExpressions") or []:
+            if expr["operator"] == "In":
+                labels[expr["key"]] = expr["values"][0]  # the first pool the pod accepts
+            elif expr["operator"] == "Exists":
+                labels[expr["key"]] = "true"
         tolerated = any(
             t.get("key") == WORKER_TAINT["key"] or (t.get("operator") == "Exists" and not t.get("key"))
             for t in spec.get("tolerations") or []
@@ -156,6 +164,25 @@ def _check(kube, k, objs: StackObjects, ns: str, other_ns: str) -> None:
         can, cannot = rbac_matrix(kube.rest(token=token), ns, other_ns, pod_name, event, secret_name)
         assert can == dict.fromkeys(can, 200), f"{label}: {json.dumps(can)}"
         assert cannot == dict.fromkeys(cannot, 403), f"{label}: {json.dumps(cannot)}"
+    # 4. The scheduler's own token scales the program's worker Deployment; the worker pod (worker
+    #    preload from the ConfigMap, Service DNS to the scheduler) becomes Ready and joins as its pod.
+    kube.rest(token=tokens["pod token"]).patch(
+        f"/apis/apps/v1/namespaces/{ns}/deployments/{WORKER}/scale", {"spec": {"replicas": 1}}
+    )
+
+    def worker_ready():
+        pods = admin.items(f"/api/v1/namespaces/{ns}/pods", labelSelector=worker_selector)
+        return pods[0]["metadata"]["name"] if len(pods) == 1 and pod_ready(pods[0]) else None
+
+    worker_pod = wait_for(
+        worker_ready, 120, message=lambda: f"a Ready worker pod; kubelet: {k.log_tails(30)}"
+    )
+    with Client(f"tcp://{address}", timeout=30) as client:
+        wait_for(
+            lambda: worker_pod in {w["name"] for w in client.scheduler_info()["workers"].values()},
+            60,
+            message=f"worker {worker_pod} registered",
+        )
     # The dry-run delete left the scheduler alone.
     assert admin.get(f"/api/v1/namespaces/{ns}/pods/{pod_name}")["metadata"].get("deletionTimestamp") is None
     with contextlib.suppress(ApiError):
