@@ -53,18 +53,14 @@ def flow_logs_trust_policy(account_id: str) -> str:
 
 
 def flow_logs_policy(log_group_arn: str) -> str:
-    """Write access to exactly one log group (and its streams)."""
+    """Write access to the streams of exactly one log group; listing groups has no resource scope."""
     return _doc(
         {
             "Effect": "Allow",
-            "Action": [
-                "logs:CreateLogStream",
-                "logs:PutLogEvents",
-                "logs:DescribeLogGroups",
-                "logs:DescribeLogStreams",
-            ],
-            "Resource": [log_group_arn, f"{log_group_arn}:*"],
-        }
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": f"{log_group_arn}:*",
+        },
+        {"Effect": "Allow", "Action": ["logs:DescribeLogGroups"], "Resource": "*"},
     )
 
 

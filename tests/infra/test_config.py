@@ -6,6 +6,9 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from infra.config import (
     CLOUDWATCH_RETENTION_DAYS,
@@ -460,3 +463,18 @@ def test_config_keys_doc_lists_every_field() -> None:
         assert documented == set(defaults), section
     for key in ("target", "production", "namePrefix", "tags"):
         assert f"`adaptive-dask:{key}`" in doc
+
+
+@settings_(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(min_size=st.integers(-3, 460), max_size=st.integers(-3, 460))
+def test_worker_group_bounds_are_accepted_exactly_when_valid(min_size: int, max_size: int) -> None:
+    valid = 0 <= min_size <= max_size and 1 <= max_size <= 450
+    try:
+        s = settings({WORKERS: worker(minSize=str(min_size), maxSize=max_size)})
+    except ConfigError as err:
+        assert not valid
+        assert err.key in (f"{WORKERS}[0].minSize", f"{WORKERS}[0].maxSize")
+    else:
+        assert valid
+        assert s.aws is not None
+        assert (s.aws.workers[0].min_size, s.aws.workers[0].max_size) == (min_size, max_size)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -24,6 +25,10 @@ from tests.infra.harness import (
     stack_names,
     stack_value,
 )
+
+with warnings.catch_warnings():  # parliament's regexes trip DeprecationWarnings when compiled
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from parliament import analyze_policy_string
 
 STACKS = stack_names()
 AWS_STACKS = [s for s in STACKS if stack_value(s, "adaptive-dask:target", "aws") == "aws"]
@@ -114,6 +119,17 @@ def test_every_resource_is_parented_to_a_layer_component(stack: str, stack_graph
             assert n.parent in components, f"{n.type} {n.name} is not inside a layer component"
     network = g.one("adaptive-dask:aws:Network")
     assert {n.type for n in g.children(network)} >= {"aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet"}
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_aws_layer_iam_policies_pass_the_parliament_linter(stack: str, stack_graph: GraphOf) -> None:
+    g = stack_graph(stack)
+    mine = {n.urn for n in g.nodes if n.type in COMPONENTS}
+    policies = [n for n in g.of_type("aws:iam/rolePolicy:RolePolicy") if n.parent in mine]
+    assert policies
+    for policy in policies:
+        findings = analyze_policy_string(policy.inputs["policy"]).findings
+        assert [(f.issue, f.detail) for f in findings] == [], policy.name
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
