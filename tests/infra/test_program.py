@@ -290,3 +290,39 @@ def test_cli_driver_really_hides_the_repo_root() -> None:
         check=False,
     )
     assert proc.returncode != 0 and "No module named 'infra'" in proc.stderr
+
+
+def test_dev_and_prod_have_the_intended_shapes(stack_graph: GraphOf) -> None:
+    dev, prod = stack_graph("dev"), stack_graph("prod")
+    nat = "aws:ec2/natGateway:NatGateway"
+    assert (len(dev.of_type("aws:ec2/subnet:Subnet")), len(dev.of_type(nat))) == (4, 1)
+    assert (len(prod.of_type("aws:ec2/subnet:Subnet")), len(prod.of_type(nat))) == (6, 3)
+
+    def pools(g: Graph) -> dict[str, dict]:
+        return {
+            n.inputs["labels"]["adaptive-dask/pool"]: n.inputs
+            for n in g.of_type("aws:eks/nodeGroup:NodeGroup")
+        }
+
+    dev_workers = [p for name, p in pools(dev).items() if name != "system"]
+    assert any(p["capacityType"] == "SPOT" and p["scalingConfig"]["minSize"] == 0 for p in dev_workers)
+    prod_pools = pools(prod)
+    assert prod_pools["system"]["capacityType"] == "ON_DEMAND"
+    assert {p["capacityType"] for name, p in prod_pools.items() if name != "system"} == {"SPOT", "ON_DEMAND"}
+
+    prod_cluster, dev_cluster = prod.one("aws:eks/cluster:Cluster"), dev.one("aws:eks/cluster:Cluster")
+    assert "0.0.0.0/0" not in prod_cluster.inputs["vpcConfig"]["publicAccessCidrs"]
+    assert (
+        prod_cluster.inputs["deletionProtection"] is True
+        and dev_cluster.inputs["deletionProtection"] is False
+    )
+
+    def retention(g: Graph) -> float:
+        (group,) = [
+            n
+            for n in g.of_type("aws:cloudwatch/logGroup:LogGroup")
+            if n.inputs["name"].startswith("/aws/eks/")
+        ]
+        return group.inputs["retentionInDays"]
+
+    assert retention(prod) > retention(dev)
