@@ -122,7 +122,11 @@ class FaultProxy:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> FaultProxy:
-        cert, key = sign_serving_cert(Path(self.ca_file), Path(self.ca_key_file), self.workdir, "fault-proxy")
+        cert, key = self.workdir / "fault-proxy.crt", self.workdir / "fault-proxy.key"
+        if not (cert.exists() and key.exists()):  # one key per workdir: RSA generation costs ~1 s
+            cert, key = sign_serving_cert(
+                Path(self.ca_file), Path(self.ca_key_file), self.workdir, "fault-proxy"
+            )
         self._server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._server_ctx.load_cert_chain(str(cert), str(key))
         self._server_ctx.set_alpn_protocols(["http/1.1"])

@@ -667,7 +667,7 @@ class PodRunner:
         with c.log_path.open("ab") as fh:  # marker first: the process may answer before we write it
             fh.write(f"=== {now_iso()} SIGTERM (grace {grace:g}s)\n".encode())
         self._kill_group(c.proc.pid, signal.SIGTERM)
-        while c.proc.poll() is None and time.monotonic() < deadline:
+        while c.proc.poll() is None and time.monotonic() < deadline and not self.kubelet.stopping:
             time.sleep(0.05)
         if c.proc.poll() is None:
             with c.log_path.open("ab") as fh:
