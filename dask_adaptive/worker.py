@@ -148,17 +148,23 @@ def _setup_worker(worker: Any) -> None:
     _install_sigterm(asyncio.get_running_loop(), lambda: retire_and_close(worker, timeout))
 
 
-def _setup_nanny(nanny: Any) -> None:
-    async def forward() -> None:
+_nannies: list[Any] = []  # every nanny of this process (`dask worker --nworkers N` runs N)
+
+
+async def _forward_to_workers() -> None:
+    """Each worker retires itself and then closes its nanny; a nanny without a worker just closes."""
+    for nanny in list(_nannies):
         pid = nanny.pid
         if pid is not None and nanny.process is not None and nanny.process.is_alive():
-            # the worker retires itself and then closes this nanny
             os.kill(pid, signal.SIGTERM)
         else:
             await nanny.close(reason="dask-adaptive-sigterm-no-worker")
 
-    if threading.current_thread() is threading.main_thread():
-        _install_sigterm(asyncio.get_running_loop(), forward)
+
+def _setup_nanny(nanny: Any) -> None:
+    _nannies.append(nanny)
+    if len(_nannies) == 1 and threading.current_thread() is threading.main_thread():
+        _install_sigterm(asyncio.get_running_loop(), _forward_to_workers)
 
 
 def dask_setup(server: Any) -> None:
@@ -169,3 +175,8 @@ def dask_setup(server: Any) -> None:
         _setup_nanny(server)
     else:
         _setup_worker(server)
+
+
+def dask_teardown(server: Any) -> None:
+    if server in _nannies:
+        _nannies.remove(server)

@@ -29,10 +29,10 @@ from tests.dask_adaptive.procs import (
 
 
 def start_worker(
-    address: str, name: str, tmp_path: Path, nanny: bool = True, **extra_env: str
+    address: str, name: str, tmp_path: Path, nanny: bool = True, *extra: str, **extra_env: str
 ) -> subprocess.Popen[bytes]:
     """The worker command line of the Kubernetes Deployment (ports 0 instead of fixed ones)."""
-    cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name]
+    cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name, *extra]
     cmd += ["--nthreads", "1", "--memory-limit", "512MiB", "--dashboard-address", "127.0.0.1:0"]
     cmd += ["--local-directory", str(tmp_path / name)]
     cmd += K8S_WORKER_FLAGS if nanny else ["--no-nanny", "--preload", "dask_adaptive.worker"]
@@ -159,6 +159,7 @@ def test_sigterm_lets_a_running_task_finish_instead_of_recomputing_it(tmp_path: 
     marks.mkdir()
     with scheduler(tmp_path, preload=False) as s, Client(s.address, timeout=30) as client:
         busy, other = (start_worker(s.address, n, tmp_path) for n in ("busy", "other"))
+        multi = None
         try:
             wait_for(lambda: {"busy", "other"} <= set(by_name(client)), 60, "two workers")
             addr, _ = by_name(client)["busy"]
@@ -171,6 +172,16 @@ def test_sigterm_lets_a_running_task_finish_instead_of_recomputing_it(tmp_path: 
             assert busy.wait(60) == 0
             assert future.result(timeout=30) == "result-slow"
             assert count_executions(marks) == {"slow": 1}, "finished on busy and moved, not recomputed"
+
+            # `--nworkers 2`: one CLI process, two nannies; SIGTERM retires both workers
+            multi = start_worker(s.address, "multi", tmp_path, True, "--nworkers", "2")
+            wait_for(lambda: {"multi-0", "multi-1"} <= set(by_name(client)), 60, "two workers of one CLI")
+            kept = [only_copy_on(client, by_name(client)[n][0], n, marks) for n in ("multi-0", "multi-1")]
+            multi.send_signal(signal.SIGTERM)
+            assert multi.wait(60) == 0
+            for name, (computed, scattered) in zip(("multi-0", "multi-1"), kept, strict=True):
+                assert_survived(client, name, computed, scattered, marks)
         finally:
-            stop(busy, sig=signal.SIGINT)
-            stop(other, sig=signal.SIGINT)
+            for process in (busy, other, multi):
+                if process is not None:
+                    stop(process, sig=signal.SIGINT)
