@@ -136,7 +136,13 @@ def _start(action: Any) -> None:
     logger.info("dask-adaptive: SIGTERM received: graceful shutdown")
     task = asyncio.ensure_future(action())
     _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    task.add_done_callback(_done)
+
+
+def _done(task: asyncio.Future[Any]) -> None:
+    _tasks.discard(task)  # type: ignore[arg-type]
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("dask-adaptive: graceful shutdown failed", exc_info=task.exception())
 
 
 def _setup_worker(worker: Any) -> None:

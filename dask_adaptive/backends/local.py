@@ -204,7 +204,7 @@ class LocalBackend:
         return RemovalReport(removed=tuple(removed))
 
     async def record(self, reason: str, message: str) -> None:
-        logger.info("local backend record: %s %s", reason, message)
+        logger.debug("local backend record: %s %s", reason, message)  # the controller logs it already
 
     def pid(self, name: str) -> int | None:
         proc = self._procs.get(name)
