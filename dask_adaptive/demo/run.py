@@ -41,8 +41,12 @@ def start_scheduler(opts: DemoOptions, workdir: Path) -> tuple[subprocess.Popen[
     cmd += ["--preload", "dask_adaptive.preload", "--backend", "local", "--minimum", "0"]
     cmd += ["--maximum", str(opts.maximum), "--scale-down-delay", opts.scale_down_delay]
     cmd += ["--interval", opts.interval]
+    env = dict(os.environ)
+    # importable by the scheduler even when the demo runs from a source checkout, not an install
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env)
     deadline = time.monotonic() + 60
     while not sfile.exists():
         if process.poll() is not None or time.monotonic() > deadline:
