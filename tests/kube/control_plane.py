@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -51,6 +52,28 @@ def free_port() -> int:
                 _ports_handed_out.add(port)
                 return port
     raise RuntimeError("no free port found")
+
+
+# Exec shim: the child asks the kernel for SIGKILL when its parent (thread) dies, then becomes the real
+# program (same PID). Why: if the test process is killed hard, an orphaned apiserver (~300 MB) or pod
+# process would otherwise live on and disturb the next run; preexec_fn is unsafe with threads.
+_DEATHSIG_SHIM = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)\n"  # PR_SET_PDEATHSIG
+    "os.getppid() == 1 and sys.exit(137)\n"  # the parent died before prctl took effect
+    "try:\n"
+    "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+    "except OSError as exc:\n"
+    "    print(f'exec {sys.argv[1]!r} failed: {exc}', file=sys.stderr)\n"
+    "    sys.exit(127)\n"
+)
+
+
+def die_with_parent(argv: list[str]) -> list[str]:
+    """argv wrapped so the process is SIGKILLed when the thread that started it exits (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    return [sys.executable, "-c", _DEATHSIG_SHIM, *argv]
 
 
 def find_binaries() -> tuple[Path | None, str]:
@@ -137,7 +160,7 @@ class Component:
         fh = self.log.open("ab")
         try:
             self.proc = subprocess.Popen(
-                self.argv,
+                die_with_parent(self.argv),
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

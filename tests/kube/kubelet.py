@@ -48,7 +48,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tests.kube.control_plane import ControlPlane, free_port, log_tail, wait_for
+from tests.kube.control_plane import ControlPlane, die_with_parent, free_port, log_tail, wait_for
 from tests.kube.rest import ApiError, Rest
 
 log = logging.getLogger("tests.kube.kubelet")
@@ -556,7 +556,7 @@ class PodRunner:
             fh.flush()
             try:
                 c.proc = subprocess.Popen(
-                    c.argv, env=c.env, cwd=c.cwd, stdout=fh, stderr=subprocess.STDOUT,
+                    die_with_parent(c.argv), env=c.env, cwd=c.cwd, stdout=fh, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
                 )  # fmt: skip
             except OSError as exc:
