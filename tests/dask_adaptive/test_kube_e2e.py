@@ -486,12 +486,15 @@ def test_api_faults_are_survived_without_blind_action(
         assert old != new
         proxy.reject_token(old)  # from now on the old token is refused with 401
 
-    def full_outage():
-        before = deployment_state(kube, namespace)
-        rule = proxy.server_error(503, times=None, duration=6.0)
-        time.sleep(5.0)  # the cluster is idle: the controller wants to scale down, but cannot see
-        outage["before"], outage["during"] = before, deployment_state(kube, namespace)
-        outage["refused"] = rule.hits
+    def outage_starts():  # all 3 workers busy: nothing to do yet; the work ends inside the outage
+        outage["rule"] = proxy.server_error(503, times=None, duration=8.0)
+        outage["armed"] = time.monotonic()
+        outage["before"] = deployment_state(kube, namespace)
+
+    def idle_in_outage():  # the controller wants to scale down now, but cannot see the cluster
+        time.sleep(max(0.0, outage["armed"] + 6.5 - time.monotonic()))
+        outage["during"] = deployment_state(kube, namespace)
+        outage["refused"] = outage["rule"].hits
 
     with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
         cycles = Cycles(client, kube, namespace, runs, k=6, maximum=3)
@@ -500,7 +503,7 @@ def test_api_faults_are_survived_without_blind_action(
         cycles.run(timeout=120, arrived=faults_while_scaling_down)
         rotate_token()
         cycles.run(timeout=120)
-        cycles.run(timeout=120, idle=full_outage)
+        cycles.run(timeout=120, arrived=outage_starts, idle=idle_in_outage)
         lost = cycles.lost()
         events = adaptive_events(client)
         log = kubelet.log_text(namespace, "dask-scheduler")
