@@ -114,3 +114,41 @@ def test_history_keeps_only_the_window_and_its_opening_value():
 def test_reasons_are_logged_values():
     decision = run([(0, 5, 2)], arrived=("a", "b"))
     assert "target=5" in decision.reason and "wanted=2" in decision.reason
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_invariants_over_a_random_bursty_workload(seed):
+    """Simulated control loop: units arrive 3 steps after being asked for; the target jumps around."""
+    import random
+
+    rng = random.Random(seed)
+    limits = Limits(minimum=1, maximum=6, scale_down_delay=10.0)
+    history, requested, born, targets = History(), 0, {}, []
+    counter = 0
+    for step in range(600):
+        now = float(step)
+        target = rng.choice([0, 0, 1, 2, 9]) if step % 40 < 20 else 0  # bursts, then idle
+        targets.append((now, clamp(target, limits)))
+        arrived = tuple(n for n, t in born.items() if now - t >= 3)
+        pending = tuple(n for n, t in born.items() if now - t < 3)
+        snap = Snapshot(now, target, requested, arrived, pending)
+        decision, history = decide(snap, limits, history)
+        if isinstance(decision, ScaleUp):
+            assert decision.wanted <= limits.maximum and decision.wanted > requested
+            for _ in range(decision.wanted - requested):
+                counter += 1
+                born[f"u{counter}"] = now
+            requested = decision.wanted
+        elif isinstance(decision, ScaleDown):
+            window = [d for t, d in targets if t >= now - limits.scale_down_delay]
+            assert max(window) < requested, "shrinks only after the whole window was below"
+            assert decision.wanted >= limits.minimum and decision.wanted == max(window)
+            assert set(decision.cancel) <= set(pending), "only not-arrived units are cancelled"
+            assert decision.retire == requested - decision.wanted - len(decision.cancel)
+            for name in decision.cancel:
+                del born[name]
+            for name in arrived[: decision.retire]:
+                del born[name]
+            requested = decision.wanted
+        assert limits.minimum <= requested <= limits.maximum or step == 0
+        assert len(born) == requested
