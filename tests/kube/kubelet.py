@@ -371,6 +371,7 @@ class Container:
     backoff: float = 0.0
     readiness: ProbeState = field(default_factory=lambda: ProbeState(None))
     liveness: ProbeState = field(default_factory=lambda: ProbeState(None))
+    startup: ProbeState = field(default_factory=lambda: ProbeState(None))
     finished: bool = False  # exited and not to be restarted (restartPolicy Never/OnFailure success)
 
     @property
@@ -383,7 +384,13 @@ class Container:
     def ready(self) -> bool:
         if not self.running():
             return False
+        if self.startup.spec and not self.startup.ok:
+            return False
         return self.readiness.ok if self.readiness.spec else True
+
+    def started(self) -> bool:
+        """Kubernetes' `started`: running and past its startupProbe (if any)."""
+        return self.running() and (not self.startup.spec or self.startup.ok)
 
 
 class PodRunner:
@@ -509,8 +516,11 @@ class PodRunner:
             if c.proc is None and now >= c.next_start and not c.finished:
                 self._start(c)
             if c.running():
-                self._probe(c, c.readiness, now, readiness=True)
-                self._probe(c, c.liveness, now, readiness=False)
+                if c.startup.spec and not c.startup.ok:
+                    self._probe(c, c.startup, now, kind="startup")  # the others wait for it
+                else:
+                    self._probe(c, c.readiness, now, kind="readiness")
+                    self._probe(c, c.liveness, now, kind="liveness")
         self.ready = bool(self.containers) and all(c.ready() for c in self.containers)
 
     def _on_exit(self, c: Container, policy: str) -> None:
@@ -529,6 +539,7 @@ class PodRunner:
         c.proc = None
         c.readiness = ProbeState(c.spec.get("readinessProbe"))
         c.liveness = ProbeState(c.spec.get("livenessProbe"))
+        c.startup = ProbeState(c.spec.get("startupProbe"))
         if policy == "Never" or (policy == "OnFailure" and code == 0):
             c.finished = True
             c.waiting_reason = None
@@ -573,6 +584,7 @@ class PodRunner:
         c.waiting_reason = None
         c.readiness = ProbeState(c.spec.get("readinessProbe"), started=c.started_mono)
         c.liveness = ProbeState(c.spec.get("livenessProbe"), started=c.started_mono)
+        c.startup = ProbeState(c.spec.get("startupProbe"), started=c.started_mono)
         if wait:
             while c.proc.poll() is None:
                 if self.terminating or self.kubelet.stopping:
@@ -595,7 +607,8 @@ class PodRunner:
         self.init_done = True
 
     # -- probes --------------------------------------------------------------------------------------
-    def _probe(self, c: Container, st: ProbeState, now: float, *, readiness: bool) -> None:
+    def _probe(self, c: Container, st: ProbeState, now: float, *, kind: str) -> None:
+        """Run one probe if due; liveness/startup failures past failureThreshold kill the container."""
         p = st.spec
         if not p:
             return
@@ -612,11 +625,11 @@ class PodRunner:
         else:
             st.failures += 1
             st.successes = 0
-            if st.failures >= int(p.get("failureThreshold", 3)) or (readiness and not st.ok):
+            if st.failures >= int(p.get("failureThreshold", 3)) or (kind == "readiness" and not st.ok):
                 st.ok = False
-        if not readiness and not st.ok and st.failures >= int(p.get("failureThreshold", 3)) and c.proc:
+        if kind != "readiness" and not st.ok and st.failures >= int(p.get("failureThreshold", 3)) and c.proc:
             with c.log_path.open("ab") as fh:
-                fh.write(f"=== {now_iso()} liveness probe failed {st.failures} times, killing\n".encode())
+                fh.write(f"=== {now_iso()} {kind} probe failed {st.failures} times, killing\n".encode())
             self._stop_container(c, float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
 
     def _run_probe(self, c: Container, p: dict[str, Any]) -> bool:
@@ -727,7 +740,7 @@ class PodRunner:
             "image": c.spec.get("image", ""),
             "imageID": "",
             "ready": c.ready(),
-            "started": c.running(),
+            "started": c.started(),
             "restartCount": c.restart_count,
         }
         if c.running() and c.proc is not None:
@@ -1282,6 +1295,33 @@ class Kubelet:
             return None
 
         return wait_for(find, timeout, message=f"pod {namespace}/{name} running on the harness")
+
+    def wait_pods(
+        self,
+        namespace: str,
+        count: int,
+        *,
+        label_selector: str | None = None,
+        ready: bool = True,
+        timeout: float = 60.0,
+    ) -> list[dict[str, Any]]:
+        """Wait until exactly `count` live (not deleting) pods match, all Ready if `ready`; return them
+        oldest first. The usual first wait of a test after creating or scaling a Deployment."""
+
+        def check() -> list[dict[str, Any]] | None:
+            pods = [
+                p
+                for p in self.rest.items(f"/api/v1/namespaces/{namespace}/pods", labelSelector=label_selector)
+                if not p["metadata"].get("deletionTimestamp")
+            ]
+            if len(pods) != count or (ready and not all(pod_ready(p) for p in pods)):
+                return None
+            return sorted(pods, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+
+        what = f"{count} {'Ready ' if ready else ''}pods in {namespace}" + (
+            f" matching {label_selector}" if label_selector else ""
+        )
+        return wait_for(check, timeout, message=lambda: f"{what}; pod logs: {self.log_tails(10)}") or []
 
     def all_runners(self) -> list[PodRunner]:
         """Live and finished runners (finished ones keep their log paths and exit states)."""

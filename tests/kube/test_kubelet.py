@@ -50,7 +50,7 @@ def ready_pods(kube, ns, n):
 def test_deployment_pods_become_ready_processes(kube, namespace, kubelet):
     rest = kube.rest()
     rest.post(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("web", 2, [http_container()]))
-    ready = wait_for(lambda: ready_pods(kube, namespace, 2), 60, message="2 ready web pods")
+    ready = kubelet.wait_pods(namespace, 2, label_selector="app=web")
     for p in ready:
         assert p["spec"]["nodeName"] in kubelet.node_specs  # bound by the real kube-scheduler
         assert p["status"]["podIP"] == "127.0.0.1"
@@ -68,7 +68,7 @@ def test_deployment_pods_become_ready_processes(kube, namespace, kubelet):
     assert dep["status"]["readyReplicas"] == 2
     # Scale through the /scale subresource with a merge patch, as the preload does.
     rest.patch(f"/apis/apps/v1/namespaces/{namespace}/deployments/web/scale", {"spec": {"replicas": 3}})
-    wait_for(lambda: ready_pods(kube, namespace, 3), 60, message="3 ready web pods after scale-up")
+    assert len(kubelet.wait_pods(namespace, 3, label_selector="app=web")) == 3
 
 
 @pytest.mark.kubelet_nodes(

@@ -219,3 +219,37 @@ def test_container_sees_env_downward_api_volumes_and_service_account(kube, names
         kube.rest(token=token).items(f"/api/v1/namespaces/{namespace}/pods")
     assert denied.value.status == 403
     assert os.environ.get(SA_DIR_ENV) is None  # the test process itself is not configured by the harness
+
+
+def test_liveness_failure_restarts_and_startup_probe_gates_readiness(kube, namespace, kubelet, tmp_path):
+    rest = kube.rest()
+    flag = tmp_path / "started"
+    server = ["python", "-m", "http.server", "8080", "--bind", "127.0.0.1"]
+    pod = bare_pod("probes", None, terminationGracePeriodSeconds=1)
+    pod["spec"]["containers"] = [
+        {   # liveness asks for a path the server does not have: 404 → killed and restarted
+            "name": "dies", "image": "x", "command": server, "ports": [{"containerPort": 8080}],
+            "livenessProbe": {"httpGet": {"path": "/nope", "port": 8080}, "periodSeconds": 1,
+                              "failureThreshold": 2},
+        },
+        {   # ready by tcpSocket at once, but only after the startup probe's flag file exists
+            "name": "gated", "image": "x", "command": [*server[:3], "9090", *server[4:]],
+            "ports": [{"containerPort": 9090}],
+            "startupProbe": {"exec": {"command": ["test", "-e", str(flag)]}, "periodSeconds": 1,
+                             "failureThreshold": 1000},
+            "readinessProbe": {"tcpSocket": {"port": 9090}, "periodSeconds": 1},
+        },
+    ]  # fmt: skip
+    rest.post(f"/api/v1/namespaces/{namespace}/pods", pod)
+
+    def statuses():
+        p = rest.get(f"/api/v1/namespaces/{namespace}/pods/probes")
+        return {c["name"]: c for c in p["status"].get("containerStatuses") or []}
+
+    wait_for(lambda: statuses().get("dies", {}).get("restartCount", 0) >= 1, 60, message="liveness restart")
+    assert "liveness probe failed 2 times, killing" in kubelet.log_text(namespace, "probes", "dies")
+    gated = statuses()["gated"]
+    assert gated["state"].get("running") and not gated["started"] and not gated["ready"]
+    flag.touch()
+    wait_for(lambda: statuses()["gated"]["ready"], 30, message="gated container ready after startup")
+    assert statuses()["gated"]["started"]
