@@ -204,25 +204,13 @@ WORKER_TOLERATION = {
 
 
 def scheduler_role(deployment: str = WORKERS, *, with_scale: bool = True) -> dict[str, Any]:
-    """The Role exactly as the Pulumi program grants it (anchors §6.3); `with_scale=False` drops /scale."""
-    rules = [
-        {
-            "apiGroups": ["apps"],
-            "resources": ["deployments/scale"],
-            "resourceNames": [deployment],
-            "verbs": ["get", "patch", "update"],
-        },
-        {
-            "apiGroups": ["apps"],
-            "resources": ["deployments"],
-            "resourceNames": [deployment],
-            "verbs": ["get", "watch"],
-        },
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    ]
+    """The Role with exactly the rules the Pulumi program grants (infra.k8s_dask.role_rules, anchors
+    §6.3); `with_scale=False` drops the deployments/scale rule, as a broken install would."""
+    from infra.k8s_dask import role_rules
+
+    rules = role_rules(deployment)
     if not with_scale:
-        rules = rules[1:]
+        rules = [r for r in rules if "deployments/scale" not in r["resources"]]
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",

@@ -482,3 +482,19 @@ def test_nothing_is_written_when_every_named_pod_is_gone():
     cluster = FakeCluster(ready=2)
     report = go(backend(cluster).remove(["w-9"]))
     assert report.removed == ("w-9",) and scale_writes(cluster) == []
+
+
+def test_the_permissions_checked_at_start_are_granted_by_the_pulumi_role():
+    """start() must not demand more than the Role infra/ creates, or every real install would fail."""
+    from infra.k8s_dask import role_rules
+
+    rules = role_rules("workers")
+    for verb, group, resource, sub, name in required_permissions("workers"):
+        full = f"{resource}/{sub}" if sub else resource
+        assert any(
+            group in r["apiGroups"]
+            and full in r["resources"]
+            and verb in r["verbs"]
+            and (not r.get("resourceNames") or name in r["resourceNames"])
+            for r in rules
+        ), (verb, group, full, name)
