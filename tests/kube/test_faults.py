@@ -193,3 +193,12 @@ def test_a_pod_talks_to_the_apiserver_through_the_proxy(
         fault_proxy.reject_token(runner.token)
         wait_for(lambda: "401" in codes(), 30, message="the pod seeing 401")
     assert any(path.endswith("/pods/poller") for _, path, _ in fault_proxy.log)
+
+
+def test_a_time_window_rule_expires(kube, fault_proxy, deployment):
+    rule = fault_proxy.server_error(503, path="/scale", times=None, duration=30.0)
+    assert raw(kube, fault_proxy, "GET", deployment)[0] == 503
+    assert raw(kube, fault_proxy, "GET", deployment)[0] == 503
+    rule.armed_at -= 31.0  # the window has passed (no sleeping in tests)
+    assert raw(kube, fault_proxy, "GET", deployment)[0] == 200
+    assert not rule.active and fault_proxy.counts["503"] == 2

@@ -91,3 +91,13 @@ def test_labels_taints_and_selectors_steer_scheduling(kube, namespace, kubelet):
     node = rest.get("/api/v1/nodes/wrk-a")
     assert node["status"]["capacity"]["cpu"] == "4"
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+
+
+@pytest.mark.parametrize(
+    "kubelet", [[NodeSpec("param-a", cpu="2"), NodeSpec("param-b", pods=3)]], indirect=True
+)
+def test_kubelet_fixture_takes_node_specs_by_indirect_parametrisation(kube, kubelet):
+    assert set(kubelet.node_specs) == {"param-a", "param-b"}
+    node = kube.rest().get("/api/v1/nodes/param-b")
+    assert node["status"]["allocatable"]["pods"] == "3"
+    assert not node["spec"].get("taints")  # the admission-added not-ready taint was lifted
