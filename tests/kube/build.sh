@@ -29,7 +29,8 @@ mkdir -p "$WORK"/apt/{parts,lists/partial,cache/archives/partial} "$BIN" "$WORK/
 cp /etc/apt/sources.list.d/debian.sources "$WORK/apt/parts/"
 sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > "$WORK/apt/parts/debian-src.sources"
 APT=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$WORK/apt/parts"
-     -o Dir::State::Lists="$WORK/apt/lists" -o Dir::Cache="$WORK/apt/cache")
+     -o Dir::State::Lists="$WORK/apt/lists" -o Dir::Cache="$WORK/apt/cache"
+     -o APT::Sandbox::User=root)  # our private folders are root's; the _apt sandbox user cannot write them
 t apt-get -qq "${APT[@]}" update
 
 # 2. Go 1.19 and rsync (Build-Depends) from bookworm; plain package installs, no services.
