@@ -170,6 +170,9 @@ class NodeGroup:
 # ---------------------------------------------------------------------------------------------------
 # String rewriting (what makes cluster-shaped command lines work on one machine)
 # ---------------------------------------------------------------------------------------------------
+_CLUSTER_DNS = re.compile(
+    r"(?<![\w.\-])[a-z0-9]([a-z0-9\-]*[a-z0-9])?\.[a-z0-9\-]+\.svc(\.cluster\.local)?(?![\w\-])"
+)
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
 
 
@@ -989,6 +992,12 @@ class PodRunner:
         command = [expand_vars(a, env) for a in spec.get("command") or []]
         args = [expand_vars(a, env) for a in spec.get("args") or []]
         argv = [rw(a) for a in command + args]
+        for text in [*argv, *(env[e["name"]] for e in spec.get("env") or [])]:
+            m = _CLUSTER_DNS.search(text)
+            if m:
+                # As in a cluster, the name does not resolve until the Service exists: fail this
+                # attempt (CreateContainerConfigError) and retry, rather than start a doomed process.
+                raise RuntimeError(f"Service DNS name {m.group(0)!r} does not resolve (no such Service yet)")
         c.env = env
         c.argv = self._resolve_argv(argv, env) if argv else []
         workdir = spec.get("workingDir")

@@ -116,11 +116,19 @@ def test_scheduler_and_workers_connect_through_service_dns(kube, namespace, kube
 
     rest = kube.rest()
     deployment, service = scheduler_objects()
+    # Workers first: until the Service exists their scheduler address does not resolve, so their start
+    # is retried (CreateContainerConfigError); once it exists, the forwarder lets them connect as soon
+    # as the scheduler pod is Ready, as a ClusterIP would.
+    rest.post(f"/apis/apps/v1/namespaces/{namespace}/deployments", worker_deployment(namespace, 2))
+
+    def waiting_for_dns():
+        return any(
+            "does not resolve" in (c.waiting_message or "") for r in kubelet.runners() for c in r.containers
+        )
+
+    wait_for(waiting_for_dns, 60, message="worker pods waiting for the Service name to resolve")
     rest.post(f"/api/v1/namespaces/{namespace}/services", service)
     rest.post(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment)
-    # Workers created at the same time as the scheduler: the Service forwarder lets them connect as
-    # soon as the scheduler pod is Ready, as a ClusterIP would.
-    rest.post(f"/apis/apps/v1/namespaces/{namespace}/deployments", worker_deployment(namespace, 2))
 
     def ready_workers():
         pods = rest.items(f"/api/v1/namespaces/{namespace}/pods", labelSelector="component=worker")

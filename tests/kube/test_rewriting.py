@@ -31,3 +31,12 @@ def test_rewriting_is_one_pass():
     assert rw("/opt/dask-adaptive") == "/tmp/pods/p1/volumes/preload"
     assert rw("/tmp:/opt/dask-adaptive/x") == "/tmp/pods/p1/volumes/tmp:/tmp/pods/p1/volumes/preload/x"
     assert rw("/tmpfoo") == "/tmpfoo"  # only whole path components
+
+
+def test_unresolved_cluster_dns_names_are_detected():
+    from tests.kube.kubelet import _CLUSTER_DNS
+
+    assert _CLUSTER_DNS.search("tcp://dask-scheduler.adask-dev.svc.cluster.local:8786")
+    assert _CLUSTER_DNS.search("http://api.ns.svc/health")
+    assert not _CLUSTER_DNS.search("tcp://127.0.0.1:40001")
+    assert not _CLUSTER_DNS.search("--name dask-worker-abc")
