@@ -1418,9 +1418,9 @@ class NodeProvisioner:
         self._count += 1
         spec = g.spec(self._count)
         self.kubelet.add_node(spec)
-        self.nodes[g.group].append(spec.name)
         self.empty_since[spec.name] = time.monotonic()  # a new node gets the full delay before removal
         self.events.append((time.monotonic(), "add", spec.name))
+        self.nodes[g.group].append(spec.name)
 
     def step(self, pods: list[dict[str, Any]]) -> None:
         now = time.monotonic()
@@ -1474,10 +1474,12 @@ class NodeProvisioner:
                     continue
                 since = self.empty_since.setdefault(name, now)
                 if now - since >= g.scale_down_delay and len(self.nodes[g.group]) > g.min_size:
-                    self.nodes[g.group].remove(name)
-                    self.empty_since.pop(name, None)
+                    # Delete first and update our lists last: a test waiting for `nodes` to shrink then
+                    # finds the Node object gone and the event recorded.
                     self.kubelet.remove_node(name)
                     self.events.append((now, "remove", name))
+                    self.empty_since.pop(name, None)
+                    self.nodes[g.group].remove(name)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -83,8 +83,9 @@ class StackObjects:
         return str(ns["metadata"]["name"])
 
 
-def record_stack(stack: str) -> StackObjects:
-    """Run the program for `stack` under the infra harness's mocks and collect its Kubernetes objects."""
+def record_stack(stack: str, overrides: dict[str, str] | None = None) -> StackObjects:
+    """Run the program for `stack` (stack config `overrides`, values as JSON/strings like in the stack
+    file) under the infra harness's mocks and collect its Kubernetes objects."""
     import pulumi
 
     from tests.infra.harness import run_stack
@@ -92,7 +93,7 @@ def record_stack(stack: str) -> StackObjects:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        graph = run_stack(stack)
+        graph = run_stack(stack, overrides=overrides)
     finally:
         pulumi.runtime.set_all_config({})
         pulumi.runtime.reset_options()
