@@ -39,11 +39,10 @@ def _in_ci() -> bool:
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """The session's control plane (started on first use, stopped at session end)."""
-    if "error" in _STATE:
-        pytest.fail(_STATE["error"]) if _in_ci() else pytest.skip(_STATE["error"])
+    if "broken" in _STATE:  # the start failed once this session: every later user fails the same way
+        pytest.fail(_STATE["broken"], pytrace=False)
     bin_dir, why = find_binaries()
     if bin_dir is None:
-        _STATE["error"] = why
         if _in_ci():
             pytest.fail(f"CI=true and {why}", pytrace=False)
         pytest.skip(why)
@@ -53,8 +52,8 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         cp.start()
     except Exception as exc:
         cp.stop()
-        _STATE["error"] = f"control plane failed to start: {exc}"
-        pytest.fail(_STATE["error"], pytrace=False)
+        _STATE["broken"] = f"control plane failed to start: {exc}"
+        pytest.fail(_STATE["broken"], pytrace=False)
     try:
         yield cp
     finally:
