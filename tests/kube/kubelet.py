@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import math
 import os
@@ -41,7 +40,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -1506,10 +1505,3 @@ def pod_ready(pod: dict[str, Any] | None) -> bool:
     if not pod:
         return False
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
-
-
-def json_dump(obj: Any) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True, default=str)
-
-
-Predicate = Callable[[], Any]
