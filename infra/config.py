@@ -1,6 +1,6 @@
 """The whole stack config, read once into frozen typed objects and validated before any resource exists.
 
-Why one module: every knob has exactly one default (here), one documented key (infra/config_keys.md)
+Why one module: every knob has exactly one default (here), one documented key (README.md, Configuration)
 and one check that fails with `ConfigError(full key, bad value, what is allowed)` before the first
 resource is registered. Values arrive as the CLI passes them: strings ("3", "true", JSON text), and
 JSON objects whose scalars may themselves be strings (`pulumi config set --path` stores strings).
@@ -140,7 +140,7 @@ class Settings:
 
 
 # --------------------------------------------------------------------------------------------------
-# Defaults (the single source; mirrored in infra/config_keys.md)
+# Defaults (the single source; mirrored in the README configuration tables)
 # --------------------------------------------------------------------------------------------------
 
 DEFAULT_TARGET = "aws"
