@@ -64,6 +64,28 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ACTIVE: list[Kubelet] = []
 
 
+def exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Has the process exited? Checked WITHOUT reaping it.
+
+    Why: an unreaped (zombie) leader keeps its PID — which is also its process group id — reserved,
+    so signalling the group can never hit a stranger that got the PID recycled (pid_max is 32768 here
+    and other engineers' suites run alongside). We reap only in `reap()`, after the last group signal.
+    """
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the process group led by `proc`, only while the leader is unreaped (the id is ours)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -381,7 +403,7 @@ class Container:
         return str(self.spec["name"])
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and not exited(self.proc)
 
     def ready(self) -> bool:
         if not self.running():
@@ -422,7 +444,6 @@ class PodRunner:
         self.ready = False
         self._last_status: dict[str, Any] | None = None
         self._transitions: dict[str, tuple[str, str]] = {}
-        self.pgids: set[int] = set()
         self.prepare_error = ""
         self.thread = threading.Thread(
             target=self._run, name=f"pod-{self.namespace}/{self.name}", daemon=True
@@ -513,7 +534,7 @@ class PodRunner:
         for c in self.containers:
             if c.finished:
                 continue
-            if c.proc is not None and c.proc.poll() is not None:
+            if c.proc is not None and exited(c.proc):
                 self._on_exit(c, policy)
             if c.proc is None and now >= c.next_start and not c.finished:
                 self._start(c)
@@ -527,7 +548,7 @@ class PodRunner:
 
     def _on_exit(self, c: Container, policy: str) -> None:
         assert c.proc is not None
-        code = c.proc.returncode
+        code = self.kubelet.reap(c.proc)  # also kills what the exited leader left in its group
         code = 128 - code if code < 0 else code  # signals as a runtime reports them (137 for SIGKILL)
         ran = time.monotonic() - c.started_mono
         c.last_terminated = {
@@ -537,7 +558,6 @@ class PodRunner:
             "finishedAt": now_iso(),
             "containerID": f"local://{c.proc.pid}",
         }
-        self._kill_group(c.proc.pid, signal.SIGKILL)  # leftovers of the exited process group
         c.proc = None
         c.readiness = ProbeState(c.spec.get("readinessProbe"))
         c.liveness = ProbeState(c.spec.get("livenessProbe"))
@@ -579,8 +599,7 @@ class PodRunner:
                 c.restart_count += 1
                 c.next_start = time.monotonic() + max(self.kubelet.restart_backoff, 1.0)
                 return None
-        self.pgids.add(c.proc.pid)
-        self.kubelet._pgids.add(c.proc.pid)
+        self.kubelet.track(c.proc)
         c.started_at = now_iso()
         c.started_mono = time.monotonic()
         c.waiting_reason = None
@@ -588,11 +607,11 @@ class PodRunner:
         c.liveness = ProbeState(c.spec.get("livenessProbe"), started=c.started_mono)
         c.startup = ProbeState(c.spec.get("startupProbe"), started=c.started_mono)
         if wait:
-            while c.proc.poll() is None:
+            while not exited(c.proc):
                 if self.terminating or self.kubelet.stopping:
                     return None
                 time.sleep(0.05)
-            return c.proc.returncode
+            return self.kubelet.reap(c.proc)
         return c.proc.pid
 
     def _run_init_containers(self) -> None:
@@ -681,15 +700,13 @@ class PodRunner:
                 )
         with c.log_path.open("ab") as fh:  # marker first: the process may answer before we write it
             fh.write(f"=== {now_iso()} SIGTERM (grace {grace:g}s)\n".encode())
-        self._kill_group(c.proc.pid, signal.SIGTERM)
-        while c.proc.poll() is None and time.monotonic() < deadline and not self.kubelet.stopping:
+        signal_group(c.proc, signal.SIGTERM)
+        while not exited(c.proc) and time.monotonic() < deadline and not self.kubelet.stopping:
             time.sleep(0.05)
-        if c.proc.poll() is None:
+        if not exited(c.proc):
             with c.log_path.open("ab") as fh:
                 fh.write(f"=== {now_iso()} SIGKILL after grace\n".encode())
-        self._kill_group(c.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            c.proc.wait(5)
+        self.kubelet.reap(c.proc)
 
     def _shutdown(self) -> None:
         """Graceful deletion: preStop, SIGTERM, grace, SIGKILL for all containers; then finalise."""
@@ -710,24 +727,17 @@ class PodRunner:
                     {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}},
                 )
 
-    def _kill_group(self, pgid: int, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-
     def _kill_all(self, grace: float) -> None:
         for c in self.containers:
-            if c.proc is not None and c.proc.poll() is None:
-                self._kill_group(c.proc.pid, signal.SIGTERM)
+            if c.proc is not None:
+                signal_group(c.proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for c in self.containers:
-            while c.proc is not None and c.proc.poll() is None and time.monotonic() < deadline:
+            while c.proc is not None and not exited(c.proc) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        for pgid in self.pgids:
-            self._kill_group(pgid, signal.SIGKILL)
         for c in self.containers:
             if c.proc is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    c.proc.wait(5)
+                self.kubelet.reap(c.proc)
 
     # -- status --------------------------------------------------------------------------------------
     def _transition(self, key: str, value: str) -> str:
@@ -1102,7 +1112,9 @@ class Kubelet:
         self._runners: dict[str, PodRunner] = {}
         self._finished: list[PodRunner] = []
         self._lock = threading.RLock()
-        self._pgids: set[int] = set()
+        # pgid -> [leader start, reaped at or None]: what leaked_process_groups() may call ours
+        self._groups: dict[int, list[float | None]] = {}
+        self._procs: list[subprocess.Popen[bytes]] = []
         self._forwarders: dict[tuple[str, str, int], ServiceForwarder] = {}
         self.stopping = False
         self._thread: threading.Thread | None = None
@@ -1135,9 +1147,8 @@ class Kubelet:
             r.wake.set()
         for r in runners:
             r.done.wait(15)
-        for pgid in list(self._pgids):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+        for proc in list(self._procs):  # anything a runner did not finish (it timed out)
+            self.reap(proc)
         # SIGKILL is asynchronous and orphans are reaped by PID 1: wait until every group is really gone.
         with contextlib.suppress(AssertionError):
             wait_for(lambda: not self.leaked_process_groups(), 10, 0.05, message="process groups to exit")
@@ -1155,9 +1166,35 @@ class Kubelet:
         if self in ACTIVE:
             ACTIVE.remove(self)
 
+    def track(self, proc: subprocess.Popen[bytes]) -> None:
+        """Remember a process we started as leader of its own process group."""
+        with self._lock:
+            self._groups[proc.pid] = [time.time(), None]
+            self._procs.append(proc)
+
+    def reap(self, proc: subprocess.Popen[bytes]) -> int:
+        """SIGKILL what is left of `proc`'s process group while its (possibly zombie) leader still holds
+        the group id, then reap the leader. Returns its exit status (negative: killed by that signal)."""
+        if proc.returncode is None:
+            signal_group(proc, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        with self._lock:
+            if proc.pid in self._groups and self._groups[proc.pid][1] is None:
+                self._groups[proc.pid][1] = time.time()
+            if proc in self._procs and proc.returncode is not None:
+                self._procs.remove(proc)
+        return proc.returncode if proc.returncode is not None else -signal.SIGKILL
+
     def leaked_process_groups(self) -> list[int]:
-        """Process groups we started that still have a live (non-zombie) member; [] after stop()."""
-        return [pgid for pgid in self._pgids if group_alive(pgid)]
+        """Process groups we started that still have a live (non-zombie) member; [] after stop().
+
+        Only members created while our leader lived count: after it was reaped its PID (the group id)
+        may be recycled by someone else's new group, which is not our leak.
+        """
+        with self._lock:
+            groups = {pgid: (start, end) for pgid, (start, end) in self._groups.items()}
+        return [pgid for pgid, (start, end) in groups.items() if group_alive(pgid, start or 0.0, end)]
 
     # -- nodes ---------------------------------------------------------------------------------------
     def add_node(self, spec: NodeSpec) -> None:
@@ -1484,20 +1521,23 @@ class NodeProvisioner:
 # ---------------------------------------------------------------------------------------------------
 # Small helpers for tests
 # ---------------------------------------------------------------------------------------------------
-def group_alive(pgid: int) -> bool:
-    """Does process group `pgid` have a member that is not a zombie?"""
+def group_alive(pgid: int, born_after: float = 0.0, born_before: float | None = None) -> bool:
+    """Does process group `pgid` have a non-zombie member created in [born_after, born_before]?"""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
     import psutil
 
-    for proc in psutil.process_iter(["status"]):
+    for proc in psutil.process_iter(["status", "create_time"]):
         try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
+            if os.getpgid(proc.pid) != pgid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
         except (ProcessLookupError, psutil.Error):
             continue
+        created = proc.info["create_time"] or 0.0
+        if created >= born_after - 1.0 and (born_before is None or created <= born_before + 1.0):
+            return True
     return False
 
 

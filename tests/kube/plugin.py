@@ -91,8 +91,12 @@ def kubelet_factory(kube: ControlPlane, namespace: str) -> Iterator[Callable[...
         return k.start()
 
     yield make
+    leaked: list[int] = []
     for k in made:
         k.stop()
+        leaked += k.leaked_process_groups()
+    # Every test checks the harness left nothing running (a leak would disturb the next test).
+    assert not leaked, f"kubelet harness leaked process groups {leaked}"
 
 
 @pytest.fixture
