@@ -487,8 +487,9 @@ class PodRunner:
     def _run(self) -> None:
         try:
             self._main()
-        except Exception:
+        except Exception as exc:  # a harness bug: recorded so the failing test's report shows it
             log.exception("pod runner %s/%s crashed", self.namespace, self.name)
+            self.kubelet.errors.append(f"pod runner {self.namespace}/{self.name} crashed: {exc!r}")
         finally:
             self._kill_all(0)
             self.done.set()
