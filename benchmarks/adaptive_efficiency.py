@@ -13,9 +13,13 @@ Workloads (sleeping tasks, so the 2 cores are not the bottleneck): `burst`, the 
 batch of "square + sleep" leaves and a pairwise reduction tree, from 0 workers); `bursty`, phases of
 such batches separated by idle gaps, some shorter and some longer than the windows.
 
-Measured per run: makespan per phase (the first is cold for the adaptive ones), worker-seconds (the
-integral of the scheduler's worker count, sampled every 0.25 s, from the first submit until the
-cluster has scaled to 0 or `window + 20 s` after the work ends; for `fixed`, until the work ends),
+Measured per run: makespan per phase: `cold` = the first (from 0 workers for the adaptive ones),
+`later` = the sum of the others, `warm` = the sum of the later phases whose preceding gap is shorter
+than the contender's window (its workers were kept; for `fixed` all later phases), and `warm/fixed`
+compares them with fixed's makespan of the same phases; worker-seconds (the integral of the
+scheduler's worker count, sampled every 0.25 s, from the first submit until the last result = `work`,
+and until the cluster has scaled to 0 or `window + 20 s` after the work = `+tail`; for `fixed`, until
+the work ends),
 busy seconds (the sum of task run times recorded by the tasks: the cost lower bound), scale events
 (runs of same-direction changes of the sampled count), worker starts (distinct workers seen), workers
 alive at the end, and tasks executed more than once (each execution leaves one file per task key).
@@ -209,13 +213,31 @@ class Run:
     tasks: int = 0
     wall: float = 0.0
     samples: list[tuple[float, int]] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
 
     @property
     def cold(self) -> float:
         return self.phases[0]
 
+    def warm_phases(self) -> list[int]:
+        """Later phases whose preceding gap was shorter than the window: the workers were kept."""
+        if self.contender.kind == "fixed":
+            return list(range(1, len(self.phases)))
+        w = self.contender.effective_window()
+        return [i for i in range(1, len(self.phases)) if self.gaps[i - 1] < w]
+
     @property
     def warm(self) -> float | None:
+        idx = self.warm_phases()
+        return sum(self.phases[i] for i in idx) if idx else None
+
+    def same_phases(self, other: Run) -> float | None:
+        """`other`'s makespan over this run's warm phases (to compare warm with warm)."""
+        idx = self.warm_phases()
+        return sum(other.phases[i] for i in idx) if idx else None
+
+    @property
+    def later(self) -> float | None:
         return sum(self.phases[1:]) if len(self.phases) > 1 else None
 
     @property
@@ -234,7 +256,7 @@ def run_one(
 ) -> Run:
     from distributed import Client
 
-    run = Run(c, workload)
+    run = Run(c, workload, gaps=list(gaps))
     with tempfile.TemporaryDirectory(prefix="bench-eff-") as tmp:
         folder = Path(tmp, "executions")
         folder.mkdir()
@@ -291,6 +313,7 @@ def report(runs: list[Run], out: Tee, noise: dict[str, Any]) -> None:
             "contender",
             "window s",
             "cold s",
+            "later s",
             "warm s",
             "makespan s",
             "worker-s work",
@@ -314,6 +337,7 @@ def report(runs: list[Run], out: Tee, noise: dict[str, Any]) -> None:
                     r.contender.label,
                     w if r.contender.kind != "fixed" else "-",
                     r.cold,
+                    r.later if r.later is not None else "-",
                     r.warm if r.warm is not None else "-",
                     r.makespan,
                     r.work_ws,
@@ -324,7 +348,7 @@ def report(runs: list[Run], out: Tee, noise: dict[str, Any]) -> None:
                     r.alive_end,
                     r.twice,
                     ratio(r.cold, fixed.cold),
-                    ratio(r.warm, fixed.warm),
+                    ratio(r.warm, r.same_phases(fixed)),
                     ratio(r.makespan, fixed.makespan),
                     ratio(r.work_ws, r.busy),
                     ratio(r.worker_seconds, r.busy),
@@ -352,14 +376,14 @@ def report(runs: list[Run], out: Tee, noise: dict[str, Any]) -> None:
                         f"{w:g}",
                         f"{a.contender.effective_window():g}",
                         ratio(r.makespan, a.makespan),
-                        ratio(r.warm, a.warm),
+                        ratio(r.later, a.later),
                         ratio(r.work_ws, a.work_ws),
                         ratio(r.worker_seconds, a.worker_seconds),
                     ]
                 )
         if pairs:
             out(f"\n{workload}: dask-adaptive / distributed-adaptive like-for-like (same window)\n")
-            headers = ["our window s", "anchor wait_count x 1s", "makespan", "warm", "ws work", "ws +tail"]
+            headers = ["our window s", "anchor wait_count x 1s", "makespan", "later", "ws work", "ws +tail"]
             out(table(headers, pairs))
     if noise:
         out(f"\nrun-to-run noise: {noise['label']} on {noise['workload']}, {noise['n']} runs\n")
@@ -434,14 +458,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="sleep of a leaf task [1.0]")
     ap.add_argument("--burst-leaves", type=int, default=240, help="leaves of the burst [240: 30 s/worker]")
     ap.add_argument("--bursty-leaves", type=int, default=32, help="leaves per bursty phase [32]")
-    ap.add_argument(
-        "--gaps", type=floats, default=[4.0, 12.0, 35.0], help="idle gaps between phases [4,12,35]"
-    )
+    ap.add_argument("--gaps", type=floats, default=[8.0, 35.0], help="idle gaps between phases, s [8,35]")
     ap.add_argument("--windows", type=floats, default=[0.0, 10.0, 30.0], help="swept windows, s [0,10,30]")
     ap.add_argument("--noise-window", type=float, default=0.0, help="window repeated for noise [0]")
     ap.add_argument("--repeats", type=int, default=3, help="runs of the noise configuration [3]")
     ap.add_argument("--workloads", default="burst,bursty", help="burst,bursty")
     ap.add_argument("--max-tail", type=float, default=1e9, help="cap on the idle tail measured, s")
+    ap.add_argument(
+        "--burst-like-for-like", action="store_true", help="burst: add the anchor at our default window"
+    )
     ap.add_argument("--skip-defaults", action="store_true", help="omit the default-setting contenders")
     ap.add_argument("--quick", action="store_true", help="small sizes (a couple of minutes)")
     ap.add_argument("--png", type=Path, default=BENCH / "adaptive_efficiency.png")
@@ -465,11 +490,13 @@ def main(argv: list[str] | None = None) -> int:
         plan += [("burst", Contender("fixed"))]
         if not args.skip_defaults:
             plan += [("burst", Contender("anchor")), ("burst", Contender("ours"))]
-        plan += [
-            ("burst", Contender("anchor", DEFAULT_WINDOW if not args.skip_defaults else args.windows[0]))
-        ]
         if args.skip_defaults:
-            plan += [("burst", Contender("ours", args.windows[0]))]
+            plan += [
+                ("burst", Contender("anchor", args.windows[0])),
+                ("burst", Contender("ours", args.windows[0])),
+            ]
+        elif args.burst_like_for_like:
+            plan += [("burst", Contender("anchor", DEFAULT_WINDOW))]
     if "bursty" in workloads:
         plan += [("bursty", Contender("fixed"))]
         if not args.skip_defaults:
@@ -496,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(reps) >= 2:
         measures = {
             "makespan s": [r.makespan for r in reps],
-            "warm s": [r.warm or 0.0 for r in reps],
+            "later s": [r.later or 0.0 for r in reps],
             "worker-s work": [r.work_ws for r in reps],
             "worker-s +tail": [r.worker_seconds for r in reps],
         }
