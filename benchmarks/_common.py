@@ -45,6 +45,11 @@ def machine() -> str:
     )
 
 
+def load() -> str:
+    """The 1/5/15-minute load averages: other work on the machine shows up here."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub-flavoured markdown table (readable in a terminal too)."""
 

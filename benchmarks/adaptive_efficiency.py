@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH, Tee, ratio, table, write_section
+from _common import BENCH, Tee, load, ratio, table, write_section
 
 from tests.dask_adaptive.procs import scheduler as preload_scheduler
 
@@ -479,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     m = args.max_workers
     out = Tee()
     started = time.monotonic()
+    out(f"load average at start: {load()}")
     out(
         f"adaptive_efficiency: M={m} workers x 1 thread, leaf sleep {args.seconds:g}s; burst "
         f"{args.burst_leaves} leaves ({args.burst_leaves * args.seconds / m:.0f} s of leaf work per "
@@ -510,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         r = run_one(c, workload, m, sizes, args.gaps, args.seconds, args.max_tail)
         print(
             f"  {workload:6} {c.label:30} phases {' '.join(f'{p:.1f}' for p in r.phases)} s, "
-            f"{r.worker_seconds:.0f} worker-s, busy {r.busy:.0f} s, twice {r.twice}",
+            f"{r.worker_seconds:.0f} worker-s, busy {r.busy:.0f} s, twice {r.twice}; load {load()}",
             flush=True,
         )
         runs.append(r)
