@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Tee, ratio, table, write_section
+from _common import Tee, load, ratio, table, write_section
 
 from dask_adaptive.backends.base import Observation, Phase, RemovalReport, Unit
 from dask_adaptive.config import resolve
@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [int(x) for x in args.tasks.split(",")] + [0]
     out = Tee()
     started = time.perf_counter()
+    out(f"load average at start: {load()}")
     out(
         "decision_cost: real distributed.Scheduler state, in-process stand-in workers (1 thread each); "
         "median per call\n"

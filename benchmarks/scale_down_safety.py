@@ -27,7 +27,6 @@ Usage: .venv/bin/python benchmarks/scale_down_safety.py [--cycles 20] [--quick] 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Tee, table, write_section
+from _common import Tee, load, table, write_section
 
 from tests.dask_adaptive.kube_fixtures import WORKERS, scheduler_pod, scheduler_service, worker_deployment
 from tests.dask_adaptive.test_kube_e2e import (
@@ -80,6 +79,16 @@ class Outcome:
     @property
     def lost_or_recomputed(self) -> int:
         return self.lost_values + self.recomputed + self.missing
+
+
+def readable(future: Any, expected: object) -> bool:
+    """The value is still there and right (a lost task result would be recomputed: counted apart)."""
+    if future.status != "finished":
+        return False
+    try:
+        return future.result(timeout=30) == expected
+    except Exception:
+        return False
 
 
 def nodes() -> list[NodeSpec]:
@@ -170,7 +179,8 @@ def run_contender(
             address = scheduler_address(kube, kubelet, ns)
             with PodWatch(kube, ns).running() as watch, Client(address, timeout="30s") as client:
                 driver = Cycles(client, kube, ns, runs, k=2 * maximum, maximum=maximum)
-                retired_2017: set[str] = set()
+                retired_2017: set[str] = set()  # this cycle's
+                retired_total: set[str] = set()
 
                 def scale_down_2017() -> None:
                     """retire_workers (the scheduler picks; data moves; workers close), then replicas -= n."""
@@ -180,11 +190,18 @@ def run_contender(
                     retired_2017.update(names)
                     set_replicas(kube, ns, replicas(kube, ns) - len(names))
 
+                def allowed() -> set[str]:
+                    """Pods whose removal is expected: workers retired (or cancelled before arriving)."""
+                    events = adaptive_events(client)
+                    return retired_2017 | events.get("retired", set()) | events.get("cancelled", set())
+
                 for c in range(cycles):
+                    removed_before = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, ns)}
+                    allowed_before = allowed()
+                    retired_2017.clear()  # per cycle: a pod retired in an earlier cycle is not a licence
+                    t = time.monotonic()
                     if name == "2017":
                         set_replicas(kube, ns, maximum)
-                    removed_before = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, ns)}
-                    t = time.monotonic()
                     try:
                         driver.run(timeout=120, idle=scale_down_2017 if name == "2017" else None)
                     except AssertionError as e:  # a cycle that did not converge: counted, then stop
@@ -192,9 +209,9 @@ def run_contender(
                         break
                     result.cycle_times.append(time.monotonic() - t)
                     removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, ns)}
-                    events = adaptive_events(client)
-                    ok = retired_2017 | events.get("retired", set()) | events.get("cancelled", set())
+                    ok = allowed() - (allowed_before - retired_2017)
                     wrong = ((removed - removed_before) & watch.ever_ready) - ok
+                    retired_total |= allowed()
                     result.per_cycle_wrong.append(len(wrong))
                     lost_now = sum(1 for f, _ in driver.scattered if f.status != "finished")
                     recomputed_now = sum(n - 1 for n in executions(runs).values())
@@ -204,25 +221,13 @@ def run_contender(
                     )
                 result.cycles_done = driver.done
                 # read every result back (a lost task result is silently recomputed by Dask)
-                result.lost_values = sum(1 for f, _ in driver.scattered if f.status != "finished")
-                with contextlib.suppress(Exception):
-                    values = client.gather([f for f, _ in driver.scattered], errors="skip")
-                    result.lost_values = max(result.lost_values, len(driver.scattered) - len(values))
-                    got = dict(
-                        zip(
-                            [id(f) for f, _ in driver.scattered if f.status == "finished"],
-                            values,
-                            strict=False,
-                        )
-                    )
-                    result.lost_values += sum(
-                        1 for f, v in driver.scattered if id(f) in got and got[id(f)] != v
-                    )
+                result.lost_values = sum(1 for f, v in driver.scattered if not readable(f, v))
+                result.missing = sum(1 for i, f in enumerate(driver.tasks) if not readable(f, i * i))
                 counts = executions(runs)
                 result.recomputed = sum(n - 1 for n in counts.values())
-                result.missing = len(driver.tasks) - len(counts)
+                result.missing += len(driver.tasks) - len(counts)  # never ran at all
                 events = adaptive_events(client)
-                result.retired = len(retired_2017 | events.get("retired", set()))
+                result.retired = len(retired_total - events.get("cancelled", set()))
                 live = {p["metadata"]["name"] for p in live_pods(kube, ns)}
                 result.removed = len((watch.seen - live) & watch.ever_ready)
                 result.wrong_pods = sum(result.per_cycle_wrong)
@@ -250,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [c.strip() for c in args.contenders.split(",") if c.strip()]
     results: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="bench-safety-") as tmp:
+        out(f"load average at start: {load()}")
         kube = ControlPlane(bin_dir=bin_dir, workdir=Path(tmp, "kube"))
         kube.start()
         try:
