@@ -3,8 +3,12 @@
 Runs on the scheduler's event loop and calls the Scheduler object directly (no RPC to itself).
 Everything it awaits is either a cheap scheduler call or async backend I/O, so the loop never blocks.
 
-Scale-down is the data-safe sequence, run as a background task so a slow retirement never delays a
-scale-up:
+Scale-down is the data-safe sequence, run as a background task so a slow retirement or removal (a
+Kubernetes removal may wait a minute for the platform) never delays a scale-up; the two never share a
+lock. Units on their way out are kept in `retiring` (never capacity, never pending) until their removal
+returns, and a unit handed to `backend.remove` is never handed again while that call runs; a scale-up
+meanwhile asks on top of them and the backend discounts those whose decrement already landed
+(Backend.scale_up):
 1. cancel not-yet-arrived units (no data there);
 2. pick victims with `Scheduler.workers_to_close` (idle, least data first), only among our units;
 3. `retire_workers(names=..., close_workers=False, remove=False)`: data moves, the workers take no
@@ -62,13 +66,15 @@ class Controller:
         self.limits = Limits(settings.minimum, settings.maximum, settings.scale_down_delay)
         self.stats = Stats()
         self.history = History()
-        self.retiring: set[str] = set()  # in an unfinished scale-down, still counted as requested
+        self.retiring: set[str] = set()  # on their way out: never capacity; counted as requested until
+        # their removal returns (the backend's Observation.subtracted tells which decrements landed)
+        self.removing: set[str] = set()  # handed to backend.remove, not returned: never handed twice
         self.unremoved: set[str] = set()  # retired, but backend.remove failed: retried every cycle
         self.dropping: set[str] = set()  # removed after retirement: their exit is expected
         self.known: set[str] = set()
         self._no_worker_since: dict[str, float] = {}
         self._unit_gone_since: dict[str, float] = {}
-        self._lock = asyncio.Lock()  # serializes backend mutations and `retiring` bookkeeping
+        self._removals_done = 0  # removals that returned: tells a step its observation went stale
         self._loop_task: asyncio.Task[None] | None = None
         self._scale_down_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -109,11 +115,17 @@ class Controller:
         return {str(ws.name): ws for ws in self.scheduler.workers.values()}
 
     async def step(self) -> Decision | None:
+        removals_done = self._removals_done
         try:
             obs = await self.backend.observe()
         except BackendError as e:
             self.stats.api_errors += 1
             logger.warning("dask-adaptive: %s", _fmt(event="observe-failed", error=e))
+            return None
+        if self._removals_done != removals_done:
+            # a removal returned while we looked: `requested` may predate its decrement while `retiring`
+            # no longer holds its units, so wanted would be too high; the next look is consistent
+            logger.debug("dask-adaptive: %s", _fmt(event="observation-stale", reason="removal returned"))
             return None
         now = self.clock()
         workers = self._workers_by_name()
@@ -156,7 +168,9 @@ class Controller:
             requested=obs.requested,
             arrived=tuple(arrived),
             pending=tuple(pending),
-            retiring=len(self.retiring),
+            # units leaving whose decrement has not landed yet are still in `requested`
+            retiring=len(self.retiring - set(obs.subtracted)),
+            in_progress=self._busy() or bool(self.retiring),
         )
 
     def _update_gauges(self, snap: Snapshot, decision: Decision) -> None:
@@ -195,15 +209,17 @@ class Controller:
 
     # ----------------------------------------------------------------------------- scale up
     async def _scale_up(self, decision: ScaleUp) -> None:
-        async with self._lock:
-            # units still retiring are in the backend's count until removed: ask on top of them
-            n = decision.wanted + len(self.retiring)
-            try:
-                await self.backend.scale_up(n)
-            except BackendError as e:
-                self.stats.api_errors += 1
-                logger.warning("dask-adaptive: %s", _fmt(event="scale-up-failed", n=n, error=e))
-                return
+        """Never waits for a scale-down: no lock is shared with a removal (see the module docstring)."""
+        # units leaving are in the backend's count until their removal returns: ask on top of them; the
+        # backend discounts those whose decrement lands first. n is computed and handed over without an
+        # await in between, so it matches the removals the backend sees as unfinished at the call.
+        n = decision.wanted + len(self.retiring)
+        try:
+            await self.backend.scale_up(n)
+        except BackendError as e:
+            self.stats.api_errors += 1
+            logger.warning("dask-adaptive: %s", _fmt(event="scale-up-failed", n=n, error=e))
+            return
         self.stats.scale_ups += 1
 
     # ----------------------------------------------------------------------------- scale down
@@ -226,17 +242,23 @@ class Controller:
             # a background task: log here, or the error would surface only at garbage collection
             logger.exception("dask-adaptive: scale-down failed; the next cycle starts over")
         finally:
-            self.retiring -= set(decision.cancel)
+            # normally done by _cancel already; a unit that arrived meanwhile may have become a victim
+            # whose removal failed: that one stays leaving (retried from `unremoved`)
+            self.retiring -= set(decision.cancel) - self.unremoved
 
     async def _cancel(self, names: list[str]) -> None:
         workers = self._workers_by_name()
         arrived = [n for n in names if n in workers]  # joined since the decision: retire next time
         cancel = [n for n in names if n not in workers]
         if arrived:
+            self.retiring -= set(arrived)  # capacity again
             logger.info("dask-adaptive: %s", _fmt(event="cancel-skipped-arrived", units=arrived))
         if not cancel:
             return
         report = await self._remove(cancel)
+        # at once (not after the rest of the scale-down): their decrement has landed, so counting them
+        # as leaving any longer would make the next scale-up ask for them again
+        self.retiring -= set(cancel)
         if report is not None:
             self.stats.cancelled += len(report.removed)
             self._event("cancelled", units=list(report.removed))
@@ -345,13 +367,24 @@ class Controller:
         self.stats.retirements += len(report.removed)
 
     async def _remove(self, names: list[str]) -> RemovalReport | None:
-        async with self._lock:
-            try:
-                report = await self.backend.remove(names)
-            except BackendError as e:
-                self.stats.api_errors += 1
-                logger.warning("dask-adaptive: %s", _fmt(event="remove-failed", units=names, error=e))
+        """backend.remove; None if it failed. Callers update `retiring` right after it returns, with no
+        await in between, so a step never sees a landed decrement with its units still leaving."""
+        busy = [n for n in names if n in self.removing]
+        if busy:  # the scale-down slot is single, so this is a guard, not a path
+            logger.warning("dask-adaptive: %s", _fmt(event="remove-already-in-flight", units=busy))
+            names = [n for n in names if n not in self.removing]
+            if not names:
                 return None
+        self.removing.update(names)
+        try:
+            report = await self.backend.remove(names)
+        except BackendError as e:
+            self.stats.api_errors += 1
+            logger.warning("dask-adaptive: %s", _fmt(event="remove-failed", units=names, error=e))
+            return None
+        finally:
+            self.removing.difference_update(names)
+            self._removals_done += 1
         if report.wrong or report.corrected:
             self.stats.corrections += len(report.corrected) or len(report.wrong)
             self._event("corrected", wrong=list(report.wrong), corrected=list(report.corrected))

@@ -36,6 +36,7 @@ class Snapshot:
     arrived: tuple[str, ...] = ()  # units whose worker is connected and accepting work
     pending: tuple[str, ...] = ()  # requested units without a worker yet, cheapest to cancel first
     retiring: int = 0  # units of an unfinished scale-down, still counted in `requested`
+    in_progress: bool = False  # a scale-down or removal is still running: never start another
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
         return ScaleUp(desired, f"scale up now: {state}"), history
     if desired == wanted:
         return Hold(f"at target: {state}"), history
-    if snap.retiring:
+    if snap.retiring or snap.in_progress:
         return Hold(f"scale-down already in progress: {state}"), history
     if not history.covers(snap.now, limits.scale_down_delay):
         return Hold(

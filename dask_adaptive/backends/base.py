@@ -54,6 +54,9 @@ class Observation:
 
     requested: int  # the desired count the backend is working towards (Deployment spec.replicas)
     units: tuple[Unit, ...] = field(default_factory=tuple)
+    # units of unfinished remove() calls whose decrement `requested` already reflects (read together
+    # with it): the controller must not subtract them a second time while their removal still runs
+    subtracted: tuple[str, ...] = ()
 
     def names(self, *phases: Phase) -> list[str]:
         return [u.name for u in self.units if not phases or u.phase in phases]
@@ -81,10 +84,20 @@ class Backend(Protocol):
         """The requested count and every unit with its phase. Raises BackendError on failure."""
 
     async def scale_up(self, n: int) -> None:
-        """Make the requested count `n` (only ever called with n above the current requested count)."""
+        """Make the requested count `n` (only ever called with n above the current requested count).
+
+        May run while a remove() is in flight (a removal can wait for the platform for a minute; new
+        work must not wait behind it). The caller cannot know whether that removal's decrement has
+        landed, so `n` counts every unit of a remove() unfinished at the time of this call as still
+        requested; the backend discounts those whose decrement it has written by the time of its own
+        write. Both writes are serialised, so neither undoes the other and no unit is asked for twice.
+        """
 
     async def remove(self, names: list[str]) -> RemovalReport:
         """Remove exactly these units and lower the requested count by len(names).
+
+        The decrement is applied to the count as it is at the moment of the write (re-read then), never
+        to one read before a wait, so a scale_up() that ran meanwhile is not undone.
 
         Callers pass only units whose workers were already retired through the scheduler (their data
         moved) or that never became workers (pending/starting). The backend must make exactly these go:

@@ -8,7 +8,7 @@ data-safe scale-down (`remove`) we:
   b. wait, bounded, until the named pods are NotReady (retired workers answer 503 to the readiness probe)
      and no other pod would outrank them; if that does not happen, delete the named pods directly first
      (they are retired, so this is safe) and let the scale-down take their fresh replacements;
-  c. lower /scale ONCE by len(names);
+  c. lower /scale ONCE by len(names), re-reading it right before the write;
   d. verify which pods went; if the ReplicaSet took a pod that was not named, delete the named ones
      directly and report `wrong` / `corrected`.
 Decisions are pure functions at the top of this module; the class only performs the I/O.
@@ -18,6 +18,10 @@ keep it above the worker readinessProbe's periodSeconds x failureThreshold), set
 retry-budget (20s).
 An API outage raises `BackendError` before any change is made, so nothing is done blind; failures after
 the single /scale write are logged (not raised) so the controller never repeats the write.
+
+A removal waits (b, d) for up to a minute; scale_up() must not wait behind it, so only the short
+read-modify-writes of /scale are serialised (one lock), never the waits. scale_up's `n` counts the units
+of unfinished removals (Backend.scale_up); the ones whose decrement already landed are discounted.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -306,6 +310,12 @@ class KubernetesBackend:
         self.counters = Counters()
         self._deployment_doc: dict[str, Any] = {"metadata": {"name": deployment}}
         self._seen_ready: set[str] = set()
+        # /scale bookkeeping shared by scale_up and remove (see the module docstring)
+        self._scale_lock = asyncio.Lock()  # held for one read + write of /scale, never for a wait
+        self._removing: set[str] = set()  # named in an unfinished remove()
+        self._decremented: set[str] = set()  # named in a remove() whose /scale decrement was written
+        self._scale_ups = 0  # scale_up() calls in progress: they may still need `_decremented`
+        self._raised = 0  # replicas added by scale_up() so far: a removal's verify follows its target
         self._instance = os.environ.get("HOSTNAME") or socket.gethostname()
 
     @property
@@ -391,21 +401,48 @@ class KubernetesBackend:
         return int(scale.get("spec", {}).get("replicas") or 0)
 
     async def observe(self) -> Observation:
-        requested = await self._requested()
+        async with self._scale_lock:  # the count and the decrements it reflects, read together
+            requested = await self._requested()
+            subtracted = tuple(sorted(self._decremented & self._removing))
         pods = await self._pods()
         units = tuple(
             sorted((pod_unit(p, pod_name(p) in self._seen_ready) for p in pods), key=lambda u: u.name)
         )
-        return Observation(requested=requested, units=units)
+        return Observation(requested=requested, units=units, subtracted=subtracted)
 
     async def scale_up(self, n: int) -> None:
-        """Raise spec.replicas to n; never lowers it (a stale n must not shrink the Deployment)."""
-        current = await self._requested()
-        if n <= current:
-            logger.info("scale_up(%d) ignored: Deployment already asks for %d", n, current)
-            return
-        await self._require_api().patch_scale(self.namespace, self.deployment, n)
-        logger.info("scaled Deployment %s/%s up: %d -> %d", self.namespace, self.deployment, current, n)
+        """Raise spec.replicas to n, minus the units counted in n whose removal's decrement landed.
+
+        Never lowers it (a stale n must not shrink the Deployment).
+        """
+        counted = set(self._removing)  # taken before any await: exactly what the caller's n counts
+        self._scale_ups += 1
+        try:
+            async with self._scale_lock:
+                landed = counted & self._decremented
+                n -= len(landed)
+                current = await self._requested()
+                if n <= current:
+                    logger.info("scale_up(%d) ignored: Deployment already asks for %d", n, current)
+                    return
+                await self._require_api().patch_scale(self.namespace, self.deployment, n)
+                self._raised += n - current
+        finally:
+            self._scale_ups -= 1
+            self._forget_decrements()
+        logger.info(
+            "scaled Deployment %s/%s up: %d -> %d%s",
+            self.namespace,
+            self.deployment,
+            current,
+            n,
+            f" (not counting {sorted(landed)}, removed meanwhile)" if landed else "",
+        )
+
+    def _forget_decrements(self) -> None:
+        """Drop decrements of finished removals once no scale_up() still has to discount them."""
+        if not self._scale_ups:
+            self._decremented &= self._removing
 
     # -- data-safe removal -----------------------------------------------------------------------
 
@@ -419,8 +456,15 @@ class KubernetesBackend:
         names = list(dict.fromkeys(names))
         if not names:
             return RemovalReport(removed=())
+        self._removing.update(names)  # before any await: a scale_up() from now on counts them in n
+        try:
+            return await self._remove(names)
+        finally:
+            self._removing.difference_update(names)
+            self._forget_decrements()
+
+    async def _remove(self, names: list[str]) -> RemovalReport:
         api = self._require_api()
-        requested = await self._requested()
         plan = plan_removal(await self._pods(), names)
 
         # (a) mark: honoured by 1.22+ ReplicaSets; harmless elsewhere.
@@ -453,11 +497,17 @@ class KubernetesBackend:
                 len(plan.present),
             )
         if not plan.present:
+            self._decremented.update(names)  # nothing to lower: their slots are no longer ours to discount
             return RemovalReport(removed=tuple(names))
 
-        # (c) one write. From here on nothing is raised: the controller must never repeat it.
-        target = max(0, requested - len(plan.present))
-        await api.patch_scale(self.namespace, self.deployment, target)
+        # (c) one write, to the count as it is now (a scale_up may have raised it during the wait).
+        # From here on nothing is raised: the controller must never repeat it.
+        async with self._scale_lock:
+            requested = await self._requested()
+            target = max(0, requested - len(plan.present))
+            await api.patch_scale(self.namespace, self.deployment, target)
+            self._decremented.update(names)
+            raised_before = self._raised
         self.counters.removals += 1
         logger.info(
             "scaled Deployment %s/%s down: %d -> %d to remove %s",
@@ -468,7 +518,7 @@ class KubernetesBackend:
             names,
         )
         try:
-            return await self._verify(before, names, target)
+            return await self._verify(before, names, lambda: target + self._raised - raised_before)
         except BackendError as e:
             logger.warning(
                 "could not verify the removal of %s (%s); the controller's reconciliation "
@@ -487,16 +537,21 @@ class KubernetesBackend:
                 return pods, plan
             await asyncio.sleep(self.poll_interval)
 
-    async def _verify(self, before: list[str], names: list[str], target: int) -> RemovalReport:
-        """(d) Wait until the ReplicaSet acted, then correct a wrong pick by deleting the named pods."""
+    async def _verify(self, before: list[str], names: list[str], target: Callable[[], int]) -> RemovalReport:
+        """(d) Wait until the ReplicaSet acted, then delete any named pod still there.
+
+        `target()` follows scale-ups made meanwhile. A named pod that survives a settled ReplicaSet was
+        not picked at all (a wrong pick, or a scale-up that cancelled our decrement before the ReplicaSet
+        acted on it): it is retired, so it is deleted directly rather than left as a useless unit.
+        """
         deadline = time.monotonic() + self.settle_timeout
         while True:
-            check = verify_removal(before, await self._pods(), names, target)
+            check = verify_removal(before, await self._pods(), names, target())
             if check.settled or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(self.poll_interval)
         corrected: list[str] = []
-        if check.survivors and (check.wrong or not check.settled):
+        if check.survivors:
             for name in check.survivors:
                 await self._require_api().delete_pod(self.namespace, name)
                 corrected.append(name)
@@ -511,9 +566,9 @@ class KubernetesBackend:
             await self.record("WrongPodRemoved", message)
         elif corrected:
             logger.warning(
-                "ReplicaSet did not remove %s within %.0fs; deleted them directly",
+                "ReplicaSet did not remove %s (%s); deleted them directly",
                 corrected,
-                self.settle_timeout,
+                "settled without them" if check.settled else f"not settled in {self.settle_timeout:.0f}s",
             )
         return RemovalReport(
             removed=tuple(check.removed) + tuple(corrected), wrong=check.wrong, corrected=tuple(corrected)

@@ -17,7 +17,7 @@ from distributed.core import Status
 from dask_adaptive.backends.base import BackendError, Observation, Phase, RemovalReport, Unit
 from dask_adaptive.config import resolve
 from dask_adaptive.controller import Controller
-from dask_adaptive.policy import ScaleDown, ScaleUp
+from dask_adaptive.policy import Hold, ScaleDown, ScaleUp
 
 
 class ScriptedBackend:
@@ -230,3 +230,70 @@ def test_workers_sharing_the_last_copies_are_not_removed_together():
         assert controller._partition_safe(["u1", "u2"]) == ([], ["u1", "u2"])  # nobody staying has it
 
     scenario(body, running("u1", "u2"), ["u1", "u2"], foreign=("foreign",))
+
+
+class BlockingRemovalBackend(ScriptedBackend):
+    """remove() blocks on `release`, like a Kubernetes removal waiting for NotReady ("wait", before its
+    /scale decrement) or for the ReplicaSet ("verify", after it). Keeps the Backend contract for counts:
+    the decrement applies to the count at the time of the write, and scale_up discounts units of an
+    unfinished removal whose decrement has landed (Observation.subtracted reports them)."""
+
+    def __init__(self, blocked_in: str, *units: Unit) -> None:
+        super().__init__(*units)
+        self.blocked_in = blocked_in
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.removing: set[str] = set()
+        self.decremented: set[str] = set()
+
+    async def observe(self) -> Observation:
+        return Observation(
+            self.requested, tuple(self.units.values()), tuple(self.decremented & self.removing)
+        )
+
+    async def scale_up(self, n: int) -> None:
+        self.scaled.append(n)
+        self.requested = max(self.requested, n - len(self.removing & self.decremented))
+
+    async def remove(self, names: list[str]) -> RemovalReport:
+        self.removed.append(list(names))
+        self.removing.update(names)
+        self.entered.set()
+        if self.blocked_in == "verify":
+            self.requested -= len(names)
+            self.decremented.update(names)
+        await self.release.wait()
+        if self.blocked_in == "wait":
+            self.requested -= len(names)
+        for name in names:
+            self.units.pop(name, None)
+        self.removing -= set(names)
+        return RemovalReport(tuple(names))
+
+
+@pytest.mark.parametrize("blocked_in", ["wait", "verify"])
+def test_a_burst_during_a_blocked_removal_scales_up_at_once_and_ends_at_the_right_count(blocked_in):
+    async def body(s, client, backend, controller):
+        controller._start_scale_down(ScaleDown(1, (), 1, "one of the two idle workers goes"))
+        await asyncio.wait_for(backend.entered.wait(), 30)
+        [[victim]] = backend.removed
+        s.adaptive_target = lambda **_: 3  # a burst of new work arrives while the removal is blocked
+        decision = await asyncio.wait_for(controller.step(), 30)
+        assert isinstance(decision, ScaleUp) and decision.wanted == 3
+        assert backend.scaled == [4], "3 wanted + the unit being removed, still counted by the caller"
+        assert not controller._scale_down_task.done(), "the removal is still blocked"
+        assert backend.requested == 4 if blocked_in == "wait" else 3
+        await asyncio.wait_for(controller.step(), 30)  # the next cycle does not ask again
+        assert backend.scaled == [4]
+        backend.release.set()
+        await settle(controller)
+        assert backend.requested == 3 and backend.removed == [[victim]]
+        assert controller.retiring == set() and controller.removing == set()
+        assert isinstance(await controller.step(), Hold)  # at target: 3 requested, none leaving
+        assert backend.scaled == [4] and backend.removed == [[victim]]
+
+    async def with_blocking_backend(s, client, _, controller):
+        controller.backend = BlockingRemovalBackend(blocked_in, *running("u1", "u2"))
+        await body(s, client, controller.backend, controller)
+
+    scenario(with_blocking_backend, running("u1", "u2"), ["u1", "u2"])

@@ -498,3 +498,69 @@ def test_the_permissions_checked_at_start_are_granted_by_the_pulumi_role():
             and (not r.get("resourceNames") or name in r["resourceNames"])
             for r in rules
         ), (verb, group, full, name)
+
+
+# -- scale-up while a removal is in flight ----------------------------------------------------------
+
+
+def test_a_scale_up_during_the_removal_wait_is_not_undone_by_its_write():
+    """The removal waits for NotReady (up to 45 s in production): a scale-up meanwhile must land at once
+    and the removal's single write must lower the count as it is then, not as it was before the wait."""
+    cluster = FakeCluster(ready=3)
+    b = backend(cluster, not_ready_timeout=30.0)
+
+    async def scenario():
+        removal = asyncio.create_task(b.remove(["w-1"]))
+        while not any(op == "list_pods" for op, _ in cluster.calls):
+            await asyncio.sleep(0)  # the removal is now waiting for w-1 to turn NotReady
+        await b.scale_up(5)  # 4 wanted + w-1, still counted while its removal runs
+        assert not removal.done() and cluster.replicas == 5
+        cluster.retire("w-1")
+        return await removal
+
+    report = go(scenario())
+    assert report.removed == ("w-1",) and report.wrong == ()
+    assert scale_writes(cluster) == [5, 4] and cluster.replicas == 4
+    assert "w-1" not in cluster.pods and len(cluster.pods) == 4
+
+
+@pytest.mark.parametrize("during", ["write", "verify"])
+def test_a_scale_up_racing_the_removal_write_is_discounted_once(during):
+    """`n` counts the unit being removed; if its decrement lands first (the scale-up waited for the
+    write's lock, or came after it), the backend asks for one fewer: never the removed unit again."""
+    cluster = FakeCluster(ready=3)
+    cluster.retire("w-1")
+    b = backend(cluster)
+    gate = asyncio.Event()
+    at_gate = asyncio.Event()
+    patch, list_pods = cluster.patch_scale, cluster.list_pods
+
+    async def slow_decrement(ns, name, replicas):
+        if during == "write" and replicas < cluster.replicas:
+            at_gate.set()
+            await gate.wait()
+        return await patch(ns, name, replicas)
+
+    async def slow_verify(ns, selector):
+        if during == "verify" and scale_writes(cluster):
+            at_gate.set()
+            await gate.wait()
+        return await list_pods(ns, selector)
+
+    cluster.patch_scale = slow_decrement  # type: ignore[method-assign]
+    cluster.list_pods = slow_verify  # type: ignore[method-assign]
+
+    async def scenario():
+        removal = asyncio.create_task(b.remove(["w-1"]))
+        await at_gate.wait()
+        up = asyncio.create_task(b.scale_up(5))  # 4 wanted + w-1, whose removal is unfinished
+        for _ in range(5):
+            await asyncio.sleep(0)  # "write": the scale-up now waits for the lock the write holds
+        gate.set()
+        await up
+        return await removal
+
+    report = go(scenario())
+    assert report.removed == ("w-1",) and report.wrong == () and report.corrected == ()
+    assert scale_writes(cluster) == [2, 4] and cluster.replicas == 4
+    assert "w-1" not in cluster.pods and len(cluster.pods) == 4
