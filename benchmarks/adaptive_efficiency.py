@@ -542,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         extra = f"![cost-latency trade-off]({args.png.name})\n\n" if args.png.parent == BENCH else ""
         write_section("adaptive_efficiency", "Adaptive efficiency", cmd.strip(), out.text(), extra)
-    return 1 if twice else 0
+    # the goal binds our preload; the anchor's duplicates are reported in the table, not a failure
+    return 1 if any(r.twice for r in runs if r.contender.kind == "ours") else 0
 
 
 if __name__ == "__main__":
