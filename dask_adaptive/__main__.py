@@ -1,4 +1,4 @@
-"""`python -m dask_adaptive demo` (console script `dask-adaptive demo`)."""
+"""`python -m dask_adaptive demo` (console script `dask-adaptive demo`); `config-doc` prints CONFIG.md."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--output", default="dask-adaptive-demo.png", help="PNG plot path")
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     demo.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
+    sub.add_parser("config-doc", help="print the configuration reference (dask_adaptive/CONFIG.md)")
     args = parser.parse_args(argv)
+    if args.command == "config-doc":
+        from dask_adaptive.config import config_markdown
+
+        print(config_markdown(), end="")
+        return 0
     if args.tasks < 1 or args.maximum < 1 or args.sleep < 0:
         parser.error("--tasks and --maximum must be >= 1, --sleep >= 0")
 

@@ -1,13 +1,17 @@
 """Settings of the preload: one frozen, validated object built from options and dask config.
 
 Defaults live in `adaptive.yaml` only; this module merges them into `dask.config` (so the usual
-`DASK_ADAPTIVE__*` environment variables work) and validates the merged values once, at start.
+`DASK_ADAPTIVE__*` environment variables work) and validates the merged values once, at start. The
+comment beside each key there is its documented meaning (`reference()`): the preload's --help and
+CONFIG.md are built from it, so documentation and defaults cannot drift apart.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +58,12 @@ class Settings:
     service_account_dir: str
     worker_nthreads: int
     worker_memory_limit: str
+    # kubernetes backend tunables (dask config only: no command-line option)
+    not_ready_timeout: float
+    settle_timeout: float
+    poll_interval: float
+    request_timeout: float
+    retry_budget: float
 
 
 # option name (as on the command line, without "--") -> dask config key under "adaptive."
@@ -72,6 +82,114 @@ OPTION_KEYS: dict[str, str] = {
     "worker-nthreads": "local.worker-nthreads",
     "worker-memory-limit": "local.worker-memory-limit",
 }
+# read from dask config only (tunables an operator rarely touches); validated like the options
+CONFIG_ONLY_KEYS: dict[str, str] = {
+    "not-ready-timeout": "kubernetes.not-ready-timeout",
+    "settle-timeout": "kubernetes.settle-timeout",
+    "poll-interval": "kubernetes.poll-interval",
+    "request-timeout": "kubernetes.request-timeout",
+    "retry-budget": "kubernetes.retry-budget",
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One documented key of adaptive.yaml."""
+
+    key: str  # full dask config key, e.g. "adaptive.kubernetes.settle-timeout"
+    default: Any  # its value in adaptive.yaml
+    meaning: str  # the comment beside it there
+    option: str | None  # the preload's command-line option ("--minimum"), if it has one
+
+    @property
+    def env(self) -> str:
+        """The environment variable dask reads for it (DASK_ + path in upper case, `__` between levels)."""
+        return "DASK_" + "__".join(part.upper().replace("-", "_") for part in self.key.split("."))
+
+
+# `<indent><key>: <value>  # <meaning>`; a key without a value opens a section
+_KEY_LINE = re.compile(
+    r"^(?P<indent> *)(?P<key>[a-z][a-z0-9-]*):(?P<value>[^#]*?)\s*(?:#\s*(?P<meaning>.*))?$"
+)
+
+
+def _meanings(text: str) -> dict[str, str]:
+    """Full key -> the comment on its line, for every leaf (a key with a value) of the YAML text."""
+    path: list[tuple[int, str]] = []
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _KEY_LINE.match(line)
+        if match is None:
+            continue  # blank or comment-only
+        indent = len(match["indent"])
+        while path and path[-1][0] >= indent:
+            path.pop()
+        path.append((indent, match["key"]))
+        if match["value"].strip():
+            out[".".join(k for _, k in path)] = (match["meaning"] or "").strip()
+    return out
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@functools.cache
+def reference() -> dict[str, Key]:
+    """Every leaf key of adaptive.yaml, in file order, with its default, meaning and preload option.
+
+    Read once (cached): callers must not modify the result."""
+    with open(_YAML) as f:
+        text = f.read()
+    meanings = _meanings(text)
+    options = {f"adaptive.{key}": f"--{option}" for option, key in OPTION_KEYS.items()}
+    return {
+        key: Key(key, default, meanings.get(key, ""), options.get(key))
+        for key, default in _leaves(yaml.safe_load(text)).items()
+    }
+
+
+def config_markdown() -> str:
+    """CONFIG.md: every preload option / dask config key / environment variable, default and meaning."""
+
+    def cell(value: object) -> str:
+        return "—" if value is None or value == "" else f"`{value}`"
+
+    lines = [
+        "# dask_adaptive configuration",
+        "",
+        "Generated from `dask_adaptive/adaptive.yaml` (the only place defaults are set) by",
+        "`python -m dask_adaptive config-doc > dask_adaptive/CONFIG.md`; a test keeps the two equal.",
+        "",
+        "A preload option (`dask scheduler --preload dask_adaptive.preload --minimum 2 ...`) wins over dask",
+        "config (YAML files, or the environment variable), which wins over the default. Durations are",
+        "written like `30s`, `2m` or `500ms`. The scheduler preload validates its values at start: a bad",
+        "one ends the scheduler with `dask-adaptive: cannot start: adaptive.<key>=<value> is invalid: ...`.",
+        "Keys without an option are read from dask config only. `adaptive.worker.*` is read by the worker",
+        "preload (`dask worker --preload dask_adaptive.worker --preload-nanny dask_adaptive.worker`).",
+        "",
+        "| preload option | dask config key | environment variable | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in reference().values():
+        meaning = entry.meaning.replace("|", "\\|")
+        lines.append(
+            f"| {cell(entry.option)} | `{entry.key}` | `{entry.env}` | {cell(entry.default)} | {meaning} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def option_help(option: str) -> str:
+    """--help text of a preload option: its meaning and default, from adaptive.yaml."""
+    entry = reference()[f"adaptive.{OPTION_KEYS[option]}"]
+    default = "" if entry.default is None else f" [{entry.default}]"
+    return f"{entry.meaning}{default}"
 
 
 def _int(key: str, value: Any, lowest: int) -> int:
@@ -112,6 +230,10 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         given = options.get(option.replace("-", "_"))
         return given if given is not None else dask.config.get(f"adaptive.{OPTION_KEYS[option]}")
 
+    def tunable(name: str) -> float:
+        key = CONFIG_ONLY_KEYS[name]
+        return _seconds(key, dask.config.get(f"adaptive.{key}"), positive=True)
+
     backend = get("backend")
     if backend not in BACKENDS:
         raise SettingsError("backend", backend, f"must be one of {', '.join(BACKENDS)}")
@@ -140,6 +262,11 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         service_account_dir=str(get("service-account-dir")),
         worker_nthreads=_int("local.worker-nthreads", get("worker-nthreads"), 1),
         worker_memory_limit=memory_limit,
+        not_ready_timeout=tunable("not-ready-timeout"),
+        settle_timeout=tunable("settle-timeout"),
+        poll_interval=tunable("poll-interval"),
+        request_timeout=tunable("request-timeout"),
+        retry_budget=tunable("retry-budget"),
     )
     if backend == "kubernetes":
         for key in ("namespace", "deployment", "selector"):

@@ -34,6 +34,7 @@ import dask.config
 from dask.utils import parse_timedelta
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
+import dask_adaptive.config  # noqa: F401 - loads the adaptive.* defaults into dask.config
 from dask_adaptive.backends.base import BackendError
 
 logger = logging.getLogger(__name__)
@@ -71,11 +72,11 @@ class KubeApiError(BackendError):
 class RetryPolicy:
     """How hard one call tries before giving up. Bounded, so an outage surfaces as an error in seconds."""
 
-    budget: float = 20.0  # seconds from the first attempt after which no retry starts
+    budget: float = 20.0  # seconds from the first attempt after which no retry starts (= adaptive.yaml)
     max_attempts: int = 6
     base_delay: float = 0.2
     max_delay: float = 5.0
-    request_timeout: float = 10.0
+    request_timeout: float = 10.0  # = adaptive.yaml (a test keeps them equal)
     connect_timeout: float = 5.0
 
 
@@ -130,24 +131,27 @@ def retry_wait(
     return delay
 
 
-def policy_from_config() -> RetryPolicy:
-    """RetryPolicy with `adaptive.kubernetes.request-timeout` / `retry-budget` from dask config if set."""
-    defaults = RetryPolicy()
-    timeout = dask.config.get("adaptive.kubernetes.request-timeout", default=None)
-    budget = dask.config.get("adaptive.kubernetes.retry-budget", default=None)
+def retry_policy(request_timeout: float, retry_budget: float) -> RetryPolicy:
+    """The policy for these two tunables; the connect timeout is at most the request timeout."""
     return RetryPolicy(
-        budget=float(parse_timedelta(budget)) if budget is not None else defaults.budget,
-        request_timeout=float(parse_timedelta(timeout)) if timeout is not None else defaults.request_timeout,
-        connect_timeout=min(defaults.connect_timeout, float(parse_timedelta(timeout)))
-        if timeout is not None
-        else defaults.connect_timeout,
+        budget=retry_budget,
+        request_timeout=request_timeout,
+        connect_timeout=min(RetryPolicy.connect_timeout, request_timeout),
+    )
+
+
+def policy_from_config() -> RetryPolicy:
+    """RetryPolicy from dask config `adaptive.kubernetes.request-timeout` / `retry-budget` (adaptive.yaml)."""
+    return retry_policy(
+        float(parse_timedelta(dask.config.get("adaptive.kubernetes.request-timeout"), default="seconds")),
+        float(parse_timedelta(dask.config.get("adaptive.kubernetes.retry-budget"), default="seconds")),
     )
 
 
 def service_account_dir() -> str:
     """Where the pod's service-account files are (dask config `adaptive.kubernetes.service-account-dir`)."""
     value = dask.config.get("adaptive.kubernetes.service-account-dir", default=None)
-    return str(value) if value else DEFAULT_SERVICE_ACCOUNT_DIR
+    return str(value) if value else DEFAULT_SERVICE_ACCOUNT_DIR  # set to "": the Kubernetes default
 
 
 def in_cluster_url() -> str | None:

@@ -1,8 +1,9 @@
 """The scheduler preload: `dask scheduler --preload dask_adaptive.preload [options]`.
 
 `dask_setup` is a click command, the form through which distributed hands the extra command-line
-options to a preload. Every option falls back to dask config key `adaptive.<name>` (defaults in
-adaptive.yaml; e.g. env DASK_ADAPTIVE__MINIMUM=2).
+options to a preload. Every option falls back to dask config key `adaptive.<name>` (defaults and
+meanings in adaptive.yaml, which also gives the --help texts; e.g. env DASK_ADAPTIVE__MINIMUM=2);
+CONFIG.md lists every option and key.
 
 distributed's PreloadManager catches `Exception` from a preload, logs it and runs on *without* the
 autoscaler; a misconfigured autoscaler must not look healthy, so every start-up failure here is a
@@ -24,7 +25,7 @@ from typing import Any
 import click
 
 from dask_adaptive.backends.base import Backend, BackendUnavailable
-from dask_adaptive.config import BACKENDS, Settings, SettingsError, resolve
+from dask_adaptive.config import BACKENDS, Settings, SettingsError, option_help, resolve
 from dask_adaptive.controller import Controller
 from dask_adaptive.logs import configure_logging
 from dask_adaptive.metrics import register, unregister
@@ -38,12 +39,17 @@ def make_backend(settings: Settings, scheduler: Any) -> Backend:
     if settings.backend == "kubernetes":
         # imported lazily: the local backend must not depend on the Kubernetes module
         from dask_adaptive.backends.kubernetes import KubernetesBackend
+        from dask_adaptive.kube_api import retry_policy
 
         return KubernetesBackend(
             namespace=settings.namespace,
             deployment=settings.deployment,
             selector=settings.selector,
             service_account_dir=settings.service_account_dir,
+            not_ready_timeout=settings.not_ready_timeout,
+            settle_timeout=settings.settle_timeout,
+            poll_interval=settings.poll_interval,
+            retry_policy=retry_policy(settings.request_timeout, settings.retry_budget),
         )
     from dask_adaptive.backends.local import LocalBackend
 
@@ -64,21 +70,19 @@ def _fail(reason: str) -> None:
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
-@click.option("--backend", type=click.Choice(BACKENDS), default=None, help="kubernetes | local [local]")
-@click.option("--minimum", type=str, default=None, help="fewest workers [0]")
-@click.option("--maximum", type=str, default=None, help="most workers [10]")
-@click.option("--interval", type=str, default=None, help="control loop period [1s]")
-@click.option("--target-duration", type=str, default=None, help="adaptive_target's target duration [5s]")
-@click.option(
-    "--scale-down-delay", type=str, default=None, help="stabilization window before shrinking [30s]"
-)
-@click.option("--orphan-grace", type=str, default=None, help="remove a unit without a worker after [5m]")
-@click.option("--namespace", type=str, default=None, help="kubernetes: namespace of the worker Deployment")
-@click.option("--deployment", type=str, default=None, help="kubernetes: the worker Deployment")
-@click.option("--selector", type=str, default=None, help="kubernetes: label selector of its worker pods")
-@click.option("--service-account-dir", type=str, default=None, help="kubernetes: in-cluster credentials")
-@click.option("--worker-nthreads", type=str, default=None, help="local: threads per worker [1]")
-@click.option("--worker-memory-limit", type=str, default=None, help="local: memory limit per worker [1GiB]")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None, help=option_help("backend"))
+@click.option("--minimum", type=str, default=None, help=option_help("minimum"))
+@click.option("--maximum", type=str, default=None, help=option_help("maximum"))
+@click.option("--interval", type=str, default=None, help=option_help("interval"))
+@click.option("--target-duration", type=str, default=None, help=option_help("target-duration"))
+@click.option("--scale-down-delay", type=str, default=None, help=option_help("scale-down-delay"))
+@click.option("--orphan-grace", type=str, default=None, help=option_help("orphan-grace"))
+@click.option("--namespace", type=str, default=None, help=option_help("namespace"))
+@click.option("--deployment", type=str, default=None, help=option_help("deployment"))
+@click.option("--selector", type=str, default=None, help=option_help("selector"))
+@click.option("--service-account-dir", type=str, default=None, help=option_help("service-account-dir"))
+@click.option("--worker-nthreads", type=str, default=None, help=option_help("worker-nthreads"))
+@click.option("--worker-memory-limit", type=str, default=None, help=option_help("worker-memory-limit"))
 async def dask_setup(scheduler: Any, **options: Any) -> None:
     configure_logging()
     # _fail is called outside the except blocks so the exit carries no chained traceback

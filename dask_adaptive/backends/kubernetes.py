@@ -12,10 +12,10 @@ data-safe scale-down (`remove`) we:
   d. verify which pods went; if the ReplicaSet took a pod that was not named, delete the named ones
      directly and report `wrong` / `corrected`.
 Decisions are pure functions at the top of this module; the class only performs the I/O.
-Tunables (dask config, with defaults): adaptive.kubernetes.not-ready-timeout (45s: how long (b) waits;
-keep it above the worker readinessProbe's periodSeconds x failureThreshold), settle-timeout (30s: how long
-(d) waits for the ReplicaSet), poll-interval (0.5s); the REST client reads request-timeout (10s) and
-retry-budget (20s).
+Tunables (dask config `adaptive.kubernetes.*`, defaults and meanings in adaptive.yaml / CONFIG.md):
+not-ready-timeout (how long (b) waits; keep it above the worker readinessProbe's periodSeconds x
+failureThreshold), settle-timeout (how long (d) waits for the ReplicaSet), poll-interval; the REST client
+reads request-timeout and retry-budget. The preload validates them at start and passes them in.
 An API outage raises `BackendError` before any change is made, so nothing is done blind; failures after
 the single /scale write are logged (not raised) so the controller never repeats the write.
 
@@ -40,6 +40,7 @@ from typing import Any
 import dask.config
 from dask.utils import parse_timedelta
 
+import dask_adaptive.config  # noqa: F401 - loads the adaptive.* defaults into dask.config
 from dask_adaptive.backends.base import (
     BackendError,
     BackendUnavailable,
@@ -48,7 +49,14 @@ from dask_adaptive.backends.base import (
     RemovalReport,
     Unit,
 )
-from dask_adaptive.kube_api import FIELD_MANAGER, KubeApi, KubeApiError, in_cluster_url, service_account_dir
+from dask_adaptive.kube_api import (
+    FIELD_MANAGER,
+    KubeApi,
+    KubeApiError,
+    RetryPolicy,
+    in_cluster_url,
+    service_account_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -256,10 +264,11 @@ def required_permissions(deployment: str) -> list[tuple[str, str, str, str, str]
     ]
 
 
-def _seconds(key: str, value: float | None, default: float) -> float:
+def _seconds(key: str, value: float | None) -> float:
+    """`value` if given, else dask config `key` (default in adaptive.yaml)."""
     if value is not None:
         return float(value)
-    return float(parse_timedelta(dask.config.get(f"adaptive.kubernetes.{key}", default=default)))
+    return float(parse_timedelta(dask.config.get(key), default="seconds"))
 
 
 # -- the backend -------------------------------------------------------------------------------------
@@ -293,6 +302,7 @@ class KubernetesBackend:
         poll_interval: float | None = None,
         event_timeout: float = 5.0,
         api: KubeApi | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.namespace = namespace or ""
         self.deployment = deployment
@@ -302,11 +312,12 @@ class KubernetesBackend:
         self.field_manager = field_manager
         # The readiness probe must fail `failureThreshold` times `periodSeconds` apart before a retired
         # pod turns NotReady: 30 s with Kubernetes' default probe settings.
-        self.not_ready_timeout = _seconds("not-ready-timeout", not_ready_timeout, 45.0)
-        self.settle_timeout = _seconds("settle-timeout", settle_timeout, 30.0)
-        self.poll_interval = _seconds("poll-interval", poll_interval, 0.5)
+        self.not_ready_timeout = _seconds("adaptive.kubernetes.not-ready-timeout", not_ready_timeout)
+        self.settle_timeout = _seconds("adaptive.kubernetes.settle-timeout", settle_timeout)
+        self.poll_interval = _seconds("adaptive.kubernetes.poll-interval", poll_interval)
         self.event_timeout = event_timeout
         self.api = api
+        self.retry_policy = retry_policy  # None: the REST client reads dask config itself
         self.counters = Counters()
         self._deployment_doc: dict[str, Any] = {"metadata": {"name": deployment}}
         self._seen_ready: set[str] = set()
@@ -335,7 +346,9 @@ class KubernetesBackend:
             url = self.api_url or in_cluster_url()
             if not url:
                 raise BackendUnavailable("KUBERNETES_SERVICE_HOST is not set and no API URL was given")
-            self.api, own_namespace = KubeApi.in_cluster(str(sa_dir), url, field_manager=self.field_manager)
+            self.api, own_namespace = KubeApi.in_cluster(
+                str(sa_dir), url, field_manager=self.field_manager, policy=self.retry_policy
+            )
             self.namespace = self.namespace or own_namespace or ""
         if not self.namespace:
             raise BackendUnavailable("no namespace given and the service account has none")
