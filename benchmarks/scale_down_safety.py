@@ -18,8 +18,9 @@ Contenders (same worker command line `dask worker --name $(POD_NAME) --no-nanny`
   the Pulumi program grants), minimum 1, maximum M, and the dask_adaptive worker preload on workers.
 
 Measured: results lost or recomputed (one file per task execution; scattered values gone), pods
-deleted that were not the retired ones (a pod that ever hosted a worker and was deleted without its
-worker having been retired or cancelled), wall time per cycle.
+deleted that were not the retired ones (a pod that ever hosted a worker - Ready, or listed by the
+scheduler under its name - deleted without its worker having been retired or cancelled in that cycle),
+wall time per cycle.
 
 Usage: .venv/bin/python benchmarks/scale_down_safety.py [--cycles 20] [--quick] [--write-results]
 """
@@ -27,12 +28,14 @@ Usage: .venv/bin/python benchmarks/scale_down_safety.py [--cycles 20] [--quick] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +82,32 @@ class Outcome:
     @property
     def lost_or_recomputed(self) -> int:
         return self.lost_values + self.recomputed + self.missing
+
+
+class WorkerNames:
+    """Every worker name the scheduler ever listed (= pod name): a pod can host a worker, and hold
+    data, before its readiness probe ever passed, so Ready alone would miss some."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.names = client, set[str]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                info = self.client.scheduler_info(n_workers=-1)["workers"]
+                self.names.update(str(w.get("name")) for w in info.values())
+            self._stop.wait(0.1)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[WorkerNames]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(5)
 
 
 def readable(future: Any, expected: object) -> bool:
@@ -177,7 +206,11 @@ def run_contender(
             else:
                 deploy_2017(kube, ns)
             address = scheduler_address(kube, kubelet, ns)
-            with PodWatch(kube, ns).running() as watch, Client(address, timeout="30s") as client:
+            with (
+                PodWatch(kube, ns).running() as watch,
+                Client(address, timeout="30s") as client,
+                WorkerNames(client).running() as hosts,
+            ):
                 driver = Cycles(client, kube, ns, runs, k=2 * maximum, maximum=maximum)
                 retired_2017: set[str] = set()  # this cycle's
                 retired_total: set[str] = set()
@@ -210,7 +243,8 @@ def run_contender(
                     result.cycle_times.append(time.monotonic() - t)
                     removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, ns)}
                     ok = allowed() - (allowed_before - retired_2017)
-                    wrong = ((removed - removed_before) & watch.ever_ready) - ok
+                    hosted = watch.ever_ready | hosts.names  # the pod ran a worker (name = pod name)
+                    wrong = ((removed - removed_before) & hosted) - ok
                     retired_total |= allowed()
                     result.per_cycle_wrong.append(len(wrong))
                     lost_now = sum(1 for f, _ in driver.scattered if f.status != "finished")
@@ -229,7 +263,7 @@ def run_contender(
                 events = adaptive_events(client)
                 result.retired = len(retired_total - events.get("cancelled", set()))
                 live = {p["metadata"]["name"] for p in live_pods(kube, ns)}
-                result.removed = len((watch.seen - live) & watch.ever_ready)
+                result.removed = len((watch.seen - live) & (watch.ever_ready | hosts.names))
                 result.wrong_pods = sum(result.per_cycle_wrong)
         finally:
             kubelet.stop()
