@@ -52,6 +52,7 @@ class Settings:
     target_duration: float
     scale_down_delay: float
     orphan_grace: float
+    retire_timeout: float
     namespace: str | None
     deployment: str | None
     selector: str | None
@@ -75,6 +76,7 @@ OPTION_KEYS: dict[str, str] = {
     "target-duration": "target-duration",
     "scale-down-delay": "scale-down-delay",
     "orphan-grace": "orphan-grace",
+    "retire-timeout": "retire-timeout",
     "namespace": "namespace",
     "deployment": "deployment",
     "selector": "selector",
@@ -256,6 +258,7 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         target_duration=_seconds("target-duration", get("target-duration"), positive=True),
         scale_down_delay=_seconds("scale-down-delay", get("scale-down-delay"), positive=False),
         orphan_grace=_seconds("orphan-grace", get("orphan-grace"), positive=True),
+        retire_timeout=_seconds("retire-timeout", get("retire-timeout"), positive=True),
         namespace=_text("namespace", get("namespace")),
         deployment=_text("deployment", get("deployment")),
         selector=_text("selector", get("selector")),

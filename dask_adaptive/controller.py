@@ -13,7 +13,9 @@ meanwhile asks on top of them and the backend discounts those whose decrement al
 2. pick victims with `Scheduler.workers_to_close` (idle, least data first), only among our units;
 3. `retire_workers(names=..., close_workers=False, remove=False)`: data moves, the workers take no
    new work and stay alive (so nothing restarts and rejoins in the meantime);
-4. keep only those the scheduler reports retired, and check again that they hold nothing unique;
+4. keep only those the scheduler reports retired, and check again that they hold nothing unique
+   (steps 3-4 are bounded by `retire-timeout`: a retirement that cannot finish is given up and its
+   workers go back to work, so it cannot hold this and every later scale-down forever);
 5. `backend.remove(exactly those)`; once their units are gone the reconcile step drops any worker
    the scheduler still lists.
 """
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from distributed.active_memory_manager import RetireWorker
 from distributed.core import Status
 
 from dask_adaptive.backends.base import Backend, BackendError, Observation, Phase, RemovalReport
@@ -196,7 +199,7 @@ class Controller:
     def _event(self, action: str, **fields: Any) -> None:
         """Scheduler event (Client.get_events("adaptive")) and, for actions, a backend record."""
         self.scheduler.log_event("adaptive", {"action": action, **fields})
-        if action in ("ScaleUp", "ScaleDown", "retired", "retire-aborted", "corrected"):
+        if action in ("ScaleUp", "ScaleDown", "retired", "retire-aborted", "retire-timeout", "corrected"):
             self._spawn(self.backend.record(action, _fmt(**fields)))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -287,7 +290,9 @@ class Controller:
         self.retiring.update(victims)
         kept: list[str] = []
         try:
-            kept = await self._retire(victims)
+            kept = await asyncio.wait_for(self._retire(victims), self.settings.retire_timeout)
+        except TimeoutError:
+            self._give_up_retirement(victims)
         finally:
             self.retiring -= set(victims) - set(kept)
         if kept:
@@ -338,6 +343,27 @@ class Controller:
             stranded = any(not (ts.who_has or set()) & staying for ts in ws.has_what)
             (unsafe if ws.processing or stranded else safe).append(name)
         return safe, unsafe
+
+    def _give_up_retirement(self, names: list[str]) -> None:
+        """A retirement outlived `retire-timeout` (its retire_workers call is cancelled by now): stop the
+        scheduler moving data off these workers and put them back to work; the next scale-down picks
+        victims afresh. Nothing was removed, so nothing is lost."""
+        workers = self._workers_by_name()
+        addresses = {workers[n].address for n in names if n in workers}
+        amm = self.scheduler.extensions.get("amm")
+        if amm is not None:  # retire_workers' policies stay in a running AMM until they finish
+            for policy in list(amm.policies):
+                if isinstance(policy, RetireWorker) and policy.address in addresses:
+                    amm.policies.discard(policy)
+        stimulus = f"dask-adaptive-retire-timeout-{time.time()}"
+        for name in names:
+            self._unretire(name, stimulus)
+        self.stats.retire_timeouts += len(names)
+        self._event("retire-timeout", workers=names, timeout=self.settings.retire_timeout)
+        logger.warning(
+            "dask-adaptive: %s",
+            _fmt(event="retire-timeout", workers=names, timeout=f"{self.settings.retire_timeout:g}s"),
+        )
 
     def _unretire(self, name: str, stimulus: str) -> None:
         """Give a worker back its work. Hand-written because the scheduler only restores the status

@@ -28,6 +28,7 @@ COUNTERS = {
     "cancelled": "Not-yet-arrived units removed without retirement",
     "retirements": "Workers retired through the scheduler (data moved) and then removed",
     "failed_retirements": "Retirements the scheduler aborted (data could not move); the worker stays",
+    "retire_timeouts": "Retirements given up after adaptive.retire-timeout; the worker went back to work",
     "api_errors": "Backend calls that failed (the controller then took no action)",
     "corrections": "Repairs: wrong unit removed by the platform, orphan units, workers without a unit",
 }
@@ -45,6 +46,7 @@ class Stats:
     cancelled: int = 0
     retirements: int = 0
     failed_retirements: int = 0
+    retire_timeouts: int = 0
     api_errors: int = 0
     corrections: int = 0
 

@@ -77,6 +77,7 @@ def _fail(reason: str) -> None:
 @click.option("--target-duration", type=str, default=None, help=option_help("target-duration"))
 @click.option("--scale-down-delay", type=str, default=None, help=option_help("scale-down-delay"))
 @click.option("--orphan-grace", type=str, default=None, help=option_help("orphan-grace"))
+@click.option("--retire-timeout", type=str, default=None, help=option_help("retire-timeout"))
 @click.option("--namespace", type=str, default=None, help=option_help("namespace"))
 @click.option("--deployment", type=str, default=None, help=option_help("deployment"))
 @click.option("--selector", type=str, default=None, help=option_help("selector"))

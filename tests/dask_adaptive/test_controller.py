@@ -297,3 +297,39 @@ def test_a_burst_during_a_blocked_removal_scales_up_at_once_and_ends_at_the_righ
         await body(s, client, controller.backend, controller)
 
     scenario(with_blocking_backend, running("u1", "u2"), ["u1", "u2"])
+
+
+def test_a_retirement_that_never_finishes_is_given_up_and_the_worker_goes_back_to_work(monkeypatch):
+    from distributed.active_memory_manager import RetireWorker
+
+    hang = True
+    done = RetireWorker.done
+    # the scheduler's own retirement, except that the data never finishes moving
+    monkeypatch.setattr(RetireWorker, "done", lambda self: False if hang else done(self))
+
+    async def body(s, client, backend, controller):
+        nonlocal hang
+        data = await scatter_to(client, s, "u1", "stays reachable")
+        controller._start_scale_down(ScaleDown(1, (), 1, "one of two idle workers goes"))
+        await asyncio.wait_for(settle(controller), 60)  # without the timeout: never
+        [given_up] = [msg for _, msg in s.get_events("adaptive") if msg["action"] == "retire-timeout"]
+        [victim] = given_up["workers"]
+        assert backend.removed == [] and controller.retiring == set() and not controller._busy()
+        assert controller.stats.retire_timeouts == 1 and controller.stats.retirements == 0
+        [ws] = [ws for ws in s.workers.values() if ws.name == victim]
+        [worker] = [w for w in Worker._instances if w.address == ws.address]  # the in-process Worker
+        for _ in range(200):
+            if ws.status == Status.running and worker.status == Status.running:
+                break
+            await asyncio.sleep(0.05)
+        assert (ws.status, worker.status) == (Status.running, Status.running), "back to work, both sides"
+        amm = s.extensions.get("amm")
+        assert not [p for p in getattr(amm, "policies", ()) if isinstance(p, RetireWorker)]
+        assert await data == "stays reachable"
+        hang = False  # the next scale-down is not held by the one given up
+        controller._start_scale_down(ScaleDown(1, (), 1, "again"))
+        await asyncio.wait_for(settle(controller), 60)
+        assert len(backend.removed) == 1 and controller.stats.retirements == 1
+        assert await data == "stays reachable"
+
+    scenario(body, running("u1", "u2"), ["u1", "u2"], retire_timeout="500ms")
