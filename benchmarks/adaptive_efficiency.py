@@ -214,6 +214,7 @@ class Run:
     wall: float = 0.0
     samples: list[tuple[float, int]] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
+    twice_keys: list[str] = field(default_factory=list)
 
     @property
     def cold(self) -> float:
@@ -300,6 +301,13 @@ def run_one(
                 run.busy += float(f.read_text() or 0)
         run.tasks = len(counts)
         run.twice = sum(1 for n in counts.values() if n > 1)
+        if run.twice:  # keep the evidence: which keys, and our scheduler's log (the temp dir goes)
+            run.twice_keys = sorted(k for k, n in counts.items() if n > 1)
+            log = Path(tmp, "scheduler.log")
+            if log.exists():
+                kept = Path(tempfile.mkdtemp(prefix="bench-eff-twice-")) / "scheduler.log"
+                kept.write_bytes(log.read_bytes())
+                run.twice_keys.append(f"scheduler log kept at {kept}")
     return run
 
 
@@ -511,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         r = run_one(c, workload, m, sizes, args.gaps, args.seconds, args.max_tail)
         print(
             f"  {workload:6} {c.label:30} phases {' '.join(f'{p:.1f}' for p in r.phases)} s, "
-            f"{r.worker_seconds:.0f} worker-s, busy {r.busy:.0f} s, twice {r.twice}; load {load()}",
+            f"{r.worker_seconds:.0f} worker-s, busy {r.busy:.0f} s, twice {r.twice} {r.twice_keys or ''}; "
+            f"load {load()}",
             flush=True,
         )
         runs.append(r)
