@@ -38,8 +38,8 @@ EXTENSION = "adaptive"
 def make_backend(settings: Settings, scheduler: Any) -> Backend:
     if settings.backend == "kubernetes":
         # imported lazily: the local backend must not depend on the Kubernetes module
-        from dask_adaptive.backends.kubernetes import KubernetesBackend
-        from dask_adaptive.kube_api import retry_policy
+        from dask_adaptive.backends.kubernetes.api import retry_policy
+        from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
 
         return KubernetesBackend(
             namespace=settings.namespace,

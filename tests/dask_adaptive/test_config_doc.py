@@ -59,8 +59,8 @@ def reads(monkeypatch):
 
 
 def test_every_key_the_code_reads_is_in_adaptive_yaml_and_every_key_there_is_read(reads):
-    from dask_adaptive.backends.kubernetes import KubernetesBackend
-    from dask_adaptive.kube_api import policy_from_config, service_account_dir
+    from dask_adaptive.backends.kubernetes.api import policy_from_config, service_account_dir
+    from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
     from dask_adaptive.worker import sigterm_timeout
 
     resolve({})
@@ -79,9 +79,13 @@ def test_every_key_the_code_reads_is_in_adaptive_yaml_and_every_key_there_is_rea
 
 def test_code_side_fallbacks_equal_the_yaml_defaults():
     """Values the code uses when nothing is configured, read back, against adaptive.yaml."""
-    from dask_adaptive.backends.kubernetes import KubernetesBackend
+    from dask_adaptive.backends.kubernetes.api import (
+        DEFAULT_SERVICE_ACCOUNT_DIR,
+        RetryPolicy,
+        policy_from_config,
+    )
+    from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
     from dask_adaptive.backends.local import LocalBackend
-    from dask_adaptive.kube_api import DEFAULT_SERVICE_ACCOUNT_DIR, RetryPolicy, policy_from_config
     from dask_adaptive.worker import sigterm_timeout
 
     ref = reference()

@@ -14,7 +14,7 @@ import dask.config
 import pytest
 
 from dask_adaptive.backends.base import BackendError
-from dask_adaptive.kube_api import (
+from dask_adaptive.backends.kubernetes.api import (
     KubeApi,
     KubeApiError,
     RetryPolicy,

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from dask_adaptive.backends.base import BackendError, BackendUnavailable, Phase, Unit
-from dask_adaptive.backends.kubernetes import (
+from dask_adaptive.backends.kubernetes.api import KubeApiError
+from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
+from dask_adaptive.backends.kubernetes.ranking import (
     DELETION_COST,
     LOWEST_COST,
-    KubernetesBackend,
     build_event,
     deletion_rank,
     parse_selector,
@@ -28,7 +29,6 @@ from dask_adaptive.backends.kubernetes import (
     selector_matches,
     verify_removal,
 )
-from dask_adaptive.kube_api import KubeApiError
 
 _serial = itertools.count()
 

@@ -20,13 +20,8 @@ from typing import Any
 import pytest
 
 from dask_adaptive.backends.base import BackendUnavailable, RemovalReport
-from dask_adaptive.backends.kubernetes import (
-    DELETION_COST,
-    LOWEST_COST,
-    KubernetesBackend,
-    plan_removal,
-    pod_ready,
-)
+from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
+from dask_adaptive.backends.kubernetes.ranking import DELETION_COST, LOWEST_COST, plan_removal, pod_ready
 from tests.dask_adaptive.kube_fixtures import (
     SCHEDULER_SA,
     SELECTOR,
@@ -40,7 +35,7 @@ from tests.dask_adaptive.kube_fixtures import (
     write_service_account,
 )
 from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import NodeSpec
+from tests.kube.nodes import NodeSpec
 
 pytestmark = pytest.mark.kube
 
