@@ -187,26 +187,19 @@ def scheduler_command(settings: DaskSettings, names: Names) -> list[str]:
 
 
 def worker_command(settings: DaskSettings, names: Names) -> list[str]:
-    """`$(POD_NAME)` is expanded by the kubelet from the env, so the Dask worker name is the pod name."""
-    return [
-        "dask",
-        "worker",
+    """`$(POD_NAME)` is expanded by the kubelet from the env, so the Dask worker name is the pod name.
+
+    The flags come from dask_adaptive's one builder, shared with its local backend (stdlib only)."""
+    from dask_adaptive.command import worker_command as dask_worker_command
+
+    return dask_worker_command(
         names.scheduler_address,
-        "--name",
-        "$(POD_NAME)",
-        "--nthreads",
-        str(settings.worker.threads),
-        "--memory-limit",
-        str(settings.worker.dask_memory_limit_bytes),
-        "--dashboard-address",
-        f":{WORKER_DASHBOARD_PORT}",
-        "--local-directory",
-        SCRATCH_PATH,
-        "--preload",
-        "dask_adaptive.worker",
-        "--preload-nanny",
-        "dask_adaptive.worker",
-    ]
+        name="$(POD_NAME)",
+        nthreads=settings.worker.threads,
+        memory_limit=settings.worker.dask_memory_limit_bytes,
+        dashboard_address=f":{WORKER_DASHBOARD_PORT}",
+        local_directory=SCRATCH_PATH,
+    )
 
 
 # ---------------------------------------------------------------- pods

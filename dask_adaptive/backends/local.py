@@ -1,7 +1,8 @@
 """Workers as real `dask worker` processes on this machine: the embedded default, demo and tests.
 
 Each unit is one `dask worker --name <unit> --preload dask_adaptive.worker --preload-nanny
-dask_adaptive.worker` process (with its nanny, exactly as a pod runs it), in its own process group.
+dask_adaptive.worker` process (with its nanny; the pods' own command line, from command.py), in its
+own process group.
 Removal sends SIGTERM to the whole group, as Kubernetes does to a container whose entrypoint is
 `tini -g`, so the worker preload's graceful SIGTERM path is exercised on every scale-down.
 All process handling is asyncio (spawn, wait, signal): nothing blocks the scheduler's event loop.
@@ -35,10 +36,10 @@ from dask_adaptive.backends.base import (
     RemovalReport,
     Unit,
 )
+from dask_adaptive.command import worker_command
 
 logger = logging.getLogger(__name__)
 
-WORKER_PRELOAD = "dask_adaptive.worker"
 STOP_TIMEOUT = 40.0  # SIGKILL after this; above the worker preload's SIGTERM budget (25s)
 
 
@@ -46,32 +47,6 @@ STOP_TIMEOUT = 40.0  # SIGKILL after this; above the worker preload's SIGTERM bu
 class _Proc:
     process: asyncio.subprocess.Process | None = None  # None: pending, not spawned yet
     terminating: bool = False
-
-
-def worker_command(
-    scheduler_address: str, name: str, nthreads: int, memory_limit: str, workdir: str
-) -> list[str]:
-    """The command line of one local worker; the same flags the Kubernetes pods use."""
-    return [
-        sys.executable,
-        "-m",
-        "distributed.cli.dask_worker",
-        scheduler_address,
-        "--name",
-        name,
-        "--nthreads",
-        str(nthreads),
-        "--memory-limit",
-        memory_limit,
-        "--dashboard-address",
-        ":0",
-        "--local-directory",
-        os.path.join(workdir, name),
-        "--preload",
-        WORKER_PRELOAD,
-        "--preload-nanny",
-        WORKER_PRELOAD,
-    ]
 
 
 class LocalBackend:
@@ -168,7 +143,15 @@ class LocalBackend:
         # the package must be importable by the worker even when it is run from a source tree
         root = os.path.dirname(os.path.dirname(os.path.abspath(dask_adaptive.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        cmd = worker_command(self.scheduler_address, name, self.nthreads, self.memory_limit, self._workdir)
+        cmd = worker_command(
+            self.scheduler_address,
+            name=name,
+            nthreads=self.nthreads,
+            memory_limit=self.memory_limit,
+            dashboard_address=":0",
+            local_directory=os.path.join(self._workdir, name),
+            program=(sys.executable, "-m", "distributed.cli.dask_worker"),
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 *cmd,

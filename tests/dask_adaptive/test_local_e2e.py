@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,3 +147,44 @@ def test_bad_options_end_the_scheduler_with_one_line_reason(tmp_path: Path, opti
         line for line in result.stderr.decode().splitlines() if line.startswith("dask-adaptive: cannot start")
     ]
     assert len(lines) == 1 and reason in lines[0], result.stderr.decode()[-2000:]
+
+
+def test_local_workers_run_the_pods_command_line(monkeypatch: pytest.MonkeyPatch):
+    """One builder (dask_adaptive.command) for the pods and the local processes; stdlib only, because the
+    Pulumi program imports it too."""
+    from dask_adaptive.backends.base import BackendError
+    from dask_adaptive.backends.local import LocalBackend
+
+    spawned: list[list[str]] = []
+
+    async def capture(*cmd: str, **_: object) -> None:
+        spawned.append(list(cmd))
+        raise OSError("not started in this test")
+
+    async def main() -> str:
+        backend = LocalBackend("tcp://127.0.0.1:8786", nthreads=2, memory_limit="512MiB", name_prefix="w")
+        await backend.start()
+        monkeypatch.setattr(asyncio, "create_subprocess_exec", capture)
+        try:
+            with pytest.raises(BackendError, match="not started in this test"):
+                await backend.scale_up(1)
+        finally:
+            monkeypatch.undo()
+            await backend.close()
+        return spawned[0][spawned[0].index("--local-directory") + 1]
+
+    workdir = asyncio.run(main())
+    assert spawned == [[
+        sys.executable, "-m", "distributed.cli.dask_worker",
+        "tcp://127.0.0.1:8786", "--name", "w-1", "--nthreads", "2", "--memory-limit", "512MiB",
+        "--dashboard-address", ":0", "--local-directory", workdir,
+        "--preload", "dask_adaptive.worker", "--preload-nanny", "dask_adaptive.worker",
+    ]]  # fmt: skip
+    assert workdir.endswith("/w-1")
+    blocked = "import sys; sys.modules.update(dask=None, distributed=None, tornado=None, yaml=None)"
+    code = (
+        f"{blocked}; from dask_adaptive.command import worker_command; print(worker_command('x', "
+        "name='n', nthreads=1, memory_limit=1, dashboard_address=':1', local_directory='/d')[:2])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['dask', 'worker']"
