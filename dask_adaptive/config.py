@@ -262,7 +262,9 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         namespace=_text("namespace", get("namespace")),
         deployment=_text("deployment", get("deployment")),
         selector=_text("selector", get("selector")),
-        service_account_dir=str(get("service-account-dir")),
+        # empty means the Kubernetes default, which adaptive.yaml holds
+        service_account_dir=_text("kubernetes.service-account-dir", get("service-account-dir"))
+        or str(reference()["adaptive.kubernetes.service-account-dir"].default),
         worker_nthreads=_int("local.worker-nthreads", get("worker-nthreads"), 1),
         worker_memory_limit=memory_limit,
         not_ready_timeout=tunable("not-ready-timeout"),

@@ -16,8 +16,6 @@ from dask_adaptive.config import (
     CONFIG_ONLY_KEYS,
     OPTION_KEYS,
     SettingsError,
-    config_markdown,
-    option_help,
     reference,
     resolve,
 )
@@ -59,15 +57,10 @@ def reads(monkeypatch):
 
 
 def test_every_key_the_code_reads_is_in_adaptive_yaml_and_every_key_there_is_read(reads):
-    from dask_adaptive.backends.kubernetes.api import policy_from_config, service_account_dir
-    from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
     from dask_adaptive.worker import sigterm_timeout
 
     resolve({})
     resolve(KUBE)
-    KubernetesBackend("n", "d", "app=w")
-    policy_from_config()
-    service_account_dir()
     sigterm_timeout()
     read_at_runtime = {k for k in reads if k.startswith("adaptive.")}
     documented = set(reference())
@@ -77,15 +70,22 @@ def test_every_key_the_code_reads_is_in_adaptive_yaml_and_every_key_there_is_rea
     assert read_at_runtime >= {f"adaptive.kubernetes.{k}" for k in TUNABLES}
 
 
+def test_backends_read_no_dask_config_they_take_validated_values(reads):
+    """Settings are read once, by config.resolve; building either backend reads nothing more."""
+    from dask_adaptive.preload import make_backend
+
+    kube, local = resolve(KUBE), resolve({})
+    reads.clear()
+    make_backend(kube, scheduler=None)
+    make_backend(local, scheduler=type("Scheduler", (), {"address": "tcp://127.0.0.1:1", "workers": {}}))
+    assert reads == []
+
+
 def test_code_side_fallbacks_equal_the_yaml_defaults():
     """Values the code uses when nothing is configured, read back, against adaptive.yaml."""
-    from dask_adaptive.backends.kubernetes.api import (
-        DEFAULT_SERVICE_ACCOUNT_DIR,
-        RetryPolicy,
-        policy_from_config,
-    )
-    from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
+    from dask_adaptive.backends.kubernetes.api import KubeApi, RetryPolicy, retry_policy
     from dask_adaptive.backends.local import LocalBackend
+    from dask_adaptive.preload import make_backend
     from dask_adaptive.worker import sigterm_timeout
 
     ref = reference()
@@ -97,56 +97,23 @@ def test_code_side_fallbacks_equal_the_yaml_defaults():
         assert getattr(s, field.replace("-", "_")) == seconds(f"adaptive.{field}"), field
     for field, key in CONFIG_ONLY_KEYS.items():
         assert getattr(s, field.replace("-", "_")) == seconds(f"adaptive.{key}"), field
-    assert s.service_account_dir == DEFAULT_SERVICE_ACCOUNT_DIR
-    assert ref["adaptive.kubernetes.service-account-dir"].default == DEFAULT_SERVICE_ACCOUNT_DIR
+    assert s.service_account_dir == ref["adaptive.kubernetes.service-account-dir"].default
+    assert s.service_account_dir == "/var/run/secrets/kubernetes.io/serviceaccount"
     local = LocalBackend("tcp://127.0.0.1:1")
     assert (local.nthreads, local.memory_limit) == (s.worker_nthreads, s.worker_memory_limit)
     assert (s.worker_nthreads, s.worker_memory_limit) == (
         ref["adaptive.local.worker-nthreads"].default,
         ref["adaptive.local.worker-memory-limit"].default,
     )
-    kube = KubernetesBackend("n", "d", "app=w")
+    kube = make_backend(resolve(KUBE), scheduler=None)
     expected = (s.not_ready_timeout, s.settle_timeout, s.poll_interval)
     assert (kube.not_ready_timeout, kube.settle_timeout, kube.poll_interval) == expected == (45.0, 30.0, 0.5)
+    assert kube.service_account_dir == s.service_account_dir
     defaults = RetryPolicy()
     assert (defaults.request_timeout, defaults.budget) == (s.request_timeout, s.retry_budget) == (10.0, 20.0)
-    assert policy_from_config() == defaults
+    assert retry_policy(s.request_timeout, s.retry_budget) == defaults == kube.retry_policy
+    assert KubeApi("http://127.0.0.1:1", "token").policy == defaults  # a client built without a policy
     assert sigterm_timeout() == seconds("adaptive.worker.sigterm-timeout") == 25.0
-
-
-def test_every_key_has_a_one_line_meaning_and_options_show_it_in_help():
-    from click.testing import CliRunner
-
-    from dask_adaptive.preload import dask_setup
-
-    for entry in reference().values():
-        assert entry.meaning and "\n" not in entry.meaning, entry.key
-    options = {p.name.replace("_", "-"): p for p in dask_setup.params}
-    assert set(options) == set(OPTION_KEYS)
-    for name, param in options.items():
-        assert param.help == option_help(name)
-    text = CliRunner().invoke(dask_setup, ["--help"], terminal_width=400).output
-    assert "shrink only once the target stayed below for this long; then to its highest [30s]" in text
-
-
-def test_config_md_is_the_table_of_adaptive_yaml():
-    """CONFIG.md is checked in for the README; regenerate with `python -m dask_adaptive config-doc`."""
-    text = (PACKAGE / "CONFIG.md").read_text()
-    assert text == config_markdown(), "stale: python -m dask_adaptive config-doc > dask_adaptive/CONFIG.md"
-    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "`adaptive." in line]
-    table = {
-        key.strip("`"): (option.strip("| `"), env.strip("`"), default.strip("`"))
-        for option, key, env, default, _ in rows
-    }
-    assert set(table) == set(reference())
-    for key, entry in reference().items():
-        option, env, default = table[key]
-        assert option == (entry.option or "—")
-        assert env == entry.env
-        assert default == ("—" if entry.default is None else str(entry.default))
-    assert {f"adaptive.kubernetes.{name}" for name in TUNABLES} <= set(table)
-    assert table["adaptive.kubernetes.not-ready-timeout"][2] == "45s"
-    assert table["adaptive.kubernetes.poll-interval"][2] == "500ms"
 
 
 def test_each_environment_variable_sets_its_key():

@@ -20,9 +20,10 @@ from dask_adaptive.backends.kubernetes.api import (
     RetryPolicy,
     TokenSource,
     backoff_delay,
+    in_cluster_url,
     parse_retry_after,
+    retry_policy,
     retry_wait,
-    service_account_dir,
 )
 from tests.dask_adaptive.kube_fixtures import (
     Answer,
@@ -387,7 +388,7 @@ def _tls_server(tmp_path: Path, script: list[Answer]) -> tuple[FakeApiServer, Pa
     return FakeApiServer(script, ssl_ctx=ctx), ca
 
 
-def test_in_cluster_config_uses_env_host_sa_dir_from_dask_config_and_the_ca(tmp_path, monkeypatch):
+def test_in_cluster_config_uses_env_host_the_given_sa_dir_and_the_ca(tmp_path, monkeypatch):
     fake, ca = _tls_server(tmp_path, [Answer(200, SCALE)])
     sa = write_service_account(tmp_path / "pod-sa", "pod-token", namespace="team-a", ca=ca)
 
@@ -395,15 +396,13 @@ def test_in_cluster_config_uses_env_host_sa_dir_from_dask_config_and_the_ca(tmp_
         async with fake:
             monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
             monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(fake.port))
-            api, ns = KubeApi.in_cluster()
+            api, ns = KubeApi.in_cluster(str(sa), in_cluster_url())
             try:
                 return api.url, ns, await api.get_scale(ns, "d"), fake.seen[0]
             finally:
                 await api.close()
 
-    with dask.config.set({"adaptive.kubernetes.service-account-dir": str(sa)}):
-        assert service_account_dir() == str(sa)
-        url, ns, doc, seen = run(go())
+    url, ns, doc, seen = run(go())
     assert url == f"https://127.0.0.1:{fake.port}"
     assert (ns, doc) == ("team-a", SCALE)
     assert seen.path == "/apis/apps/v1/namespaces/team-a/deployments/d/scale"
@@ -411,14 +410,19 @@ def test_in_cluster_config_uses_env_host_sa_dir_from_dask_config_and_the_ca(tmp_
 
 
 def test_service_account_dir_default_and_env(monkeypatch):
-    assert service_account_dir() == "/var/run/secrets/kubernetes.io/serviceaccount"
+    """Resolved once, by the settings: the default is adaptive.yaml's, empty means that default too."""
+    from dask_adaptive.config import resolve
+
+    assert resolve({}).service_account_dir == "/var/run/secrets/kubernetes.io/serviceaccount"
     monkeypatch.setenv("DASK_ADAPTIVE__KUBERNETES__SERVICE_ACCOUNT_DIR", "/pods/p1/sa")
     dask.config.refresh()
     try:
-        assert service_account_dir() == "/pods/p1/sa"
+        assert resolve({}).service_account_dir == "/pods/p1/sa"
     finally:
         monkeypatch.delenv("DASK_ADAPTIVE__KUBERNETES__SERVICE_ACCOUNT_DIR")
         dask.config.refresh()
+    with dask.config.set({"adaptive.kubernetes.service-account-dir": ""}):
+        assert resolve({}).service_account_dir == "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def test_a_server_not_signed_by_the_cluster_ca_is_refused(tmp_path):
@@ -440,10 +444,12 @@ def test_a_server_not_signed_by_the_cluster_ca_is_refused(tmp_path):
     assert run(go()).status == 599
 
 
-def test_in_cluster_without_a_host_is_an_error(tmp_path, monkeypatch):
+def test_in_cluster_url_without_a_host_is_none_and_brackets_ipv6(monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(BackendError, match="KUBERNETES_SERVICE_HOST"):
-        KubeApi.in_cluster(str(tmp_path))
+    assert in_cluster_url() is None
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+    assert in_cluster_url() == "https://[fd00::1]:443"
 
 
 # -- the pure retry rules --------------------------------------------------------------------------
@@ -475,10 +481,11 @@ def test_retry_wait_rules():
     assert retry_wait(1, 429, 4.0, 7.0, p) is None  # would end after the budget
 
 
-def test_timeouts_and_budget_come_from_dask_config(tmp_path):
+def test_timeouts_and_budget_are_the_policy_given_never_dask_config(tmp_path):
+    """Settings are read once, by config.resolve; the client takes what it is given."""
     with dask.config.set(
         {"adaptive.kubernetes.request-timeout": "1500ms", "adaptive.kubernetes.retry-budget": "1m"}
     ):
-        api = KubeApi("http://127.0.0.1:1", tmp_path / "token")
+        assert KubeApi("http://127.0.0.1:1", tmp_path / "token").policy == RetryPolicy()
+        api = KubeApi("http://127.0.0.1:1", tmp_path / "token", policy=retry_policy(1.5, 60.0))
     assert (api.policy.request_timeout, api.policy.connect_timeout, api.policy.budget) == (1.5, 1.5, 60.0)
-    assert KubeApi("http://127.0.0.1:1", tmp_path / "token").policy == RetryPolicy()

@@ -292,8 +292,11 @@ class FakeCluster:
         pass
 
 
+TIMEOUTS = {"not_ready_timeout": 5.0, "settle_timeout": 5.0, "poll_interval": 0.001}
+
+
 def backend(cluster: FakeCluster, **kw: Any) -> KubernetesBackend:
-    kw = {"not_ready_timeout": 5.0, "settle_timeout": 5.0, "poll_interval": 0.001, **kw}
+    kw = {**TIMEOUTS, **kw}
     return KubernetesBackend("ns", "workers", "app=dask-worker", api=cluster, **kw)  # type: ignore[arg-type]
 
 
@@ -435,10 +438,10 @@ def test_start_names_every_missing_permission():
 
 def test_start_reports_a_missing_deployment_and_a_wrong_selector():
     cluster = FakeCluster()
-    b = KubernetesBackend("ns", "nope", "app=dask-worker", api=cluster)  # type: ignore[arg-type]
+    b = KubernetesBackend("ns", "nope", "app=dask-worker", api=cluster, **TIMEOUTS)  # type: ignore[arg-type]
     with pytest.raises(BackendUnavailable, match="Deployment ns/nope not found"):
         go(b.start())
-    b = KubernetesBackend("ns", "workers", "app=other", api=cluster)  # type: ignore[arg-type]
+    b = KubernetesBackend("ns", "workers", "app=other", api=cluster, **TIMEOUTS)  # type: ignore[arg-type]
     with pytest.raises(BackendUnavailable, match="does not match the pod template labels"):
         go(b.start())
     go(backend(cluster).start())  # and the right one starts
@@ -452,8 +455,17 @@ def test_start_reports_an_unreachable_api():
 
 
 def test_start_without_a_token(tmp_path):
-    b = KubernetesBackend("ns", "workers", "app=x", service_account_dir=str(tmp_path))
+    b = KubernetesBackend("ns", "workers", "app=x", service_account_dir=str(tmp_path), **TIMEOUTS)
     with pytest.raises(BackendUnavailable, match="no service-account token"):
+        go(b.start())
+
+
+def test_start_outside_a_cluster_names_the_missing_host(tmp_path, monkeypatch):
+    """KUBERNETES_SERVICE_HOST is checked in one place, with one error type."""
+    (tmp_path / "token").write_text("t")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    b = KubernetesBackend("ns", "workers", "app=x", service_account_dir=str(tmp_path), **TIMEOUTS)
+    with pytest.raises(BackendUnavailable, match="KUBERNETES_SERVICE_HOST is not set"):
         go(b.start())
 
 

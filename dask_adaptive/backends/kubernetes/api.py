@@ -30,16 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask.config
-from dask.utils import parse_timedelta
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
-import dask_adaptive.config  # noqa: F401 - loads the adaptive.* defaults into dask.config
 from dask_adaptive.backends.base import BackendError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 FIELD_MANAGER = "dask-adaptive"
 MERGE_PATCH = "application/merge-patch+json"
 RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
@@ -140,22 +136,8 @@ def retry_policy(request_timeout: float, retry_budget: float) -> RetryPolicy:
     )
 
 
-def policy_from_config() -> RetryPolicy:
-    """RetryPolicy from dask config `adaptive.kubernetes.request-timeout` / `retry-budget` (adaptive.yaml)."""
-    return retry_policy(
-        float(parse_timedelta(dask.config.get("adaptive.kubernetes.request-timeout"), default="seconds")),
-        float(parse_timedelta(dask.config.get("adaptive.kubernetes.retry-budget"), default="seconds")),
-    )
-
-
-def service_account_dir() -> str:
-    """Where the pod's service-account files are (dask config `adaptive.kubernetes.service-account-dir`)."""
-    value = dask.config.get("adaptive.kubernetes.service-account-dir", default=None)
-    return str(value) if value else DEFAULT_SERVICE_ACCOUNT_DIR  # set to "": the Kubernetes default
-
-
 def in_cluster_url() -> str | None:
-    """The apiserver URL from the env every pod gets, or None outside a cluster."""
+    """The apiserver URL from the env every pod gets, or None outside a cluster (the one place it is read)."""
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
     if not host:
         return None
@@ -204,7 +186,7 @@ class KubeApi:
         token_file: str | os.PathLike[str],
         ca_file: str | os.PathLike[str] | None = None,
         *,
-        policy: RetryPolicy | None = None,
+        policy: RetryPolicy | None = None,  # None: RetryPolicy's defaults (= adaptive.yaml's)
         field_manager: str = FIELD_MANAGER,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
@@ -212,21 +194,16 @@ class KubeApi:
         self.url = url.rstrip("/")
         self.token = TokenSource(Path(token_file))
         self.ca_file = str(ca_file) if ca_file and Path(ca_file).exists() else None
-        self.policy = policy or policy_from_config()
+        self.policy = policy or RetryPolicy()
         self.field_manager = field_manager
         self._sleep, self._rand = sleep, rand
         self._client: AsyncHTTPClient | None = None
         self.calls = self.retries = self.errors = 0
 
     @classmethod
-    def in_cluster(
-        cls, sa_dir: str | None = None, url: str | None = None, **kwargs: Any
-    ) -> tuple[KubeApi, str | None]:
-        """A client from the pod's service account, and the pod's own namespace (None if unknown)."""
-        base = Path(sa_dir or service_account_dir())
-        url = url or in_cluster_url()
-        if not url:
-            raise BackendError("KUBERNETES_SERVICE_HOST is not set and no API URL was given (not in a pod?)")
+    def in_cluster(cls, sa_dir: str, url: str, **kwargs: Any) -> tuple[KubeApi, str | None]:
+        """A client from the pod's service-account folder, and the pod's own namespace (None if unknown)."""
+        base = Path(sa_dir)
         ns_file = base / "namespace"
         namespace = ns_file.read_text().strip() if ns_file.exists() else None
         return cls(url, base / "token", base / "ca.crt", **kwargs), namespace

@@ -12,14 +12,17 @@ data-safe scale-down (`remove`) we:
 Decisions are pure functions in ranking.py; this class only performs the I/O (through api.py).
 Tunables (dask config `adaptive.kubernetes.*`, defaults and meanings in adaptive.yaml / CONFIG.md):
 not-ready-timeout (how long (b) waits; keep it above the worker readinessProbe's periodSeconds x
-failureThreshold), settle-timeout (how long (d) waits for the ReplicaSet), poll-interval; the REST client
-reads request-timeout and retry-budget. The preload validates them at start and passes them in.
+failureThreshold), settle-timeout (how long (d) waits for the ReplicaSet), poll-interval, and the REST
+client's request-timeout and retry-budget (a RetryPolicy). The preload validates them once (config.py) and
+passes them in; nothing here reads dask config.
 An API outage raises `BackendError` before any change is made, so nothing is done blind; failures after
 the single /scale write are logged (not raised) so the controller never repeats the write.
 
 A removal waits (b, d) for up to a minute; scale_up() must not wait behind it, so only the short
-read-modify-writes of /scale are serialised (one lock), never the waits. scale_up's `n` counts the units
-of unfinished removals (Backend.scale_up); the ones whose decrement already landed are discounted.
+read-modify-writes of /scale are serialised (one lock), never the waits. Each named unit has a record
+(departures.py): REMOVING until (c) is written, then LOWERED; observe() reports the LOWERED ones. scale_up's
+`n` counts the units of unfinished removals (Backend.scale_up): it takes their records at the call and
+discounts those that reached LOWERED by its own write, even if their removal has returned meanwhile.
 """
 
 from __future__ import annotations
@@ -35,10 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dask.config
-from dask.utils import parse_timedelta
-
-import dask_adaptive.config  # noqa: F401 - loads the adaptive.* defaults into dask.config
 from dask_adaptive.backends.base import BackendError, BackendUnavailable, Observation, RemovalReport
 from dask_adaptive.backends.kubernetes.api import (
     FIELD_MANAGER,
@@ -46,7 +45,6 @@ from dask_adaptive.backends.kubernetes.api import (
     KubeApiError,
     RetryPolicy,
     in_cluster_url,
-    service_account_dir,
 )
 from dask_adaptive.backends.kubernetes.ranking import (
     DELETION_COST,
@@ -62,15 +60,9 @@ from dask_adaptive.backends.kubernetes.ranking import (
     selector_matches,
     verify_removal,
 )
+from dask_adaptive.departures import IN_REMOVAL, Departure, Departures, Stage
 
 logger = logging.getLogger(__name__)
-
-
-def _seconds(key: str, value: float | None) -> float:
-    """`value` if given, else dask config `key` (default in adaptive.yaml)."""
-    if value is not None:
-        return float(value)
-    return float(parse_timedelta(dask.config.get(key), default="seconds"))
 
 
 # -- the backend -------------------------------------------------------------------------------------
@@ -99,13 +91,14 @@ class KubernetesBackend:
         api_url: str | None = None,
         field_manager: str = FIELD_MANAGER,
         *,
-        not_ready_timeout: float | None = None,
-        settle_timeout: float | None = None,
-        poll_interval: float | None = None,
+        not_ready_timeout: float,
+        settle_timeout: float,
+        poll_interval: float,
+        retry_policy: RetryPolicy | None = None,
         event_timeout: float = 5.0,
         api: KubeApi | None = None,
-        retry_policy: RetryPolicy | None = None,
     ) -> None:
+        """Validated values only (config.resolve); `api` replaces the in-cluster client (tests)."""
         self.namespace = namespace or ""
         self.deployment = deployment
         self.selector = selector
@@ -114,20 +107,17 @@ class KubernetesBackend:
         self.field_manager = field_manager
         # The readiness probe must fail `failureThreshold` times `periodSeconds` apart before a retired
         # pod turns NotReady: 30 s with Kubernetes' default probe settings.
-        self.not_ready_timeout = _seconds("adaptive.kubernetes.not-ready-timeout", not_ready_timeout)
-        self.settle_timeout = _seconds("adaptive.kubernetes.settle-timeout", settle_timeout)
-        self.poll_interval = _seconds("adaptive.kubernetes.poll-interval", poll_interval)
+        self.not_ready_timeout = not_ready_timeout
+        self.settle_timeout = settle_timeout
+        self.poll_interval = poll_interval
+        self.retry_policy = retry_policy or RetryPolicy()
         self.event_timeout = event_timeout
         self.api = api
-        self.retry_policy = retry_policy  # None: the REST client reads dask config itself
         self.counters = Counters()
         self._deployment_doc: dict[str, Any] = {"metadata": {"name": deployment}}
         self._seen_ready: set[str] = set()
-        # /scale bookkeeping shared by scale_up and remove (see the module docstring)
         self._scale_lock = asyncio.Lock()  # held for one read + write of /scale, never for a wait
-        self._removing: set[str] = set()  # named in an unfinished remove()
-        self._decremented: set[str] = set()  # named in a remove() whose /scale decrement was written
-        self._scale_ups = 0  # scale_up() calls in progress: they may still need `_decremented`
+        self._departures = Departures()  # the units of unfinished remove() calls (module docstring)
         self._raised = 0  # replicas added by scale_up() so far: a removal's verify follows its target
         self._instance = os.environ.get("HOSTNAME") or socket.gethostname()
 
@@ -140,7 +130,9 @@ class KubernetesBackend:
     async def start(self) -> None:
         """Fail fast, with one line, if the API, the Deployment or a permission is missing."""
         if self.api is None:
-            sa_dir = Path(self.service_account_dir or service_account_dir())
+            if not self.service_account_dir:
+                raise BackendUnavailable("no service-account folder given")
+            sa_dir = Path(self.service_account_dir)
             if not (sa_dir / "token").exists():
                 raise BackendUnavailable(
                     f"no service-account token at {sa_dir / 'token'} (not in a pod, or no token mounted)"
@@ -218,7 +210,7 @@ class KubernetesBackend:
     async def observe(self) -> Observation:
         async with self._scale_lock:  # the count and the decrements it reflects, read together
             requested = await self._requested()
-            subtracted = tuple(sorted(self._decremented & self._removing))
+            subtracted = tuple(sorted(self._departures.names(Stage.LOWERED)))
         pods = await self._pods()
         units = tuple(
             sorted((pod_unit(p, pod_name(p) in self._seen_ready) for p in pods), key=lambda u: u.name)
@@ -230,34 +222,26 @@ class KubernetesBackend:
 
         Never lowers it (a stale n must not shrink the Deployment).
         """
-        counted = set(self._removing)  # taken before any await: exactly what the caller's n counts
-        self._scale_ups += 1
-        try:
-            async with self._scale_lock:
-                landed = counted & self._decremented
-                n -= len(landed)
-                current = await self._requested()
-                if n <= current:
-                    logger.info("scale_up(%d) ignored: Deployment already asks for %d", n, current)
-                    return
-                await self._require_api().patch_scale(self.namespace, self.deployment, n)
-                self._raised += n - current
-        finally:
-            self._scale_ups -= 1
-            self._forget_decrements()
+        # taken before any await: exactly the units the caller's n counts; their records stay readable
+        # (LOWERED, then GONE) after their removal returns
+        counted = [d for d in self._departures if d.stage in IN_REMOVAL]
+        async with self._scale_lock:
+            landed = sorted(d.name for d in counted if d.stage in (Stage.LOWERED, Stage.GONE))
+            n -= len(landed)
+            current = await self._requested()
+            if n <= current:
+                logger.info("scale_up(%d) ignored: Deployment already asks for %d", n, current)
+                return
+            await self._require_api().patch_scale(self.namespace, self.deployment, n)
+            self._raised += n - current
         logger.info(
             "scaled Deployment %s/%s up: %d -> %d%s",
             self.namespace,
             self.deployment,
             current,
             n,
-            f" (not counting {sorted(landed)}, removed meanwhile)" if landed else "",
+            f" (not counting {landed}, removed meanwhile)" if landed else "",
         )
-
-    def _forget_decrements(self) -> None:
-        """Drop decrements of finished removals once no scale_up() still has to discount them."""
-        if not self._scale_ups:
-            self._decremented &= self._removing
 
     # -- data-safe removal -----------------------------------------------------------------------
 
@@ -271,12 +255,19 @@ class KubernetesBackend:
         names = list(dict.fromkeys(names))
         if not names:
             return RemovalReport(removed=())
-        self._removing.update(names)  # before any await: a scale_up() from now on counts them in n
+        # before any await: a scale_up() from now on counts them in n
+        records = self._departures.begin(names, Stage.REMOVING, "remove")
         try:
             return await self._remove(names)
         finally:
-            self._removing.difference_update(names)
-            self._forget_decrements()
+            self._finish(records)
+
+    def _finish(self, records: list[Departure]) -> None:
+        """A removal returned: LOWERED records become GONE (a scale_up holding them still discounts
+        them), the rest go back to READY (not lowered); either way they leave the table."""
+        for record in records:
+            record.stage = Stage.GONE if record.stage is Stage.LOWERED else Stage.READY
+        self._departures.forget(r.name for r in records)
 
     async def _remove(self, names: list[str]) -> RemovalReport:
         api = self._require_api()
@@ -312,7 +303,8 @@ class KubernetesBackend:
                 len(plan.present),
             )
         if not plan.present:
-            self._decremented.update(names)  # nothing to lower: their slots are no longer ours to discount
+            # nothing to lower: their slots are no longer ours to discount
+            self._departures.move(names, Stage.LOWERED)
             return RemovalReport(removed=tuple(names))
 
         # (c) one write, to the count as it is now (a scale_up may have raised it during the wait).
@@ -321,7 +313,7 @@ class KubernetesBackend:
             requested = await self._requested()
             target = max(0, requested - len(plan.present))
             await api.patch_scale(self.namespace, self.deployment, target)
-            self._decremented.update(names)
+            self._departures.move(names, Stage.LOWERED)
             raised_before = self._raised
         self.counters.removals += 1
         logger.info(
