@@ -13,7 +13,7 @@ Timed paths, each the median of repeated calls:
   RUNNING unit per worker (no I/O): snapshot with `adaptive_target`, policy, gauges, reconcile;
   maximum = the worker count, so with the queue full the decision is the steady-state Hold;
 - `scale-down decision (idle)`: the same workers with no tasks and a window already covered:
-  snapshot + policy (a ScaleDown) + victim choice (`Controller.choose_victims`, i.e. the scheduler's
+  snapshot + policy (a ScaleDown) + victim choice (`ScaleDownExecutor.choose_victims`, i.e. the scheduler's
   `workers_to_close` ranking filtered to our idle units), without the retirement I/O that follows;
 - baseline: distributed's own `Scheduler.adaptive_target()` alone on the same state.
 
@@ -163,16 +163,17 @@ def measure(n_workers: int, n_tasks: int, budget: float) -> dict[str, Any]:
             async def down() -> None:
                 obs = await controller.backend.observe()
                 now = controller.clock()
-                snap = controller._snapshot(now, obs, controller._workers_by_name())
+                snap = controller.snapshot(now, obs)
                 decision, _ = decide(snap, controller.limits, history)
                 if isinstance(decision, ScaleDown):
-                    controller.choose_victims(decision.retire)
+                    controller.executor.choose_victims(decision.retire)
 
             out["tick"] = time_calls(down, budget)
             obs = MemoryBackend(names).obs
-            snap = controller._snapshot(controller.clock(), obs, controller._workers_by_name())
+            snap = controller.snapshot(controller.clock(), obs)
             decision, _ = decide(snap, controller.limits, history)
-            victims = controller.choose_victims(decision.retire) if isinstance(decision, ScaleDown) else []
+            executor = controller.executor
+            victims = executor.choose_victims(decision.retire) if isinstance(decision, ScaleDown) else []
             out["decision"] = f"{type(decision).__name__}, {len(victims)} victims"
         out["baseline"] = time_calls(baseline, budget)
         loop.run_until_complete(controller.backend.close())

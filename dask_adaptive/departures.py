@@ -51,7 +51,7 @@ _NEXT = {
 class Departure:
     name: str
     stage: Stage
-    why: str  # "retire", "cancel" (never arrived) or "orphan" (its worker never came or left)
+    why: str  # "retire", "cancel" (never arrived), "orphan" (its worker never came or left), "remove"
 
 
 class Departures:

@@ -1,4 +1,4 @@
-"""Logging setup shared by the scheduler and worker preloads."""
+"""Logging shared by the scheduler and worker preloads: the handler setup and the key=value line format."""
 
 from __future__ import annotations
 
@@ -18,3 +18,12 @@ def configure_logging() -> None:
     for handler in theirs.handlers:
         ours.addHandler(handler)
     ours.propagate = False
+
+
+def fmt(**fields: object) -> str:
+    """One structured log line: key=value pairs, values with spaces quoted."""
+    out = []
+    for key, value in fields.items():
+        text = ",".join(map(str, value)) if isinstance(value, list | tuple | set) else str(value)
+        out.append(f'{key}="{text}"' if " " in text or not text else f"{key}={text}")
+    return " ".join(out)

@@ -17,6 +17,7 @@ from distributed.core import Status
 from dask_adaptive.backends.base import BackendError, Observation, Phase, RemovalReport, Unit
 from dask_adaptive.config import resolve
 from dask_adaptive.controller import Controller
+from dask_adaptive.departures import Departures, Stage
 from dask_adaptive.policy import Hold, ScaleDown, ScaleUp
 
 
@@ -98,8 +99,7 @@ async def scatter_to(client: Client, scheduler: Scheduler, name: str, value: str
 
 
 async def settle(controller: Controller) -> None:
-    if controller._scale_down_task is not None:
-        await controller._scale_down_task
+    await controller.executor.settle()
 
 
 def test_scale_down_cancels_pending_units_before_running_workers():
@@ -118,10 +118,10 @@ def test_scale_down_cancels_pending_units_before_running_workers():
 def test_victims_are_ours_idle_and_least_data_first_and_data_survives():
     async def body(s, client, backend, controller):
         data = await scatter_to(client, s, "u1", "only copy on u1")
-        await controller._retire_and_remove(1)
+        await controller.executor.retire_and_remove(1)
         # u2 and the foreign worker hold nothing; the foreign one is never ours to retire
         assert backend.removed == [["u2"]]
-        await controller._retire_and_remove(1)
+        await controller.executor.retire_and_remove(1)
         assert backend.removed == [["u2"], ["u1"]]
         assert controller.stats.retirements == 2 and controller.stats.failed_retirements == 0
         holders = {ws.name for ws in s.tasks[data.key].who_has}
@@ -134,9 +134,9 @@ def test_victims_are_ours_idle_and_least_data_first_and_data_survives():
 def test_aborted_retirement_keeps_its_worker():
     async def body(s, client, backend, controller):
         data = await scatter_to(client, s, "u1", "nowhere else to go")
-        await controller._retire_and_remove(1)
+        await controller.executor.retire_and_remove(1)
         assert backend.removed == [], "a worker whose retirement aborted is never removed"
-        assert controller.stats.failed_retirements == 1 and controller.retiring == set()
+        assert controller.stats.failed_retirements == 1 and controller.departures.leaving() == set()
         [ws] = s.workers.values()
         for _ in range(100):
             if ws.status == Status.running:
@@ -151,22 +151,25 @@ def test_aborted_retirement_keeps_its_worker():
 def test_failed_removal_is_retried_and_not_counted_as_wanted():
     async def body(s, client, backend, controller):
         backend.fail_remove = 1
-        await controller._retire_and_remove(1)
-        [victim] = controller.unremoved
-        assert controller.retiring == {victim} and backend.removed == []
+        await controller.executor.retire_and_remove(1)
+        [victim] = controller.departures.names(Stage.READY, why="retire")  # retired, removal to retry
+        assert controller.departures.leaving() == {victim} and backend.removed == []
         assert controller.stats.api_errors == 1
         decision = await controller.step()  # target 0, wanted = 2 requested - 1 retiring
         assert "wanted=1" in decision.reason
         await settle(controller)
-        assert backend.removed == [[victim]] and controller.unremoved == set()
+        assert backend.removed == [[victim]] and controller.departures.names(Stage.GONE) == {victim}
+        assert controller.departures.leaving() == set()
 
     scenario(body, running("u1", "u2"), ["u1", "u2"], scale_down_delay="1h")
 
 
 def test_scale_up_asks_on_top_of_units_still_retiring():
     async def body(s, client, backend, controller):
-        controller.retiring.add("u1")
-        await controller._scale_up(ScaleUp(3, "test"))
+        controller.departures.begin(["u1"], Stage.RETIRING, "retire")
+        s.adaptive_target = lambda **_: 3
+        decision = await controller.step()
+        assert decision == ScaleUp(3, decision.reason) and "wanted=0" in decision.reason
         assert backend.scaled == [4]
 
     scenario(body, running("u1"), ["u1"])
@@ -206,7 +209,7 @@ def test_orphan_units_and_unitless_workers_are_reconciled():
 def test_choose_victims_never_exceeds_idle_workers_of_ours(n):
     async def body(s, client, backend, controller):
         controller.known.update(["u1", "u2"])
-        victims = controller.choose_victims(n)
+        victims = controller.executor.choose_victims(n)
         assert len(victims) == n and set(victims) <= {"u1", "u2"}
 
     scenario(body, running("u1", "u2"), ["u1", "u2"], foreign=("foreign",))
@@ -226,8 +229,8 @@ def test_workers_sharing_the_last_copies_are_not_removed_together():
     async def body(s, client, backend, controller):
         addresses = [a for a, w in s.workers.items() if w.name in ("u1", "u2")]
         await client.scatter(["on u1 and u2 only"], workers=addresses, broadcast=True)
-        assert controller._partition_safe(["u1"]) == (["u1"], [])  # u2 keeps a copy
-        assert controller._partition_safe(["u1", "u2"]) == ([], ["u1", "u2"])  # nobody staying has it
+        assert controller.executor.partition_safe(["u1"]) == (["u1"], [])  # u2 keeps a copy
+        assert controller.executor.partition_safe(["u1", "u2"]) == ([], ["u1", "u2"])  # nobody staying has it
 
     scenario(body, running("u1", "u2"), ["u1", "u2"], foreign=("foreign",))
 
@@ -274,21 +277,21 @@ class BlockingRemovalBackend(ScriptedBackend):
 @pytest.mark.parametrize("blocked_in", ["wait", "verify"])
 def test_a_burst_during_a_blocked_removal_scales_up_at_once_and_ends_at_the_right_count(blocked_in):
     async def body(s, client, backend, controller):
-        controller._start_scale_down(ScaleDown(1, (), 1, "one of the two idle workers goes"))
+        controller.executor.start_scale_down(ScaleDown(1, (), 1, "one of the two idle workers goes"))
         await asyncio.wait_for(backend.entered.wait(), 30)
         [[victim]] = backend.removed
         s.adaptive_target = lambda **_: 3  # a burst of new work arrives while the removal is blocked
         decision = await asyncio.wait_for(controller.step(), 30)
         assert isinstance(decision, ScaleUp) and decision.wanted == 3
         assert backend.scaled == [4], "3 wanted + the unit being removed, still counted by the caller"
-        assert not controller._scale_down_task.done(), "the removal is still blocked"
+        assert controller.executor.busy, "the removal is still blocked"
         assert backend.requested == 4 if blocked_in == "wait" else 3
         await asyncio.wait_for(controller.step(), 30)  # the next cycle does not ask again
         assert backend.scaled == [4]
         backend.release.set()
         await settle(controller)
         assert backend.requested == 3 and backend.removed == [[victim]]
-        assert controller.retiring == set() and controller.removing == set()
+        assert controller.departures.leaving() == set()
         assert isinstance(await controller.step(), Hold)  # at target: 3 requested, none leaving
         assert backend.scaled == [4] and backend.removed == [[victim]]
 
@@ -310,11 +313,12 @@ def test_a_retirement_that_never_finishes_is_given_up_and_the_worker_goes_back_t
     async def body(s, client, backend, controller):
         nonlocal hang
         data = await scatter_to(client, s, "u1", "stays reachable")
-        controller._start_scale_down(ScaleDown(1, (), 1, "one of two idle workers goes"))
+        controller.executor.start_scale_down(ScaleDown(1, (), 1, "one of two idle workers goes"))
         await asyncio.wait_for(settle(controller), 60)  # without the timeout: never
         [given_up] = [msg for _, msg in s.get_events("adaptive") if msg["action"] == "retire-timeout"]
         [victim] = given_up["workers"]
-        assert backend.removed == [] and controller.retiring == set() and not controller._busy()
+        assert backend.removed == [] and controller.departures.leaving() == set()
+        assert not controller.executor.busy
         assert controller.stats.retire_timeouts == 1 and controller.stats.retirements == 0
         [ws] = [ws for ws in s.workers.values() if ws.name == victim]
         [worker] = [w for w in Worker._instances if w.address == ws.address]  # the in-process Worker
@@ -327,9 +331,55 @@ def test_a_retirement_that_never_finishes_is_given_up_and_the_worker_goes_back_t
         assert not [p for p in getattr(amm, "policies", ()) if isinstance(p, RetireWorker)]
         assert await data == "stays reachable"
         hang = False  # the next scale-down is not held by the one given up
-        controller._start_scale_down(ScaleDown(1, (), 1, "again"))
+        controller.executor.start_scale_down(ScaleDown(1, (), 1, "again"))
         await asyncio.wait_for(settle(controller), 60)
         assert len(backend.removed) == 1 and controller.stats.retirements == 1
         assert await data == "stays reachable"
 
     scenario(body, running("u1", "u2"), ["u1", "u2"], retire_timeout="500ms")
+
+
+def test_a_departure_moves_forward_only_and_a_failed_removal_goes_back_to_ready():
+    d = Departures()
+    d.begin(["a", "b"], Stage.RETIRING, "retire")
+    d.begin(["c"], Stage.READY, "cancel")
+    assert d.begin(["a"], Stage.READY, "cancel") == [] and d.get("a").why == "retire"  # keeps its record
+    d.move(["a", "b"], Stage.READY)
+    d.move(["a", "b", "c"], Stage.REMOVING)
+    d.move(["a"], Stage.LOWERED)
+    assert d.names(Stage.REMOVING) == {"b", "c"} and d.names(Stage.LOWERED) == {"a"}
+    assert d.leaving() == {"a", "b", "c"}
+    d.move(["a"], Stage.GONE)
+    d.move(["b"], Stage.READY)  # its removal failed: retried
+    assert d.leaving() == {"b", "c"} and d.names(Stage.READY, why="retire") == {"b"}
+    with pytest.raises(ValueError, match="GONE cannot become REMOVING"):
+        d.move(["a"], Stage.REMOVING)
+    with pytest.raises(ValueError, match="READY cannot become LOWERED"):
+        d.move(["b"], Stage.LOWERED)
+    d.keep_gone(alive={"b", "c"})
+    assert "a" not in d and "b" in d
+
+
+def test_the_distributed_internals_we_use_are_still_there():
+    """dask_adaptive/internals.py reaches into distributed to stop a retirement; if distributed renames
+    or reshapes any of this, this test says which part, before a scale-down finds out."""
+    import inspect
+
+    from distributed.active_memory_manager import ActiveMemoryManagerExtension, RetireWorker
+
+    assert "address" in RetireWorker.__slots__, "RetireWorker.address is gone"
+    params = inspect.signature(Scheduler.handle_worker_status_change).parameters
+    assert list(params)[1:] == ["status", "worker", "stimulus_id"], "handle_worker_status_change changed"
+    assert list(inspect.signature(Scheduler.worker_send).parameters)[1:] == ["worker", "msg"]
+    assert "worker-status-change" in inspect.getsource(Scheduler.retire_workers), "the abort message changed"
+
+    async def main() -> None:
+        async with Scheduler(port=0, dashboard=False, host="127.0.0.1") as s:
+            amm = s.extensions.get("amm")
+            assert isinstance(amm, ActiveMemoryManagerExtension), "no AMM extension on the scheduler"
+            assert isinstance(amm.policies, set), "ActiveMemoryManagerExtension.policies is not a set"
+            policy = RetireWorker("tcp://127.0.0.1:1")
+            amm.add_policy(policy)
+            assert policy in amm.policies
+
+    asyncio.run(main())

@@ -1,0 +1,295 @@
+"""The data-safe scale-down: choose -> retire -> check safe -> remove, one job at a time.
+
+Every unit it touches gets a record in `departures` (departures.py) and moves through its stages:
+1. cancel not-yet-arrived units (no data there): READY -> REMOVING -> forgotten;
+2. `choose_victims`: the scheduler's own ranking (`Scheduler.workers_to_close`: idle, least data first),
+   only among our units;
+3. `retire`: `retire_workers(names=..., close_workers=False, remove=False)` (RETIRING): data moves, the
+   workers take no new work and stay alive, so nothing restarts and rejoins in the meantime;
+4. keep only those the scheduler reports retired and that hold nothing unique (`partition_safe`; a
+   second retirement moves a key a finishing task left behind), READY; the others go back to work.
+   Steps 3-4 are bounded by `retire-timeout`: a retirement that cannot finish is given up and its
+   workers go back to work, so it cannot hold this and every later scale-down forever;
+5. `remove` exactly those (REMOVING, LOWERED once the backend reports the decrement), then GONE: their
+   exit is expected. A failed removal leaves them READY; `start_retry` hands them over again.
+
+One job slot, shared by the scale-down, the retry and the removal of orphan units: a slow removal (a
+Kubernetes one may wait a minute for the platform) never runs twice at once, and never delays a scale-up
+(the controller's scale_up shares no lock with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from distributed.core import Status
+
+from dask_adaptive.backends.base import Backend, BackendError, RemovalReport
+from dask_adaptive.config import Settings
+from dask_adaptive.departures import IN_REMOVAL, Departures, Stage
+from dask_adaptive.internals import stop_retirement
+from dask_adaptive.logs import fmt
+from dask_adaptive.metrics import Stats
+from dask_adaptive.policy import ScaleDown
+
+logger = logging.getLogger("dask_adaptive")
+
+ACCEPTING = (Status.running, Status.paused)
+
+
+def workers_by_name(scheduler: Any) -> dict[str, Any]:
+    return {str(ws.name): ws for ws in scheduler.workers.values()}
+
+
+class ScaleDownExecutor:
+    def __init__(
+        self,
+        scheduler: Any,  # distributed.Scheduler, used duck-typed
+        backend: Backend,
+        settings: Settings,
+        stats: Stats,
+        known: set[str],  # the controller's: every unit name the backend reported (updated in place)
+        event: Callable[..., None],  # the controller's event sink: event(action, **fields)
+    ) -> None:
+        self.scheduler = scheduler
+        self.backend = backend
+        self.settings = settings
+        self.stats = stats
+        self.known = known
+        self.event = event
+        self.departures = Departures()
+        self._job: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------------------- the job slot
+    @property
+    def busy(self) -> bool:
+        return self._job is not None and not self._job.done()
+
+    async def settle(self) -> None:
+        """Wait for the running job, if any."""
+        if self._job is not None:
+            await self._job
+
+    async def stop(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            with contextlib.suppress(BaseException):
+                await self._job
+
+    def _start(self, job: Coroutine[Any, Any, None], name: str) -> None:
+        self._job = asyncio.create_task(job, name=name)
+
+    def start_scale_down(self, decision: ScaleDown) -> bool:
+        if self.busy:
+            return False
+        self.departures.begin(decision.cancel, Stage.READY, "cancel")  # out of `wanted` from now on
+        self._start(self.scale_down(decision), "dask-adaptive-down")
+        return True
+
+    def start_retry(self) -> bool:
+        """Hand retired units whose removal failed to the backend again."""
+        waiting = sorted(self.departures.names(Stage.READY, why="retire"))
+        if not waiting or self.busy:
+            return False
+        self._start(self._logged(self.remove(waiting), "removing retired workers"), "dask-adaptive-retry")
+        return True
+
+    def start_orphan_removal(self, names: list[str]) -> bool:
+        """Remove units whose worker never came or left; out of `wanted` meanwhile, so a replacement
+        can be asked for at once."""
+        if self.busy:
+            return False
+        self.departures.begin(names, Stage.READY, "orphan")
+        self._start(self._logged(self.remove(names), "removing orphan units"), "dask-adaptive-orphans")
+        return True
+
+    @staticmethod
+    async def _logged(job: Coroutine[Any, Any, Any], what: str) -> None:
+        try:
+            await job
+        except Exception:
+            # a background task: log here, or the error would surface only at garbage collection
+            logger.exception("dask-adaptive: %s failed; retrying next cycle", what)
+
+    # ----------------------------------------------------------------------------- the sequence
+    async def scale_down(self, decision: ScaleDown) -> None:
+        try:
+            before = (self.stats.cancelled, self.stats.retirements)
+            if decision.cancel:
+                await self.cancel(list(decision.cancel))
+            if decision.retire:
+                await self.retire_and_remove(decision.retire)
+            if (self.stats.cancelled, self.stats.retirements) != before:
+                self.stats.scale_downs += 1
+        except Exception:
+            logger.exception("dask-adaptive: scale-down failed; the next cycle starts over")
+        finally:
+            # normally done by cancel already; a unit that arrived meanwhile may have become a victim
+            # (a "retire" record), which stays
+            self.departures.forget(
+                n for n in decision.cancel if (d := self.departures.get(n)) is not None and d.why == "cancel"
+            )
+
+    async def cancel(self, names: list[str]) -> None:
+        workers = workers_by_name(self.scheduler)
+        arrived = [n for n in names if n in workers]  # joined since the decision: retire next time
+        cancel = [n for n in names if n not in workers]
+        if arrived:
+            self.departures.forget(arrived)  # capacity again
+            logger.info("dask-adaptive: %s", fmt(event="cancel-skipped-arrived", units=arrived))
+        if not cancel:
+            return
+        report = await self.remove(cancel)
+        if report is not None:
+            self.stats.cancelled += len(report.removed)
+            self.event("cancelled", units=list(report.removed))
+
+    def choose_victims(self, k: int) -> list[str]:
+        """The scheduler's own ranking (idle, least data first; plugin vetoes respected), restricted
+        to idle, accepting workers of our units that are not already leaving."""
+        workers = workers_by_name(self.scheduler)
+        # n = all workers turns workers_to_close into a full ranking instead of a memory-ratio cut
+        ranking = self.scheduler.workers_to_close(n=len(self.scheduler.workers), attribute="name")
+        ours = set(self.known) - self.departures.leaving()
+        victims = []
+        for name in map(str, ranking):
+            ws = workers.get(name)
+            if name in ours and ws is not None and ws.status in ACCEPTING and not ws.processing:
+                victims.append(name)
+            if len(victims) == k:
+                break
+        return victims
+
+    async def retire_and_remove(self, k: int) -> None:
+        """choose -> retire -> check safe -> remove, for up to `k` workers."""
+        victims = self.choose_victims(k)
+        if not victims:
+            logger.info("dask-adaptive: %s", fmt(event="no-idle-victims", wanted_to_retire=k))
+            return
+        safe = await self.retire(victims)
+        if safe:
+            await self.remove(safe)
+
+    async def retire(self, names: list[str]) -> list[str]:
+        """Retire `names` through the scheduler, bounded by retire-timeout; the ones safe to remove are
+        returned (READY), the others are back at work and forgotten."""
+        self.departures.begin(names, Stage.RETIRING, "retire")
+        safe: list[str] = []
+        try:
+            safe = await asyncio.wait_for(self._retire(names), self.settings.retire_timeout)
+        except TimeoutError:
+            self._give_up(names)
+        finally:
+            self.departures.forget(set(names) - set(safe))
+        self.departures.move(safe, Stage.READY)
+        return safe
+
+    async def _retire(self, names: list[str]) -> list[str]:
+        stimulus = f"dask-adaptive-retire-{time.time()}"
+        result = await self.scheduler.retire_workers(
+            names=names, close_workers=False, remove=False, stimulus_id=stimulus
+        )
+        retired = sorted(str(info["name"]) for info in result.values())
+        aborted = sorted(set(names) - set(retired))
+        if aborted:
+            self.stats.failed_retirements += len(aborted)
+            self.event("retire-aborted", workers=aborted)
+            logger.warning("dask-adaptive: %s", fmt(event="retire-aborted", workers=aborted))
+        safe, unsafe = self.partition_safe(retired)
+        if unsafe:
+            # a task that was finishing during retirement can leave a fresh unique key behind:
+            # one more retirement moves it; if that does not help, the worker goes back to work
+            again = await self.scheduler.retire_workers(
+                names=unsafe, close_workers=False, remove=False, stimulus_id=stimulus + "-again"
+            )
+            safe2, still = self.partition_safe(sorted(str(i["name"]) for i in again.values()))
+            safe += safe2
+            for name in set(unsafe) - set(safe2):
+                self._unretire(name, stimulus)
+            if still or set(unsafe) - set(safe2):
+                self.stats.failed_retirements += len(set(unsafe) - set(safe2))
+        if safe:
+            self.event("retired", workers=safe)
+        return safe
+
+    def partition_safe(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Safe to remove: idle, and every key it holds has a copy on a worker that stays (accepting
+        work and not itself on its way out), so removing several retired workers at once cannot
+        take the last copies with them."""
+        names = list(names)
+        workers = workers_by_name(self.scheduler)
+        leaving = set(names) | self.departures.leaving()
+        staying = {ws for n, ws in workers.items() if n not in leaving and ws.status in ACCEPTING}
+        safe, unsafe = [], []
+        for name in names:
+            ws = workers.get(name)
+            if ws is None:
+                safe.append(name)
+                continue
+            stranded = any(not (ts.who_has or set()) & staying for ts in ws.has_what)
+            (unsafe if ws.processing or stranded else safe).append(name)
+        return safe, unsafe
+
+    def _give_up(self, names: list[str]) -> None:
+        """A retirement outlived `retire-timeout` (its retire_workers call is cancelled by now): put
+        its workers back to work; the next scale-down picks victims afresh. Nothing was removed."""
+        stimulus = f"dask-adaptive-retire-timeout-{time.time()}"
+        for name in names:
+            self._unretire(name, stimulus)
+        self.stats.retire_timeouts += len(names)
+        self.event("retire-timeout", workers=names, timeout=self.settings.retire_timeout)
+        logger.warning(
+            "dask-adaptive: %s",
+            fmt(event="retire-timeout", workers=names, timeout=f"{self.settings.retire_timeout:g}s"),
+        )
+
+    def _unretire(self, name: str, stimulus: str) -> None:
+        ws = workers_by_name(self.scheduler).get(name)
+        if ws is not None and stop_retirement(self.scheduler, ws, stimulus):
+            logger.warning("dask-adaptive: %s", fmt(event="unretired", worker=name))
+
+    async def remove(self, names: list[str]) -> RemovalReport | None:
+        """backend.remove(names); None if it failed. Their records end here, with no await between the
+        call's return and the change: retired units become GONE (or READY again after a failure, to be
+        retried), cancelled and orphan units are forgotten either way."""
+        busy = [n for n in names if n in self.departures.names(*IN_REMOVAL)]
+        if busy:  # the job slot is single, so this is a guard, not a path
+            logger.warning("dask-adaptive: %s", fmt(event="remove-already-in-flight", units=busy))
+            names = [n for n in names if n not in busy]
+            if not names:
+                return None
+        self.departures.begin(names, Stage.READY, "remove")  # no-op for names that have a record
+        self.departures.move(names, Stage.REMOVING)
+        report: RemovalReport | None = None
+        try:
+            report = await self.backend.remove(names)
+        except BackendError as e:
+            self.stats.api_errors += 1
+            logger.warning("dask-adaptive: %s", fmt(event="remove-failed", units=names, error=e))
+            return None
+        finally:
+            self._finish(names, report)
+        if report.wrong or report.corrected:
+            self.stats.corrections += len(report.corrected) or len(report.wrong)
+            self.event("corrected", wrong=list(report.wrong), corrected=list(report.corrected))
+            logger.warning(
+                "dask-adaptive: %s",
+                fmt(event="wrong-unit-removed", wrong=report.wrong, corrected=report.corrected),
+            )
+        logger.info("dask-adaptive: %s", fmt(event="removed", units=report.removed))
+        return report
+
+    def _finish(self, names: list[str], report: RemovalReport | None) -> None:
+        self.departures.returned += 1
+        retired = [n for n in names if (d := self.departures.get(n)) is not None and d.why == "retire"]
+        self.departures.forget(set(names) - set(retired))
+        if report is None:
+            self.departures.move(retired, Stage.READY)
+            return
+        self.departures.move(retired, Stage.GONE)
+        self.stats.retirements += len(report.removed) if retired else 0
