@@ -15,7 +15,9 @@ Workers (readiness endpoint + graceful SIGTERM; the module serves worker and nan
     dask worker tcp://SCHEDULER:8786 --name $(POD_NAME) --dashboard-address :8788 \\
         --preload dask_adaptive.worker --preload-nanny dask_adaptive.worker
 
-Modules: preload (entry point, options), config (validated settings), policy (pure decisions),
-controller (loop and data-safe scale-down), reconcile (orphans), metrics (/metrics), worker (worker
-preload), backends/ (local, kubernetes), demo/ (`python -m dask_adaptive demo`).
+Modules: preload (entry point, options), config (validated settings, read once), policy (pure
+decisions), controller (the loop), executor (the data-safe scale-down), departures (one record per unit
+on its way out), internals (the one reach into distributed), reconcile (orphans), metrics (/metrics),
+command (the `dask worker` command line), worker (worker preload), backends/ (base: the contract; local;
+kubernetes/: api, ranking, backend), demo/ (`python -m dask_adaptive demo`).
 """

@@ -16,6 +16,8 @@ from dask_adaptive.config import (
     CONFIG_ONLY_KEYS,
     OPTION_KEYS,
     SettingsError,
+    config_markdown,
+    option_help,
     reference,
     resolve,
 )
@@ -114,6 +116,41 @@ def test_code_side_fallbacks_equal_the_yaml_defaults():
     assert retry_policy(s.request_timeout, s.retry_budget) == defaults == kube.retry_policy
     assert KubeApi("http://127.0.0.1:1", "token").policy == defaults  # a client built without a policy
     assert sigterm_timeout() == seconds("adaptive.worker.sigterm-timeout") == 25.0
+
+
+def test_every_key_has_a_one_line_meaning_and_options_show_it_in_help():
+    from click.testing import CliRunner
+
+    from dask_adaptive.preload import dask_setup
+
+    for entry in reference().values():
+        assert entry.meaning and "\n" not in entry.meaning, entry.key
+    options = {p.name.replace("_", "-"): p for p in dask_setup.params}
+    assert set(options) == set(OPTION_KEYS)
+    for name, param in options.items():
+        assert param.help == option_help(name)
+    text = CliRunner().invoke(dask_setup, ["--help"], terminal_width=400).output
+    assert "shrink only once the target stayed below for this long; then to its highest [30s]" in text
+
+
+def test_config_md_is_the_table_of_adaptive_yaml():
+    """CONFIG.md is checked in for the README; regenerate with `python -m dask_adaptive config-doc`."""
+    text = (PACKAGE / "CONFIG.md").read_text()
+    assert text == config_markdown(), "stale: python -m dask_adaptive config-doc > dask_adaptive/CONFIG.md"
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "`adaptive." in line]
+    table = {
+        key.strip("`"): (option.strip("| `"), env.strip("`"), default.strip("`"))
+        for option, key, env, default, _ in rows
+    }
+    assert set(table) == set(reference())
+    for key, entry in reference().items():
+        option, env, default = table[key]
+        assert option == (entry.option or "—")
+        assert env == entry.env
+        assert default == ("—" if entry.default is None else str(entry.default))
+    assert {f"adaptive.kubernetes.{name}" for name in TUNABLES} <= set(table)
+    assert table["adaptive.kubernetes.not-ready-timeout"][2] == "45s"
+    assert table["adaptive.kubernetes.poll-interval"][2] == "500ms"
 
 
 def test_each_environment_variable_sets_its_key():
