@@ -13,7 +13,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import k8s_ca
+from infra import iam, k8s_ca
 from infra.dask_config import AutoscalerSettings
 from infra.k8s_placement import Taint
 
@@ -46,9 +46,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         aws_opts = pulumi.ResourceOptions(parent=self, provider=aws_provider)
 
         trust = pulumi.Output.all(oidc_provider_arn, oidc_issuer_url).apply(
-            lambda v: json.dumps(
-                k8s_ca.irsa_trust_policy(v[0], v[1], k8s_ca.NAMESPACE, k8s_ca.SERVICE_ACCOUNT)
-            )
+            lambda v: json.dumps(iam.irsa_trust_policy(v[0], v[1], k8s_ca.NAMESPACE, k8s_ca.SERVICE_ACCOUNT))
         )
         role = aws.iam.Role(
             f"{name}-irsa",

@@ -3,14 +3,14 @@
 Decisions (why):
 - Authentication mode API with explicit access entries; the creator-admin bootstrap is off, because an
   implicit entry is invisible to Pulumi and collides with an explicit one. The deploying principal gets
-  an explicit cluster-admin entry: `aws.get_caller_identity` gives the caller ARN, which for an assumed
-  role is an STS *session* ARN (`arn:aws:sts::<acct>:assumed-role/<role>/<session>`) that EKS rejects;
-  `aws.iam.get_session_context` maps it to the IAM role ARN, path included. Set
-  `cluster.deployerAdmin=false` when the deployer is already listed in `cluster.adminArns`.
+  an explicit cluster-admin entry (its IAM role ARN behind the STS session, read by `infra.live`),
+  unless `cluster.adminArns` already lists it: EKS allows one access entry per principal.
 - Secrets are envelope-encrypted with a customer key that rotates; control-plane logs go to a log group
   created *before* the cluster so EKS cannot create it first without a retention.
 - The self-managed bootstrap addons are off; vpc-cni and kube-proxy are managed addons created before any
   node (nodes stay NotReady without a CNI), coredns after the nodes exist (its pods need somewhere to run).
+  vpc-cni manages ENIs with its own IRSA role, not the node role (AWS's recommendation): a pod that reaches
+  the node role gets no network-management rights.
 - The kubeconfig uses `aws eks get-token` (exec), never a stored token, and is a secret output.
 """
 
@@ -87,7 +87,7 @@ class EksClusterArgs:
     region: str
     subnet_ids: pulumi.Input[Sequence[str]]
     partition: pulumi.Input[str]
-    deployer_arn: pulumi.Input[str]
+    deployer_arn: str | None  # None: no entry for the deployer (off, or already in adminArns)
     production: bool
 
 
@@ -203,13 +203,39 @@ class EksCluster(pulumi.ComponentResource):
 
         # -- access entries -------------------------------------------------------------------------
         self.admin_associations: list[aws.eks.AccessPolicyAssociation] = []
-        if cfg.deployer_admin:
+        if args.deployer_arn is not None:
             self._cluster_admin(f"{name}-deployer", args.deployer_arn, partition)
         for arn in cfg.admin_arns:
             self._cluster_admin(f"{name}-admin-{principal_key(arn)}", arn, partition)
 
+        # -- vpc-cni's own IRSA role ------------------------------------------------------------------
+        self.vpc_cni_role = aws.iam.Role(
+            f"{name}-vpc-cni",
+            assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, issuer_url).apply(
+                lambda v: json.dumps(
+                    iam.irsa_trust_policy(v[0], v[1], iam.VPC_CNI_NAMESPACE, iam.VPC_CNI_SERVICE_ACCOUNT)
+                )
+            ),
+            description="vpc-cni (IRSA, kube-system/aws-node only)",
+            opts=self._opts(),
+        )
+        cni_attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-vpc-cni-{policy}",
+                role=self.vpc_cni_role.name,
+                policy_arn=partition.apply(lambda p, n=policy: iam.managed_policy_arn(p, n)),
+                opts=self._opts(),
+            )
+            for policy in iam.VPC_CNI_POLICIES
+        ]
+
         # -- addons the nodes need before they can become Ready --------------------------------------
-        self.addons: dict[str, aws.eks.Addon] = {a: self._addon(a) for a in PRE_NODE_ADDONS}
+        self.addons: dict[str, aws.eks.Addon] = {
+            "vpc-cni": self._addon(
+                "vpc-cni", depends_on=cni_attachments, service_account_role_arn=self.vpc_cni_role.arn
+            ),
+            "kube-proxy": self._addon("kube-proxy"),
+        }
         self.pre_node_addons: list[pulumi.Resource] = [self.addons[a] for a in PRE_NODE_ADDONS]
 
         # -- kubeconfig and the Kubernetes provider for the next layers -------------------------------
@@ -261,7 +287,12 @@ class EksCluster(pulumi.ComponentResource):
             )
         )
 
-    def _addon(self, addon: str, depends_on: Sequence[pulumi.Resource] = ()) -> aws.eks.Addon:
+    def _addon(
+        self,
+        addon: str,
+        depends_on: Sequence[pulumi.Resource] = (),
+        service_account_role_arn: pulumi.Input[str] | None = None,
+    ) -> aws.eks.Addon:
         pinned = self._args.config.addon_versions.get(addon)
         version: pulumi.Input[str] = (
             pinned
@@ -279,6 +310,7 @@ class EksCluster(pulumi.ComponentResource):
             addon_version=version,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
+            service_account_role_arn=service_account_role_arn,
             opts=self._opts(depends_on=list(depends_on)),
         )
 

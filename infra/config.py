@@ -10,6 +10,7 @@ JSON objects whose scalars may themselves be strings (`pulumi config set --path`
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -42,6 +43,17 @@ RESERVED_NODE_GROUP_NAMES = ("system",)
 RESERVED_LABEL_PREFIXES = ("kubernetes.io/", "k8s.io/", "eks.amazonaws.com/", "adaptive-dask/")
 BUILTIN_TAG_KEYS = ("Project", "Stack", "ManagedBy")
 
+# Every key of the project's namespace; anything else there is a typo (checked before anything is read).
+TOP_LEVEL_KEYS = (
+    "target", "production", "namePrefix", "tags", "network", "cluster", "systemNodeGroup", "workerGroups",
+    "dask", "autoscaler", "kubeContext",
+)  # fmt: skip
+# cluster-autoscaler learns a zero-node group's labels and taints from ASG tags named
+# `<NODE_TEMPLATE>/label/<key>` and `<NODE_TEMPLATE>/taint/<key>`; ASG tag keys are at most 128 characters.
+NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+ASG_TAG_KEY_MAX = 128
+MAX_NODE_TEMPLATE_KEY = ASG_TAG_KEY_MAX - len(f"{NODE_TEMPLATE}/label/")
+
 MIN_VPC_PREFIX, MAX_VPC_PREFIX = 16, 20  # AWS allows /16 at most; /20 still gives /22 private subnets
 MIN_DISK_GIB, MAX_DISK_GIB = 20, 16384  # AL2023 root volume minimum; gp3 maximum
 MAX_NODE_GROUP_SIZE = 450  # EKS managed node group quota
@@ -57,6 +69,7 @@ _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ADMIN_ARN_RE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$")
 _ADDON_VERSION_RE = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+-eksbuild\.[0-9]+$")
+_AMI_RELEASE_RE = re.compile(r"^(?P<minor>[0-9]+\.[0-9]+)\.[0-9]+-[0-9]{8}$")
 _PRIVATE_RANGES = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 )
@@ -97,6 +110,7 @@ class ClusterConfig:
     service_cidr: str
     support_type: str
     addon_versions: Mapping[str, str]
+    node_ami_release_version: str | None  # None: the newest AMI release for `version` (read from SSM)
 
 
 @dataclass(frozen=True)
@@ -166,6 +180,7 @@ DEFAULT_CLUSTER: dict[str, Any] = {
     "serviceCidr": "172.20.0.0/16",
     "supportType": "STANDARD",
     "addonVersions": {},
+    "nodeAmiReleaseVersion": None,
 }
 DEFAULT_SYSTEM: dict[str, Any] = {"instanceType": "t3.medium", "size": 2, "diskGiB": 30}
 DEFAULT_WORKER: dict[str, Any] = {
@@ -337,6 +352,17 @@ def _label_key(field: Field) -> str:
     return key
 
 
+def _node_template_key(field: Field) -> str:
+    """A worker group's label or taint key also becomes an ASG tag key (scale from zero): it must fit."""
+    key = _label_key(field)
+    if len(key) > MAX_NODE_TEMPLATE_KEY:
+        raise field.fail(
+            f"is {len(key)} characters; at most {MAX_NODE_TEMPLATE_KEY}, because cluster-autoscaler reads it "
+            f"from the ASG tag {NODE_TEMPLATE}/label|taint/<key> and AWS limits tag keys to {ASG_TAG_KEY_MAX}"
+        )
+    return key
+
+
 def _label_value(field: Field) -> str:
     value = field.string()
     if value and not _LABEL_NAME_RE.match(value):
@@ -356,7 +382,7 @@ def _taints(field: Field) -> tuple[Taint, ...]:
     for item in items:
         section = Section(item.key, item.value, {"key": None, "value": "", "effect": None})
         taint = Taint(
-            key=_label_key(section["key"]),
+            key=_node_template_key(section["key"]),
             value=_label_value(section["value"]),
             effect=section["effect"].choice(TAINT_EFFECTS),
         )
@@ -387,7 +413,7 @@ def _worker_group(item: Field) -> WorkerGroupConfig:
     labels_field = s["labels"]
     labels = labels_field.string_map()
     for k, v in labels.items():
-        _label_key(Field(f"{labels_field.key}.{k}", k))
+        _node_template_key(Field(f"{labels_field.key}.{k}", k))
         _label_value(Field(f"{labels_field.key}.{k}", v))
     return WorkerGroupConfig(
         name=name,
@@ -506,8 +532,9 @@ def _cluster_config(s: Section, network: NetworkConfig, production: bool, prod_k
         if not _ADDON_VERSION_RE.match(version):
             raise Field(f"{addon_field.key}.{name}", version).fail("must look like v1.19.0-eksbuild.1")
 
+    version = _version(s["version"])
     return ClusterConfig(
-        version=_version(s["version"]),
+        version=version,
         endpoint_public_access=public,
         public_access_cidrs=cidrs,
         endpoint_private_access=private,
@@ -518,7 +545,22 @@ def _cluster_config(s: Section, network: NetworkConfig, production: bool, prod_k
         service_cidr=str(service),
         support_type=s["supportType"].choice(SUPPORT_TYPES),
         addon_versions=MappingProxyType(addons),
+        node_ami_release_version=_ami_release(s["nodeAmiReleaseVersion"], version, s["version"].key),
     )
+
+
+def _ami_release(field: Field, version: str, version_key: str) -> str | None:
+    """A pinned EKS AMI release (`<kubernetes version>-<yyyymmdd>`) for the cluster's own minor."""
+    if field.value is None:
+        return None
+    match = _AMI_RELEASE_RE.match(field.string())
+    if not match:
+        raise field.fail(
+            "must be an EKS AMI release version such as 1.35.0-20260115 (or unset: track the newest)"
+        )
+    if match["minor"] != version:
+        raise field.fail(f"is for Kubernetes {match['minor']}, but {version_key} is {version}")
+    return field.value
 
 
 def _version(field: Field) -> str:
@@ -551,8 +593,30 @@ def _name(prefix_field: Field, stack: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def project_config() -> dict[str, Any]:
+    """Every key set in the project's namespace. The Python SDK has no public call that lists config keys:
+    the CLI passes the whole config as JSON in PULUMI_CONFIG (read by `get_config_env`), tests and the
+    automation API set it with `set_all_config` (the `CONFIG` context variable)."""
+    from pulumi.runtime import config as runtime_config  # the SDK's own store of the stack config
+
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    merged = {k: "[secret]" if runtime_config.is_config_secret(k) else v for k, v in merged.items()}
+    return {k.split(":", 1)[1]: v for k, v in merged.items() if k.startswith(f"{PROJECT}:")}
+
+
+def check_unknown_keys(config: Mapping[str, Any]) -> None:
+    """A typo in a top-level key would silently deploy the defaults: refuse it, naming the nearest key."""
+    for key in sorted(set(config) - set(TOP_LEVEL_KEYS)):
+        by_lower = {k.lower(): k for k in TOP_LEVEL_KEYS}
+        near = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+        hint = f"did you mean {PROJECT}:{by_lower[near[0]]}? " if near else ""
+        known = ", ".join(TOP_LEVEL_KEYS)
+        raise ConfigError(f"{PROJECT}:{key}", config[key], f"unknown key; {hint}known: {known}")
+
+
 def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) -> Settings:
     """Read and validate the whole config. Call once, inside the program (never at import time)."""
+    check_unknown_keys(project_config())
     cfg = reader_factory(PROJECT)
     target = cfg.raw("target", DEFAULT_TARGET).choice(TARGETS)
     production = cfg.raw("production", DEFAULT_PRODUCTION).boolean()

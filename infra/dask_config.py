@@ -82,6 +82,7 @@ class ClusterFacts:
     system_instance_type: str | None = None
     system_taints: tuple[Taint, ...] = ()
     kubernetes_version_key: str = f"{NS}:cluster.version"
+    system_instance_type_key: str = f"{NS}:systemNodeGroup.instanceType"
 
 
 # ---------------------------------------------------------------- settings handed to the components
@@ -227,15 +228,19 @@ class _Obj:
         return value
 
     def cpu(self, name: str) -> int | None:
+        """None only when unset: a zero is an error, never a request for the default."""
         value = self.data.get(name)
         if value is None:
             return None
         try:
-            return parse_cpu_millicores(str(value))
+            millicores = parse_cpu_millicores(str(value))
         except ValueError:
             raise ConfigError(
                 self.k(name), value, "must be a CPU quantity such as '2', '1.5' or '500m'"
             ) from None
+        if millicores <= 0:
+            raise ConfigError(self.k(name), value, "must be more than 0 (leave it unset for the default)")
+        return millicores
 
     def memory_mib(self, name: str) -> int | None:
         value = self.data.get(name)
@@ -247,6 +252,8 @@ class _Obj:
             raise ConfigError(
                 self.k(name), value, "must be a memory quantity such as '4Gi' or '512Mi'"
             ) from None
+        if amount < MIB:
+            raise ConfigError(self.k(name), value, "must be at least 1Mi (leave it unset for the default)")
         return amount // MIB
 
 
@@ -328,6 +335,10 @@ def _validate_cidrs(obj: _Obj) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _unset_to(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
 def _worker_capacity(facts: ClusterFacts) -> instance_types.Resources:
     """The smallest pod capacity over every instance type of every worker group (pods must fit all)."""
     if not facts.worker_groups:
@@ -358,8 +369,8 @@ def _size_workers(obj: _Obj, target: str, facts: ClusterFacts | None) -> tuple[i
                 "only the aws target sizes workers per node; set workerCpu and workerMemory",
             )
         per_node = 1
-        cpu = obj.cpu("workerCpu") or 1000
-        memory = obj.memory_mib("workerMemory") or 2048
+        cpu = _unset_to(obj.cpu("workerCpu"), 1000)
+        memory = _unset_to(obj.memory_mib("workerMemory"), 2048)
         share_cpu, share_mem = cpu, memory
     else:
         assert facts is not None
@@ -367,8 +378,8 @@ def _size_workers(obj: _Obj, target: str, facts: ClusterFacts | None) -> tuple[i
         per_node = obj.integer("workersPerNode", 1, 1, 64)
         share_cpu = capacity.cpu_millicores // per_node
         share_mem = capacity.memory_mib // per_node
-        cpu = obj.cpu("workerCpu") or share_cpu
-        memory = obj.memory_mib("workerMemory") or share_mem
+        cpu = _unset_to(obj.cpu("workerCpu"), share_cpu)
+        memory = _unset_to(obj.memory_mib("workerMemory"), share_mem)
         fit = f"{per_node} worker(s) per node of the smallest worker instance type leave {share_cpu}m CPU"
         fit += f" and {share_mem}Mi memory each"
         if cpu > share_cpu:
@@ -406,6 +417,49 @@ def _size_workers(obj: _Obj, target: str, facts: ClusterFacts | None) -> tuple[i
     return per_node, sizing
 
 
+def _scratch_does_not_fit(obj: _Obj, per_node: int, facts: ClusterFacts) -> None:
+    """The default scratch (a 60% share of the disk per worker) is under the 1Gi minimum: name the key the
+    user set - workersPerNode if set, else the smallest worker group's diskGiB - with the numbers."""
+    group = min((g for g in facts.worker_groups if g.disk_gib), key=lambda g: g.disk_gib or 0)
+    disk = group.disk_gib or 0
+    budget_mib = int(disk * 1024 * SCRATCH_DISK_FRACTION)
+    why = (
+        f"{per_node} worker(s) per node x the 1Gi minimum scratch space need {per_node * 1024}Mi, more than "
+        f"{SCRATCH_DISK_FRACTION:.0%} of the {disk} GiB disk of worker group {group.name!r} ({budget_mib}Mi)"
+    )
+    disk_key = f"{group.key}.diskGiB" if group.key else f"{NS}:workerGroups[].diskGiB"
+    if obj.has("workersPerNode"):
+        raise ConfigError(obj.k("workersPerNode"), per_node, f"{why}; lower it or raise {disk_key}")
+    raise ConfigError(disk_key, disk, f"{why}; raise it")
+
+
+def _check_scheduler_fits(obj: _Obj, facts: ClusterFacts, cpu: int, memory_mib: int) -> None:
+    """The scheduler runs on a system node: it must fit one, or it stays Pending forever."""
+    itype = facts.system_instance_type
+    assert itype is not None
+    if itype not in instance_types.INSTANCE_TYPES:
+        raise ConfigError(
+            facts.system_instance_type_key,
+            itype,
+            "the scheduler must fit a system node, and only instance types in infra/instance_types.py can "
+            f"be checked: use one of {', '.join(sorted(instance_types.INSTANCE_TYPES))}, or add this type "
+            "to that table (vCPUs, memory GiB, ENI max pods)",
+        )
+    free = instance_types.pod_capacity(itype)
+    if cpu <= free.cpu_millicores and memory_mib <= free.memory_mib:
+        return
+    bad = "schedulerCpu" if cpu > free.cpu_millicores else "schedulerMemory"
+    fit = f"{itype} system node ({free.cpu_millicores}m CPU, {free.memory_mib}Mi free for pods)"
+    if obj.has(bad):
+        raise ConfigError(obj.k(bad), obj.data.get(bad), f"does not fit a {fit}")
+    raise ConfigError(
+        facts.system_instance_type_key,
+        itype,
+        f"the scheduler's default {cpu}m CPU / {memory_mib}Mi does not fit a {fit}; choose a larger type "
+        f"or set {obj.k(bad)}",
+    )
+
+
 def parse_dask(
     raw: str | None, *, target: str, facts: ClusterFacts | None, default_namespace: str
 ) -> DaskSettings:
@@ -437,9 +491,12 @@ def parse_dask(
     disks = [g.disk_gib for g in facts.worker_groups if g.disk_gib] if (facts and target == "aws") else []
     # Default: 10Gi, or less when several workers share a small disk.
     default_scratch = min([10 * 1024] + [int(d * 1024 * SCRATCH_DISK_FRACTION) // per_node for d in disks])
-    scratch_mib = obj.memory_mib("scratchSize") or default_scratch
-    if scratch_mib < 1024:
+    scratch_mib = _unset_to(obj.memory_mib("scratchSize"), default_scratch)
+    if scratch_mib < 1024 and obj.has("scratchSize"):
         raise ConfigError(obj.k("scratchSize"), obj.data.get("scratchSize"), "must be at least 1Gi")
+    if scratch_mib < 1024:
+        assert facts is not None  # only several workers on a small disk make the default this small
+        _scratch_does_not_fit(obj, per_node, facts)
     if target == "aws":
         assert facts is not None
         groups = facts.worker_groups
@@ -455,21 +512,13 @@ def parse_dask(
         taints = [WORKER_TAINT] + [t for g in groups for t in g.taints]
         placement = WorkerPlacement(pools=tuple(g.name for g in groups), taints=tuple(dict.fromkeys(taints)))
 
-    scheduler_cpu = obj.cpu("schedulerCpu") or (1000 if target == "aws" else 500)
-    scheduler_mem = obj.memory_mib("schedulerMemory") or (2048 if target == "aws" else 1024)
+    scheduler_cpu = _unset_to(obj.cpu("schedulerCpu"), 1000 if target == "aws" else 500)
+    scheduler_mem = _unset_to(obj.memory_mib("schedulerMemory"), 2048 if target == "aws" else 1024)
     if scheduler_cpu < 100 or scheduler_mem < 512:
         bad = "schedulerCpu" if scheduler_cpu < 100 else "schedulerMemory"
         raise ConfigError(obj.k(bad), obj.data.get(bad), "the scheduler needs at least 100m CPU and 512Mi")
-    if target == "aws" and facts and facts.system_instance_type in instance_types.INSTANCE_TYPES:
-        free = instance_types.pod_capacity(facts.system_instance_type)
-        if scheduler_cpu > free.cpu_millicores or scheduler_mem > free.memory_mib:
-            bad = "schedulerCpu" if scheduler_cpu > free.cpu_millicores else "schedulerMemory"
-            raise ConfigError(
-                obj.k(bad),
-                obj.data.get(bad),
-                f"does not fit a {facts.system_instance_type} "
-                f"system node ({free.cpu_millicores}m CPU, {free.memory_mib}Mi free for pods)",
-            )
+    if target == "aws" and facts and facts.system_instance_type is not None:
+        _check_scheduler_fits(obj, facts, scheduler_cpu, scheduler_mem)
 
     return DaskSettings(
         target=target,

@@ -17,3 +17,14 @@ class ConfigError(pulumi.RunError):
     def __init__(self, key: str, value: Any, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}: got {value!r}; {allowed}")
+
+
+class LiveStateError(pulumi.RunError):
+    """Something in the live account blocks this deployment; raised before any AWS resource is registered.
+
+    The message says what was found, why it blocks, and the exact command that clears it.
+    """
+
+    def __init__(self, found: str, why: str, fix: str) -> None:
+        self.found, self.why, self.fix = found, why, fix
+        super().__init__(f"{found}: {why}. Fix: {fix}")

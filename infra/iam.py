@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 VERSION = "2012-10-17"
 
 # AWS-managed policies each role needs (names only; the partition is filled in by `managed_policy_arn`).
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
-NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
+# The CNI policy is not on the node role: vpc-cni gets it through its own IRSA role (VPC_CNI_POLICIES), so
+# pods on the node (which could otherwise borrow the node role) never hold ENI/IP-management rights.
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
+VPC_CNI_POLICIES = ("AmazonEKS_CNI_Policy",)
+VPC_CNI_NAMESPACE, VPC_CNI_SERVICE_ACCOUNT = "kube-system", "aws-node"
 CLUSTER_ADMIN_ACCESS_POLICY = "AmazonEKSClusterAdminPolicy"
 
 
@@ -73,3 +78,29 @@ def secrets_encryption_policy(key_arn: str) -> str:
             "Resource": key_arn,
         }
     )
+
+
+def issuer_host(issuer_url: str) -> str:
+    """IAM condition keys use the issuer without scheme: `oidc.eks.<region>.amazonaws.com/id/<ID>`."""
+    return re.sub(r"^https://", "", issuer_url).rstrip("/")
+
+
+def irsa_trust_policy(oidc_provider_arn: str, issuer_url: str, namespace: str, service_account: str) -> dict:
+    """Only that one service account, with the STS audience, may assume the role."""
+    host = issuer_host(issuer_url)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": oidc_provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{host}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                        f"{host}:aud": "sts.amazonaws.com",
+                    }
+                },
+            }
+        ],
+    }

@@ -63,7 +63,14 @@ _M = {
 }
 _C = {"large": (2, 4, 29), "xlarge": (4, 8, 58), "2xlarge": (8, 16, 58), "4xlarge": (16, 32, 234)}
 _R = {"large": (2, 16, 29), "xlarge": (4, 32, 58), "2xlarge": (8, 64, 58), "4xlarge": (16, 128, 234)}
-_T3 = {"medium": (2, 4, 17), "large": (2, 8, 35), "xlarge": (4, 16, 58), "2xlarge": (8, 32, 58)}
+_T3 = {
+    "micro": (2, 1, 4),
+    "small": (2, 2, 11),
+    "medium": (2, 4, 17),
+    "large": (2, 8, 35),
+    "xlarge": (4, 16, 58),
+    "2xlarge": (8, 32, 58),
+}
 
 INSTANCE_TYPES: dict[str, InstanceType] = {
     **_family("t3", _T3),

@@ -67,32 +67,6 @@ def image_tag_for(kubernetes_version: str) -> str:
     return CA_IMAGE_TAGS[kubernetes_minor(kubernetes_version)]
 
 
-def issuer_host(issuer_url: str) -> str:
-    """IAM condition keys use the issuer without scheme: `oidc.eks.<region>.amazonaws.com/id/<ID>`."""
-    return re.sub(r"^https://", "", issuer_url).rstrip("/")
-
-
-def irsa_trust_policy(oidc_provider_arn: str, issuer_url: str, namespace: str, service_account: str) -> dict:
-    """Only that one service account, with the STS audience, may assume the role."""
-    host = issuer_host(issuer_url)
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": oidc_provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {
-                        f"{host}:sub": f"system:serviceaccount:{namespace}:{service_account}",
-                        f"{host}:aud": "sts.amazonaws.com",
-                    }
-                },
-            }
-        ],
-    }
-
-
 def _arn_parts(cluster_arn: str) -> tuple[str, str, str, str]:
     """(partition, region, account, cluster name) of `arn:<p>:eks:<region>:<account>:cluster/<name>`."""
     match = re.match(

@@ -62,7 +62,9 @@ def build(settings: Settings, layer: LayerSettings, platform: AwsPlatform | None
     if settings.target == "aws":
         assert platform is not None and settings.aws is not None and layer.autoscaler is not None
         provider = platform.k8s_provider
-        nodes = list(platform.node_groups.all_groups)
+        # Pods need nodes and, with the self-managed bootstrap addons off, cluster DNS (the coredns addon,
+        # created once nodes exist): cluster-autoscaler resolves AWS endpoints, Dask resolves its Service.
+        nodes = [*platform.node_groups.all_groups, platform.cluster.addons["coredns"]]
         autoscaler = ClusterAutoscaler(
             f"{name}-autoscaler",
             layer.autoscaler,

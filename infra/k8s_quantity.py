@@ -13,11 +13,12 @@ from decimal import Decimal, InvalidOperation
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 _QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
 _DURATION_UNIT_SECONDS = {
     "ns": Decimal("1e-9"),
     "us": Decimal("1e-6"),
-    "µs": Decimal("1e-6"),
+    "µs": Decimal("1e-6"),  # U+00B5 micro sign
+    "μs": Decimal("1e-6"),  # U+03BC Greek mu; Go accepts both
     "ms": Decimal("1e-3"),
     "s": Decimal(1),
     "m": Decimal(60),
@@ -64,18 +65,27 @@ def parse_memory_bytes(text: str) -> int:
 
 
 def parse_go_duration_seconds(text: str) -> Decimal:
-    """Go `time.ParseDuration` syntax as cluster-autoscaler flags take it ('10m', '1m30s', '45s')."""
-    if not isinstance(text, str) or not text or text != text.strip():
+    """Exactly what Go's `time.ParseDuration` accepts, as cluster-autoscaler flags take it: an optional
+    sign, then '0' alone or numbers (digits with an optional fraction, either side of the point may be
+    empty but not both) each followed by a unit ('10m', '1m30s', '.5h', '1.s', '-0')."""
+    if not isinstance(text, str):
         raise ValueError(f"not a Go duration: {text!r}")
+    body, sign = text, 1
+    if body[:1] in ("-", "+"):
+        sign, body = (-1 if body[0] == "-" else 1), body[1:]
+    if body == "0":
+        return Decimal(0)
     position, total = 0, Decimal(0)
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
+    for match in _DURATION_PART.finditer(body):
+        number = match[1]
+        if match.start() != position or number in ("", "."):
             raise ValueError(f"not a Go duration: {text!r}")
-        total += Decimal(match[1]) * _DURATION_UNIT_SECONDS[match[2]]
+        whole, _, fraction = number.partition(".")
+        total += Decimal(f"{whole or 0}.{fraction or 0}") * _DURATION_UNIT_SECONDS[match[2]]
         position = match.end()
-    if position != len(text):
+    if not body or position != len(body):
         raise ValueError(f"not a Go duration: {text!r}")
-    return total
+    return sign * total
 
 
 def format_memory_mib(mib: int) -> str:

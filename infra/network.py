@@ -15,8 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import iam
-from infra.config import PROJECT, NetworkConfig
-from infra.errors import ConfigError
+from infra.config import NetworkConfig
 from infra.tags import name_tag, private_subnet_tags, public_subnet_tags
 
 
@@ -46,6 +45,7 @@ def nat_subnet_indexes(nat_mode: str, az_count: int) -> list[int]:
 @dataclass(frozen=True)
 class NetworkArgs:
     config: NetworkConfig
+    zones: tuple[str, ...]  # one zone name per AZ, chosen from the live account (infra.live)
     cluster_name: str
     region: str
     account_id: pulumi.Input[str]
@@ -67,12 +67,6 @@ class Network(pulumi.ComponentResource):
         )
         cfg = args.config
         self._provider = provider
-
-        zones = aws.get_availability_zones_output(
-            state="available",
-            filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
-            opts=pulumi.InvokeOutputOptions(parent=self, provider=provider),
-        )
 
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
@@ -98,7 +92,7 @@ class Network(pulumi.ComponentResource):
         self.public_subnets: list[aws.ec2.Subnet] = []
         self.private_subnets: list[aws.ec2.Subnet] = []
         for plan in carve_subnets(cfg.cidr, cfg.az_count):
-            az = zones.names.apply(lambda names, i=plan.az_index: _zone(names, i))
+            az = args.zones[plan.az_index]
             self.public_subnets.append(
                 aws.ec2.Subnet(
                     f"{name}-public-{plan.az_index}",
@@ -228,11 +222,3 @@ class Network(pulumi.ComponentResource):
             tags=name_tag(f"{name}-flow-logs"),
             opts=self._opts(),
         )
-
-
-def _zone(names: list[str], index: int) -> str:
-    if index >= len(names):
-        raise ConfigError(
-            f"{PROJECT}:network.azCount", index + 1, f"the region offers only {len(names)} availability zones"
-        )
-    return names[index]

@@ -10,10 +10,16 @@ Why this shape:
   scale-from-zero tags (labels, taints, ephemeral storage) are put on the ASG with aws.autoscaling.Tag.
   A managed node group has exactly one ASG, so the tags target `resources[0].autoscalingGroups[0]`,
   which keeps the resource count static (visible in preview).
+- In a run that changes a worker group's bounds, the desired size is sent after all - the live one,
+  clamped into the new bounds (`infra.live.worker_scaling`) - and the group is tagged so the policy pack
+  can tell this deliberate write from a forgotten ignore.
+- Nodes track the newest EKS AMI release for the cluster version (read from SSM on every run) unless
+  `cluster.nodeAmiReleaseVersion` pins one; a new release rolls the groups like any node group update.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ import pulumi_aws as aws
 
 from infra import iam
 from infra.config import SystemNodeGroupConfig, WorkerGroupConfig, is_arm_instance_type
+from infra.live import LiveNodeGroup, worker_scaling
 from infra.tags import (
     eks_taints,
     instance_tags,
@@ -34,11 +41,25 @@ from infra.tags import (
 )
 
 ROOT_DEVICE = "/dev/xvda"  # AL2023 root device name
+# Present (value: the live desired size read) only in a run where the program writes the desired size.
+DESIRED_FROM_LIVE_TAG = "adaptive-dask/desired-size-from-live"
 
 
 def ami_type(instance_types: Sequence[str]) -> str:
     """AL2023 for the instance types' architecture (config validation forbids mixing)."""
     return "AL2023_ARM_64_STANDARD" if is_arm_instance_type(instance_types[0]) else "AL2023_x86_64_STANDARD"
+
+
+def architecture(instance_types: Sequence[str]) -> str:
+    return "arm64" if is_arm_instance_type(instance_types[0]) else "x86_64"
+
+
+def ami_release_parameter(kubernetes_version: str, arch: str) -> str:
+    """The public SSM parameter holding the newest AL2023 EKS AMI release for a version and architecture."""
+    return (
+        f"/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/{arch}"
+        "/standard/recommended/release_version"
+    )
 
 
 def launch_template_args(name: str, disk_gib: int, common_tags: Mapping[str, str]) -> dict[str, Any]:
@@ -82,6 +103,8 @@ class NodeGroupsArgs:
     system: SystemNodeGroupConfig
     workers: tuple[WorkerGroupConfig, ...]
     tags: Mapping[str, str]
+    live_node_groups: Mapping[str, LiveNodeGroup] = dataclasses.field(default_factory=dict)
+    ami_release_version: str | None = None  # None: the newest release for cluster_version, from SSM
     # Resources every node needs before it can join and become Ready (vpc-cni, kube-proxy addons).
     depends_on: Sequence[pulumi.Resource] = ()
 
@@ -123,6 +146,7 @@ class NodeGroups(pulumi.ComponentResource):
         ]
 
         self.launch_templates: dict[str, aws.ec2.LaunchTemplate] = {}
+        self._releases: dict[str, pulumi.Input[str]] = {}
         self.system = self._group(
             "system",
             instance_types=[args.system.instance_type],
@@ -141,19 +165,27 @@ class NodeGroups(pulumi.ComponentResource):
         self.asg_names: dict[str, pulumi.Output[str]] = {}
         self.asg_tags: dict[str, list[aws.autoscaling.Tag]] = {}
         for group in args.workers:
+            live = args.live_node_groups.get(group.name)
+            scaling = worker_scaling(group, live)
+            marker = (
+                {}
+                if scaling.ignore_desired or live is None
+                else {DESIRED_FROM_LIVE_TAG: str(live.desired_size)}
+            )
             node_group = self._group(
                 group.name,
                 instance_types=list(group.instance_types),
                 capacity_type=group.capacity_type,
                 scaling={
-                    "min_size": group.min_size,
-                    "max_size": group.max_size,
-                    "desired_size": group.min_size,
+                    "min_size": scaling.min_size,
+                    "max_size": scaling.max_size,
+                    "desired_size": scaling.desired_size,
                 },
                 disk_gib=group.disk_gib,
                 labels=worker_labels(group),
                 taints=eks_taints(worker_taints(group)),
-                ignore_changes=["scalingConfig.desiredSize"],
+                ignore_changes=["scalingConfig.desiredSize"] if scaling.ignore_desired else [],
+                extra_tags=marker,
             )
             self.workers[group.name] = node_group
             asg_name = node_group.resources.apply(lambda rs: rs[0].autoscaling_groups[0].name)
@@ -189,6 +221,7 @@ class NodeGroups(pulumi.ComponentResource):
         labels: dict[str, str],
         taints: list[dict[str, str]],
         ignore_changes: list[str],
+        extra_tags: Mapping[str, str] | None = None,
     ) -> aws.eks.NodeGroup:
         logical = f"{self._name}-{group}"
         template = aws.ec2.LaunchTemplate(
@@ -203,15 +236,27 @@ class NodeGroups(pulumi.ComponentResource):
             subnet_ids=self._args.subnet_ids,
             instance_types=instance_types,
             ami_type=ami_type(instance_types),
+            release_version=self._release(architecture(instance_types)),
             capacity_type=capacity_type,
             scaling_config=scaling,
             update_config={"max_unavailable_percentage": 33},
             labels=labels,
             taints=taints,
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
-            tags={"Name": logical},
+            tags={"Name": logical, **(extra_tags or {})},
             opts=self._opts(
                 depends_on=[*self._attachments, *self._args.depends_on],
                 ignore_changes=ignore_changes,
             ),
         )
+
+    def _release(self, arch: str) -> pulumi.Input[str]:
+        """The AMI release every group of this architecture runs: pinned, or the newest for the version."""
+        if self._args.ami_release_version is not None:
+            return self._args.ami_release_version
+        if arch not in self._releases:
+            self._releases[arch] = aws.ssm.get_parameter_output(
+                name=ami_release_parameter(self._args.cluster_version, arch),
+                opts=pulumi.InvokeOutputOptions(parent=self, provider=self._provider),
+            ).insecure_value  # a public, non-secret value: keep it readable in diffs
+        return self._releases[arch]

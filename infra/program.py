@@ -1,7 +1,8 @@
 """`build()`: compose the layers from the config. `infra/__main__.py` only calls this.
 
-Order: config (validated, nothing registered yet) -> explicit AWS provider with default tags ->
-Network -> EksCluster -> NodeGroups -> node-dependent addons -> exports -> [Kubernetes layer].
+Order: config (validated, nothing registered yet) -> explicit AWS provider with default tags -> live
+facts read through it (zones, deployer, node group sizes; may still stop the run) -> Network -> EksCluster
+-> NodeGroups -> node-dependent addons -> exports -> Kubernetes layer.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra import k8s_layer
-from infra.cluster import EksCluster, EksClusterArgs
+from infra.cluster import EksCluster, EksClusterArgs, log_group_name
 from infra.config import AwsConfig, Settings, load_settings
+from infra.live import deployer_entry_needed, read_live_facts
 from infra.network import Network, NetworkArgs
 from infra.nodegroups import NodeGroups, NodeGroupsArgs
 from infra.pools import WorkerPool, system_node_selector, worker_pool
@@ -62,13 +64,16 @@ def build_aws(settings: Settings) -> AwsPlatform:
     invoke = pulumi.InvokeOutputOptions(provider=provider)
     caller = aws.get_caller_identity_output(opts=invoke)
     partition = aws.get_partition_output(opts=invoke).partition
-    # An assumed role calls as an STS session ARN; access entries need the IAM role ARN behind it.
-    deployer = aws.iam.get_session_context_output(arn=caller.arn, opts=invoke).issuer_arn
+    live = read_live_facts(settings, provider, log_group_name(name))
+    deployer_entry = deployer_entry_needed(
+        live.deployer_arn, cfg.cluster.deployer_admin, cfg.cluster.admin_arns
+    )
 
     network = Network(
         name,
         NetworkArgs(
             config=cfg.network,
+            zones=live.zones,
             cluster_name=name,
             region=cfg.region,
             account_id=caller.account_id,
@@ -83,7 +88,7 @@ def build_aws(settings: Settings) -> AwsPlatform:
             region=cfg.region,
             subnet_ids=network.private_subnet_ids,
             partition=partition,
-            deployer_arn=deployer,
+            deployer_arn=live.deployer_arn if deployer_entry else None,
             production=settings.production,
         ),
         provider,
@@ -98,6 +103,8 @@ def build_aws(settings: Settings) -> AwsPlatform:
             system=cfg.system,
             workers=cfg.workers,
             tags=settings.tags,
+            live_node_groups=live.node_groups,
+            ami_release_version=cfg.cluster.node_ami_release_version,
             depends_on=cluster.pre_node_addons,
         ),
         provider,

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from infra.config import Taint, WorkerGroupConfig
+from infra.config import NODE_TEMPLATE, Taint, WorkerGroupConfig
 
 POOL_LABEL = "adaptive-dask/pool"
 SYSTEM_POOL = "system"
 WORKER_TAINT = Taint(key="adaptive-dask/dask-worker", value="true", effect="NoSchedule")
 CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"  # set on every node by EKS itself
-NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
 
 # Kubernetes taint effects -> the EKS API's spelling.
 EKS_TAINT_EFFECTS = {

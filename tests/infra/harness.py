@@ -61,6 +61,14 @@ OIDC_ID = "0123456789ABCDEF0123456789ABCDEF"
 # --------------------------------------------------------------------------------------------------
 
 
+def _zone_id_prefix(region: str) -> str:
+    """`us-east-1` -> `use1`, `eu-west-1` -> `euw1`, `ap-southeast-2` -> `apse2` (AWS's zone-ID scheme)."""
+    area, direction, number = region.split("-")
+    for word, letter in (("north", "n"), ("south", "s"), ("east", "e"), ("west", "w"), ("central", "c")):
+        direction = direction.replace(word, letter)
+    return f"{area}{direction}{number}"
+
+
 def _short(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())[:17].ljust(17, "0")
 
@@ -95,11 +103,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
         caller_arn: str = CALLER_ARN,
         issuer_arn: str = CALLER_ROLE_ARN,
         unknown_in_preview: bool = True,
+        live_node_groups: Mapping[str, tuple[int, int, int]] | None = None,
+        log_groups: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        """`live_node_groups`: node group name (`<cluster>-<group>-<suffix>`, group names without a dash)
+        -> (min, max, desired), which also makes that cluster exist; `log_groups`: log group name -> tags."""
         self.region = region
         # Like the engine: in preview a new resource's computed outputs are unknown (only inputs echo).
         self.unknown_in_preview = unknown_in_preview
         self.zone_names = [f"{region}{chr(ord('a') + i)}" for i in range(zones)]
+        # Zone names map to IDs per account; here the third name is the zone EKS refuses in us-east-1.
+        self.zone_ids = [f"{_zone_id_prefix(region)}-az{i + 1}" for i in range(zones)]
+        self.live_node_groups = dict(live_node_groups or {})
+        self.log_groups = {k: dict(v) for k, v in (log_groups or {}).items()}
+        self.ami_release = "{version}.4-20261115"
         self.caller_arn = caller_arn
         self.issuer_arn = issuer_arn
         self.resources: list[MockResourceArgs] = []
@@ -140,12 +157,34 @@ class RecordingMocks(pulumi.runtime.Mocks):
             },
         }
         self.invokes: dict[str, Callable[[MockCallArgs], dict]] = {
-            "aws:index/getAvailabilityZones:getAvailabilityZones": lambda a: {
+            "aws:index/getAvailabilityZones:getAvailabilityZones": self._zones,
+            "aws:eks/getClusters:getClusters": lambda a: {
                 "id": self.region,
-                "names": list(self.zone_names),
-                "zoneIds": [f"use1-az{i + 1}" for i in range(len(self.zone_names))],
-                "groupNames": [self.region],
+                "names": sorted({n.rsplit("-", 2)[0] for n in self.live_node_groups}),
             },
+            "aws:eks/getNodeGroups:getNodeGroups": lambda a: {
+                "id": a.args.get("clusterName"),
+                "clusterName": a.args.get("clusterName"),
+                "names": sorted(
+                    n for n in self.live_node_groups if n.startswith(f"{a.args.get('clusterName')}-")
+                ),
+            },
+            "aws:eks/getNodeGroup:getNodeGroup": self._live_node_group,
+            "aws:cloudwatch/getLogGroups:getLogGroups": lambda a: {
+                "id": self.region,
+                "logGroupNames": sorted(
+                    n for n in self.log_groups if n.startswith(a.args.get("logGroupNamePrefix", ""))
+                ),
+                "arns": [],
+            },
+            "aws:cloudwatch/getLogGroup:getLogGroup": lambda a: {
+                "id": a.args["name"],
+                "name": a.args["name"],
+                "arn": f"arn:aws:logs:{self.region}:{ACCOUNT_ID}:log-group:{a.args['name']}",
+                "tags": self.log_groups[a.args["name"]],
+                "retentionInDays": 0,
+            },
+            "aws:ssm/getParameter:getParameter": self._ssm_parameter,
             "aws:index/getCallerIdentity:getCallerIdentity": lambda a: {
                 "id": ACCOUNT_ID,
                 "accountId": ACCOUNT_ID,
@@ -225,6 +264,33 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 }
             ],
         }
+
+    def _zones(self, a: MockCallArgs) -> dict:
+        excluded = set(a.args.get("excludeZoneIds") or [])
+        pairs = [(n, z) for n, z in zip(self.zone_names, self.zone_ids, strict=True) if z not in excluded]
+        return {
+            "id": self.region,
+            "names": [n for n, _ in pairs],
+            "zoneIds": [z for _, z in pairs],
+            "groupNames": [self.region],
+        }
+
+    def _live_node_group(self, a: MockCallArgs) -> dict:
+        name = a.args["nodeGroupName"]
+        low, high, desired = self.live_node_groups[name]
+        return {
+            "id": f"{a.args['clusterName']}:{name}",
+            "clusterName": a.args["clusterName"],
+            "nodeGroupName": name,
+            "scalingConfigs": [{"minSize": low, "maxSize": high, "desiredSize": desired}],
+            "tags": {},
+        }
+
+    def _ssm_parameter(self, a: MockCallArgs) -> dict:
+        name = a.args["name"]
+        version = name.split("/")[5]  # /aws/service/eks/optimized-ami/<version>/amazon-linux-2023/...
+        value = self.ami_release.format(version=version)
+        return {"id": name, "name": name, "type": "String", "value": value, "insecureValue": value}
 
     def _session_context(self, a: MockCallArgs) -> dict:
         arn = a.args.get("arn")

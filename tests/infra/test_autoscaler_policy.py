@@ -12,7 +12,7 @@ with warnings.catch_warnings():  # parliament's own regexes trip a DeprecationWa
     warnings.simplefilter("ignore", DeprecationWarning)
     from parliament import analyze_policy_string
 
-from infra import k8s_ca
+from infra import iam, k8s_ca
 from infra.k8s_placement import Taint
 
 CLUSTER = "adask-dev"
@@ -30,7 +30,7 @@ def findings(doc: dict) -> list[tuple[str, object]]:
 
 
 def test_trust_policy_pins_one_service_account_and_the_sts_audience():
-    doc = k8s_ca.irsa_trust_policy(OIDC_ARN, ISSUER, "kube-system", "cluster-autoscaler")
+    doc = iam.irsa_trust_policy(OIDC_ARN, ISSUER, "kube-system", "cluster-autoscaler")
     [statement] = doc["Statement"]
     assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert statement["Principal"] == {"Federated": OIDC_ARN}
@@ -44,7 +44,7 @@ def test_trust_policy_pins_one_service_account_and_the_sts_audience():
 
 
 def test_trust_policy_lint_has_only_the_two_justified_findings():
-    doc = k8s_ca.irsa_trust_policy(OIDC_ARN, ISSUER, k8s_ca.NAMESPACE, k8s_ca.SERVICE_ACCOUNT)
+    doc = iam.irsa_trust_policy(OIDC_ARN, ISSUER, k8s_ca.NAMESPACE, k8s_ca.SERVICE_ACCOUNT)
     issues = [issue for issue, _ in findings(doc)]
     # Justified, both artefacts of parliament targeting identity policies:
     # - UNKNOWN_FEDERATION_SOURCE: its list of federation principals has no IAM OIDC providers, yet an
@@ -55,7 +55,7 @@ def test_trust_policy_lint_has_only_the_two_justified_findings():
 
 
 def test_sa_name_is_shared_by_trust_policy_and_chart_values():
-    doc = k8s_ca.irsa_trust_policy(OIDC_ARN, ISSUER, k8s_ca.NAMESPACE, k8s_ca.SERVICE_ACCOUNT)
+    doc = iam.irsa_trust_policy(OIDC_ARN, ISSUER, k8s_ca.NAMESPACE, k8s_ca.SERVICE_ACCOUNT)
     sub = next(v for k, v in doc["Statement"][0]["Condition"]["StringEquals"].items() if k.endswith(":sub"))
     values = k8s_ca.helm_values(
         cluster_name=CLUSTER,
@@ -71,7 +71,7 @@ def test_sa_name_is_shared_by_trust_policy_and_chart_values():
 
 
 def test_issuer_host_strips_scheme_and_slash():
-    assert k8s_ca.issuer_host("https://oidc.example/id/X/") == "oidc.example/id/X"
+    assert iam.issuer_host("https://oidc.example/id/X/") == "oidc.example/id/X"
 
 
 # ---------------------------------------------------------------- permissions

@@ -118,8 +118,11 @@ def test_no_log_types_no_log_group(stack_graph: GraphOf) -> None:
     )
 
 
+LAPTOP = {"adaptive-dask:cluster": json.dumps({"deployerAdmin": True, "adminArns": []})}
+
+
 def test_deployer_admin_is_the_role_behind_the_assumed_role_session(stack_graph: GraphOf) -> None:
-    g = stack_graph("dev")
+    g = stack_graph("dev", overrides=LAPTOP)
     (entry,) = g.of_type(ENTRY)
     # The caller is an STS session ARN; the access entry must name the IAM role (path kept).
     assert entry.inputs["principalArn"] == CALLER_ROLE_ARN != CALLER_ARN
@@ -135,14 +138,14 @@ def test_deployer_admin_is_the_role_behind_the_assumed_role_session(stack_graph:
 
 def test_iam_user_deployer_is_used_as_is() -> None:
     user = f"arn:aws:iam::{ACCOUNT_ID}:user/alice"
-    g = run_stack("dev", mocks=RecordingMocks(caller_arn=user, issuer_arn="unused"))
+    g = run_stack("dev", overrides=LAPTOP, mocks=RecordingMocks(caller_arn=user, issuer_arn="unused"))
     assert [e.inputs["principalArn"] for e in g.of_type(ENTRY)] == [user]
 
 
 def test_configured_admins_get_entries_too(stack_graph: GraphOf) -> None:
     g = stack_graph("prod")
     principals = sorted(a.inputs["principalArn"] for a in g.of_type(ASSOC))
-    assert principals == sorted([CALLER_ROLE_ARN, *cluster_cfg("prod")["adminArns"]])
+    assert principals == sorted(cluster_cfg("prod")["adminArns"])  # deployerAdmin: false in prod
     assert len(g.of_type(ENTRY)) == len(principals)
 
 

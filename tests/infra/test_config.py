@@ -478,3 +478,50 @@ def test_worker_group_bounds_are_accepted_exactly_when_valid(min_size: int, max_
         assert valid
         assert s.aws is not None
         assert (s.aws.workers[0].min_size, s.aws.workers[0].max_size) == (min_size, max_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 10: unknown top-level keys, ASG tag key limit
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "nearest"),
+    [("workergroups", "workerGroups"), ("Production", "production"), ("systemNodegroup", "systemNodeGroup")],
+)
+def test_unknown_top_level_keys_are_refused_naming_the_nearest(key: str, nearest: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings({f"{NS}:{key}": "true"})
+    assert caught.value.key == f"{NS}:{key}"
+    assert f"did you mean {NS}:{nearest}?" in caught.value.allowed
+
+
+def test_an_unknown_secret_key_does_not_print_its_value() -> None:
+    install(stack="test", config={f"{NS}:passwrod": "hunter2"}, secret_keys=[f"{NS}:passwrod"])
+    with pytest.raises(ConfigError) as caught:
+        run_program(load_settings)
+    assert "hunter2" not in str(caught.value) and caught.value.value == "[secret]"
+
+
+def test_other_namespaces_and_every_known_key_are_accepted() -> None:
+    s = settings(
+        {"aws:region": "eu-west-1", "pulumi:disable-default-providers": '["aws"]', f"{NS}:dask": "{}"}
+    )
+    assert s.aws is not None and s.aws.region == "eu-west-1"
+
+
+@pytest.mark.parametrize("where", ["labels", "taints"])
+def test_label_and_taint_keys_must_fit_an_asg_tag_key(where: str) -> None:
+    longest = "ppppppp.example.com/" + "k" * 62  # a name part holds at most 63 characters
+    too_long = "p" + longest
+    assert (len(longest), len(too_long)) == (82, 83)
+
+    def group(key: str) -> str:
+        field = {key: "v"} if where == "labels" else [{"key": key, "value": "v", "effect": "NoSchedule"}]
+        return worker(**{where: field})
+
+    assert settings({WORKERS: group(longest)}).aws is not None
+    with pytest.raises(ConfigError) as caught:
+        settings({WORKERS: group(too_long)})
+    assert "at most 82" in caught.value.allowed and "128" in caught.value.allowed
+    assert caught.value.key.startswith(f"{WORKERS}[0].{where}")

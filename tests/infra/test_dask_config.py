@@ -208,6 +208,14 @@ BAD_DASK = [
     ({"schedulerCpu": "50m"}, "adaptive-dask:dask.schedulerCpu"),
     ({"namespace": "Dask_NS"}, "adaptive-dask:dask.namespace"),
     ({"maxworkers": 3}, "adaptive-dask:dask.maxworkers"),
+    # 0 is not "unset": never silently replaced by the default (issue 10)
+    ({"workerMemory": "0"}, "adaptive-dask:dask.workerMemory"),
+    ({"workerMemory": 0}, "adaptive-dask:dask.workerMemory"),
+    ({"workerCpu": "0"}, "adaptive-dask:dask.workerCpu"),
+    ({"workerCpu": "0m"}, "adaptive-dask:dask.workerCpu"),
+    ({"scratchSize": "0"}, "adaptive-dask:dask.scratchSize"),
+    ({"scratchSize": "100Ki"}, "adaptive-dask:dask.scratchSize"),
+    ({"schedulerCpu": 0}, "adaptive-dask:dask.schedulerCpu"),
 ]
 
 
@@ -219,6 +227,63 @@ def test_bad_dask_config_is_rejected_naming_the_key(obj, key):
         dask(obj)
     assert err.value.key == key
     assert str(err.value).startswith(f"{key}: got ")
+
+
+@pytest.mark.parametrize("key", ["workerMemory", "workerCpu", "scratchSize"])
+def test_zero_is_refused_with_a_hint_not_replaced_by_the_default(key):
+    with pytest.raises(ConfigError) as err:
+        dask({key: "0"})
+    assert (
+        err.value.key == f"adaptive-dask:dask.{key}" and "leave it unset for the default" in err.value.allowed
+    )
+
+
+def test_a_system_node_too_small_for_the_default_scheduler_names_the_instance_type():
+    with pytest.raises(ConfigError) as err:
+        dask(None, f=facts(system_instance_type="t3.small"))
+    assert err.value.key == "adaptive-dask:systemNodeGroup.instanceType" and err.value.value == "t3.small"
+    assert "default 1000m CPU / 2048Mi does not fit a t3.small" in err.value.allowed
+    assert "dask.schedulerMemory" in err.value.allowed
+    # A scheduler sized down explicitly fits it.
+    assert dask({"schedulerCpu": "500m", "schedulerMemory": "1Gi"}, f=facts(system_instance_type="t3.small"))
+    with pytest.raises(ConfigError) as err:
+        dask({"schedulerMemory": "1536Mi"}, f=facts(system_instance_type="t3.small"))
+    assert err.value.key == "adaptive-dask:dask.schedulerMemory"  # the key the user set
+
+
+def test_a_system_type_outside_the_table_is_refused_with_how_to_proceed():
+    with pytest.raises(ConfigError) as err:
+        dask(None, f=facts(system_instance_type="m6in.large"))
+    assert err.value.key == "adaptive-dask:systemNodeGroup.instanceType"
+    assert "infra/instance_types.py" in err.value.allowed and "t3.medium" in err.value.allowed
+
+
+def test_scratch_that_cannot_fit_names_what_the_user_set_with_the_numbers():
+    small = (
+        dc.WorkerGroupFacts(
+            "tiny", ("m6i.2xlarge",), max_size=2, disk_gib=20, key="adaptive-dask:workerGroups[0]"
+        ),
+    )
+    with pytest.raises(ConfigError) as err:
+        dask({"workersPerNode": 16}, f=facts(groups=small))
+    assert err.value.key == "adaptive-dask:dask.workersPerNode" and err.value.value == 16
+    assert (
+        "16384Mi" in err.value.allowed and "20 GiB disk of worker group 'tiny' (12288Mi)" in err.value.allowed
+    )
+    assert "adaptive-dask:workerGroups[0].diskGiB" in err.value.allowed
+    tiny = (
+        dc.WorkerGroupFacts(
+            "tiny", ("m6i.2xlarge",), max_size=2, disk_gib=1, key="adaptive-dask:workerGroups[0]"
+        ),
+    )
+    with pytest.raises(ConfigError) as err:
+        dask(None, f=facts(groups=tiny))
+    assert err.value.key == "adaptive-dask:workerGroups[0].diskGiB" and err.value.value == 1
+
+
+def test_autoscaler_takes_what_go_parses():
+    assert autoscaler({"scaleDownDelayAfterAdd": "0"}).flags["scale-down-delay-after-add"] == "0"
+    assert autoscaler({"scaleDownDelayAfterAdd": ".5m"}).flags["scale-down-delay-after-add"] == ".5m"
 
 
 def test_not_an_object_is_rejected():

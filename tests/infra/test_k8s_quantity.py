@@ -36,13 +36,31 @@ def test_memory_rejects(text):
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("10m", 600), ("90s", 90), ("1m30s", 90), ("1h", 3600), ("1.5m", 90), ("250ms", Decimal("0.25"))],
+    [
+        ("10m", 600),
+        ("90s", 90),
+        ("1m30s", 90),
+        ("1h", 3600),
+        ("1.5m", 90),
+        ("250ms", Decimal("0.25")),
+        # What Go's time.ParseDuration also accepts (issue 10): a bare 0, signs, empty sides of the point.
+        ("0", 0),
+        ("+0", 0),
+        ("-0", 0),
+        (".5m", 30),
+        ("1.s", 1),
+        ("+2s", 2),
+        ("-1s", -1),
+        ("3μs", Decimal("3e-6")),
+    ],
 )
 def test_go_duration(text, seconds):
     assert parse_go_duration_seconds(text) == Decimal(seconds)
 
 
-@pytest.mark.parametrize("text", ["10", "10 m", "10min", "m", "", " 1m", "1m x", "1d"])
+@pytest.mark.parametrize(
+    "text", ["10", "10 m", "10min", "m", "", " 1m", "1m x", "1d", ".", ".s", "00", "+", "1.5"]
+)
 def test_go_duration_rejects(text):
     with pytest.raises(ValueError):
         parse_go_duration_seconds(text)

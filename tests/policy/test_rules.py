@@ -301,6 +301,23 @@ def test_node_group_desired_size():
     assert len(check("nodegroup-desired-size-ignored", asg, {"minSize": 1.0, "maxSize": 3.0})) == 1
 
 
+def test_desired_size_written_from_the_live_group_is_allowed_only_inside_the_bounds():
+    from adaptive_dask_policy.rules import DESIRED_FROM_LIVE_TAG
+
+    from infra.nodegroups import DESIRED_FROM_LIVE_TAG as PROGRAM_TAG
+
+    assert DESIRED_FROM_LIVE_TAG == PROGRAM_TAG  # the pack cannot import the program: one fact, checked
+    marked = {
+        "scalingConfig": {"minSize": 2.0, "maxSize": 5.0, "desiredSize": 2.0},
+        "tags": {PROGRAM_TAG: "0"},
+    }
+    assert check("nodegroup-desired-size-ignored", NG, marked) == []
+    outside = {**marked, "scalingConfig": {"minSize": 2.0, "maxSize": 5.0, "desiredSize": 7.0}}
+    assert len(check("nodegroup-desired-size-ignored", NG, outside)) == 1
+    unmarked = {"scalingConfig": marked["scalingConfig"], "tags": {"Name": "x"}}
+    assert len(check("nodegroup-desired-size-ignored", NG, unmarked)) == 1
+
+
 def test_fixed_size_node_group_may_own_its_desired_size():
     fixed = {"scalingConfig": {"minSize": 3.0, "maxSize": 3.0, "desiredSize": 3.0}}
     assert check("nodegroup-desired-size-ignored", NG, fixed) == []

@@ -1,0 +1,211 @@
+"""What the program reads from the live AWS account before it registers any AWS resource.
+
+Why: some choices depend on the account, not only on the config - which zone *names* map to zone IDs
+EKS accepts, who is deploying, how large cluster-autoscaler has made each node group, and whether EKS
+left a control-plane log group behind after an earlier cluster of this name was deleted. Reading them
+with synchronous invokes through the explicit provider (a provider creates nothing in AWS) lets a bad
+combination stop `pulumi preview`/`up` with one `ConfigError` before the VPC exists. The decisions are
+pure functions here and tested directly; `read_live_facts` is the only I/O.
+
+Every read is permitted by AWS's `ReadOnlyAccess`, so a preview role sees the same facts as a deploy role.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import PROJECT, Settings, WorkerGroupConfig
+from infra.errors import ConfigError, LiveStateError
+
+# Zone IDs where EKS refuses to place a control plane (UnsupportedAvailabilityZoneException). Zone
+# *names* map to different IDs in every account, so only IDs can be excluded. Sources: the EKS user
+# guide's subnet requirements and eksctl's avoid-list (cnn1-az4, weaveworks/eksctl#3916).
+EKS_UNSUPPORTED_ZONE_IDS = ("use1-az3", "usw1-az2", "cac1-az3", "cnn1-az4")
+
+# Managed node groups are auto-named `<logical name>-<7 random characters>` by Pulumi.
+_AUTONAME_SUFFIX = r"-[a-z0-9]{7}"
+
+
+@dataclass(frozen=True)
+class LiveNodeGroup:
+    name: str
+    min_size: int
+    max_size: int
+    desired_size: int
+
+
+@dataclass(frozen=True)
+class LiveFacts:
+    zones: tuple[str, ...]  # the zone names to use, in order, exactly network.azCount of them
+    deployer_arn: str  # the IAM role/user ARN behind the caller (an STS session mapped to its role)
+    node_groups: Mapping[str, LiveNodeGroup]  # by worker group name; empty before the first `up`
+
+
+# -------------------------------------------------------------------------------------- pure decisions
+
+
+def choose_zones(names: Sequence[str], az_count: int, region: str) -> tuple[str, ...]:
+    """The first `az_count` usable zones, or a ConfigError naming `network.azCount` when too few exist."""
+    if az_count > len(names):
+        raise ConfigError(
+            f"{PROJECT}:network.azCount",
+            az_count,
+            f"{region} offers only {len(names)} availability zones EKS accepts "
+            f"({', '.join(names) or 'none'}; zone IDs {', '.join(EKS_UNSUPPORTED_ZONE_IDS)} are excluded)",
+        )
+    return tuple(names[:az_count])
+
+
+def role_name_key(arn: str) -> str:
+    """An IAM principal without its path: `role/a/b/name` and `role/name` are one role (names are unique
+    per account whatever the path), and EKS allows one access entry per principal."""
+    match = re.match(r"^(arn:[^:]+:iam::[0-9]{12}:(?:role|user))/(?:.*/)?([^/]+)$", arn)
+    return f"{match[1]}/{match[2]}" if match else arn
+
+
+def deployer_entry_needed(deployer_arn: str, deployer_admin: bool, admin_arns: Sequence[str]) -> bool:
+    """One cluster-admin entry per principal: none for the deployer when `adminArns` already lists it."""
+    listed = {role_name_key(a) for a in admin_arns}
+    return deployer_admin and role_name_key(deployer_arn) not in listed
+
+
+def deployer_without_access(deployer_arn: str, deployer_admin: bool, admin_arns: Sequence[str]) -> bool:
+    """True when nothing in this stack gives the deploying identity access to the cluster."""
+    listed = {role_name_key(a) for a in admin_arns}
+    return not deployer_admin and role_name_key(deployer_arn) not in listed
+
+
+def node_group_logical_name(cluster_name: str, group: str) -> str:
+    """The logical (Pulumi) name of a node group; the physical name adds the auto-name suffix."""
+    return f"{cluster_name}-{group}"
+
+
+def match_node_groups(cluster_name: str, groups: Sequence[str], live_names: Sequence[str]) -> dict[str, str]:
+    """Worker group name -> live EKS node group name, recognised by the auto-name pattern."""
+    found: dict[str, str] = {}
+    for group in groups:
+        pattern = re.compile(re.escape(node_group_logical_name(cluster_name, group)) + _AUTONAME_SUFFIX + "$")
+        matches = sorted(n for n in live_names if pattern.match(n))
+        if matches:
+            found[group] = matches[-1]  # a replacement briefly leaves two; the newer name sorts anywhere
+    return found
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """What the program sends for a worker group's scaling config, and whether desiredSize is ignored."""
+
+    min_size: int
+    max_size: int
+    desired_size: int
+    ignore_desired: bool
+
+
+def worker_scaling(group: WorkerGroupConfig, live: LiveNodeGroup | None) -> Scaling:
+    """cluster-autoscaler owns the desired size, so Pulumi normally ignores it. But when the bounds change,
+    the update carries a desired size too - the one stored at the last update, stale by now - and EKS
+    either refuses it (outside the new bounds) or applies it, resizing the group under running workers.
+    So in a run that changes the bounds, send the *live* desired size, clamped into the new bounds."""
+    if live is None:  # first creation: start at the floor
+        return Scaling(group.min_size, group.max_size, group.min_size, ignore_desired=True)
+    if (live.min_size, live.max_size) == (group.min_size, group.max_size):
+        return Scaling(group.min_size, group.max_size, live.desired_size, ignore_desired=True)
+    desired = min(max(live.desired_size, group.min_size), group.max_size)
+    return Scaling(group.min_size, group.max_size, desired, ignore_desired=False)
+
+
+def orphaned_log_group_error(
+    name: str, tags: Mapping[str, str], stack: str, region: str
+) -> LiveStateError | None:
+    """EKS keeps delivering control-plane logs for a while after its cluster is deleted and re-creates
+    `/aws/eks/<name>/cluster` (untagged, never expiring); creating the stack again would then fail half-way
+    with ResourceAlreadyExistsException. A group without this stack's tags is that leftover. It cannot be
+    adopted instead: an import must match the program's inputs (retention, tags), and this one does not."""
+    if tags.get("Project") == PROJECT and tags.get("Stack") == stack:
+        return None
+    return LiveStateError(
+        f"the log group {name} already exists",
+        f"it was not created by stack {stack!r} (EKS re-creates it from late log deliveries after a cluster "
+        "is deleted), and the cluster's log group must be created by the stack",
+        delete_log_group_command(name, region),
+    )
+
+
+def delete_log_group_command(name: str, region: str) -> str:
+    return f"aws logs delete-log-group --region {region} --log-group-name {name}"
+
+
+# -------------------------------------------------------------------------------------- the reads
+
+
+def _invoke(provider: aws.Provider) -> pulumi.InvokeOptions:
+    return pulumi.InvokeOptions(provider=provider)
+
+
+def _usable_zone_names(provider: aws.Provider) -> list[str]:
+    zones = aws.get_availability_zones(
+        state="available",
+        exclude_zone_ids=list(EKS_UNSUPPORTED_ZONE_IDS),
+        filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+        opts=_invoke(provider),
+    )
+    return list(zones.names)
+
+
+def _deployer_arn(provider: aws.Provider) -> str:
+    caller = aws.get_caller_identity(opts=_invoke(provider))
+    # An assumed role calls as an STS session ARN; access entries need the IAM role ARN behind it.
+    return aws.iam.get_session_context(arn=caller.arn, opts=_invoke(provider)).issuer_arn
+
+
+def _live_node_groups(settings: Settings, provider: aws.Provider) -> dict[str, LiveNodeGroup]:
+    assert settings.aws is not None
+    if settings.name not in aws.eks.get_clusters(opts=_invoke(provider)).names:
+        return {}
+    live_names = aws.eks.get_node_groups(cluster_name=settings.name, opts=_invoke(provider)).names
+    matched = match_node_groups(settings.name, [g.name for g in settings.aws.workers], live_names)
+    found = {}
+    for group, node_group_name in matched.items():
+        ng = aws.eks.get_node_group(
+            cluster_name=settings.name, node_group_name=node_group_name, opts=_invoke(provider)
+        )
+        scaling = ng.scaling_configs[0]
+        found[group] = LiveNodeGroup(
+            node_group_name, scaling.min_size, scaling.max_size, scaling.desired_size
+        )
+    return found
+
+
+def _check_log_group(settings: Settings, provider: aws.Provider, log_group: str) -> None:
+    assert settings.aws is not None
+    existing = aws.cloudwatch.get_log_groups(log_group_name_prefix=log_group, opts=_invoke(provider))
+    if log_group not in existing.log_group_names:
+        return
+    found = aws.cloudwatch.get_log_group(name=log_group, opts=_invoke(provider))
+    error = orphaned_log_group_error(log_group, found.tags or {}, settings.stack, settings.aws.region)
+    if error is not None:
+        raise error
+
+
+def read_live_facts(settings: Settings, provider: aws.Provider, log_group: str) -> LiveFacts:
+    """All live reads, in one place; raises ConfigError before any AWS resource is registered."""
+    cfg = settings.aws
+    assert cfg is not None, "live facts are read for the aws target only"
+    zones = choose_zones(_usable_zone_names(provider), cfg.network.az_count, cfg.region)
+    if cfg.cluster.log_types:
+        _check_log_group(settings, provider, log_group)
+    deployer = _deployer_arn(provider)
+    if deployer_without_access(deployer, cfg.cluster.deployer_admin, cfg.cluster.admin_arns):
+        pulumi.log.warn(
+            f"{PROJECT}:cluster.deployerAdmin is false and {deployer} is not in cluster.adminArns: this "
+            "identity gets no access entry, so it can apply the Kubernetes layer only through an entry made "
+            "outside this stack"
+        )
+    node_groups = MappingProxyType(_live_node_groups(settings, provider))
+    return LiveFacts(zones=zones, deployer_arn=deployer, node_groups=node_groups)
