@@ -2,8 +2,8 @@
 
 Both run the same worker with the same flags (a fixed name, so worker name = unit name; the worker preload
 for readiness and graceful SIGTERM, in the nanny too); only the program, the name, the sizes and the
-paths differ. The Pulumi program (infra/k8s_dask.py) imports this module, and so does the preload in the
-stock Dask image: stdlib only, and nothing else of the package is imported by it.
+paths differ. The Pulumi program (infra/k8s/dask_objects.py) imports this module, and so does the
+preload in the stock Dask image: stdlib only, and nothing else of the package is imported by it.
 """
 
 from __future__ import annotations

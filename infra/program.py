@@ -2,7 +2,8 @@
 
 Order: config (validated, nothing registered yet) -> explicit AWS provider with default tags -> live
 facts read through it (zones, deployer, node group sizes; may still stop the run) -> Network -> EksCluster
--> NodeGroups -> node-dependent addons -> exports -> Kubernetes layer.
+-> NodeGroups -> node-dependent addons -> ClusterAutoscaler and DaskCluster on the cluster's provider.
+For the `local` target only the Dask layer is built, on the user's kubeconfig.
 """
 
 from __future__ import annotations
@@ -13,52 +14,28 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import k8s_layer
-from infra.cluster import EksCluster, EksClusterArgs, log_group_name
-from infra.config import AwsConfig, Settings, load_settings
-from infra.live import deployer_entry_needed, read_live_facts
-from infra.network import Network, NetworkArgs
-from infra.nodegroups import NodeGroups, NodeGroupsArgs
-from infra.pools import WorkerPool, system_node_selector, worker_pool
+from infra.aws.cluster import EksCluster, EksClusterArgs, log_group_name
+from infra.aws.live import deployer_entry_needed, read_live_facts
+from infra.aws.network import Network, NetworkArgs
+from infra.aws.nodegroups import NodeGroups, NodeGroupsArgs
+from infra.config.load import load_settings
+from infra.config.settings import AwsConfig, Settings
+from infra.k8s.autoscaler import ClusterAutoscaler
+from infra.k8s.dask import DaskCluster
 
 
 @dataclass(frozen=True)
-class AwsPlatform:
-    """Everything the Kubernetes layer needs from the AWS layer."""
+class AwsLayer:
+    """The AWS layer's components, handed to the Kubernetes layer."""
 
-    settings: Settings
-    aws_provider: aws.Provider
+    provider: aws.Provider
     network: Network
     cluster: EksCluster
     node_groups: NodeGroups
-    worker_pools: tuple[WorkerPool, ...]
-
-    @property
-    def k8s_provider(self) -> k8s.Provider:
-        return self.cluster.k8s_provider
-
-    @property
-    def region(self) -> str:
-        return self._aws.region
-
-    @property
-    def cluster_version(self) -> str:
-        return self.cluster.version
-
-    @property
-    def system_node_selector(self) -> dict[str, str]:
-        return system_node_selector()
-
-    @property
-    def _aws(self) -> AwsConfig:
-        assert self.settings.aws is not None
-        return self.settings.aws
 
 
-def build_aws(settings: Settings) -> AwsPlatform:
-    """The AWS layer: VPC, EKS, node groups. Every resource uses this one explicit provider."""
-    cfg = settings.aws
-    assert cfg is not None, "build_aws needs target=aws"
+def build_aws(settings: Settings, cfg: AwsConfig) -> AwsLayer:
+    """VPC, EKS, node groups. Every resource uses this one explicit provider."""
     name = settings.name
     provider = aws.Provider(f"{name}-aws", region=cfg.region, default_tags={"tags": dict(settings.tags)})
     invoke = pulumi.InvokeOutputOptions(provider=provider)
@@ -110,19 +87,12 @@ def build_aws(settings: Settings) -> AwsPlatform:
         provider,
     )
     cluster.add_node_dependent_addons(node_groups.all_groups)
-    return AwsPlatform(
-        settings=settings,
-        aws_provider=provider,
-        network=network,
-        cluster=cluster,
-        node_groups=node_groups,
-        worker_pools=tuple(worker_pool(g) for g in cfg.workers),
-    )
+    return AwsLayer(provider=provider, network=network, cluster=cluster, node_groups=node_groups)
 
 
-def export_aws(platform: AwsPlatform) -> None:
-    net, cluster, groups = platform.network, platform.cluster, platform.node_groups
-    pulumi.export("region", platform.region)
+def export_aws(cfg: AwsConfig, layer: AwsLayer) -> None:
+    net, cluster, groups = layer.network, layer.cluster, layer.node_groups
+    pulumi.export("region", cfg.region)
     pulumi.export("vpcId", net.vpc_id)
     pulumi.export("publicSubnetIds", net.public_subnet_ids)
     pulumi.export("privateSubnetIds", net.private_subnet_ids)
@@ -136,21 +106,55 @@ def export_aws(platform: AwsPlatform) -> None:
     pulumi.export("asgNames", groups.asg_names)
 
 
-def build() -> AwsPlatform | None:
+def build_autoscaler(
+    settings: Settings, cfg: AwsConfig, layer: AwsLayer, ready: list[pulumi.Resource]
+) -> None:
+    assert settings.autoscaler is not None
+    cluster = layer.cluster
+    autoscaler = ClusterAutoscaler(
+        f"{settings.name}-autoscaler",
+        settings.autoscaler,
+        cluster_name=cluster.cluster_name,
+        cluster_arn=cluster.cluster.arn,
+        region=cfg.region,
+        oidc_provider_arn=cluster.oidc_provider_arn,
+        oidc_issuer_url=cluster.oidc_issuer,
+        worker_node_groups=[
+            (layer.node_groups.workers[g.name].node_group_name, g.capacity_type) for g in cfg.workers
+        ],
+        k8s_provider=cluster.k8s_provider,
+        aws_provider=layer.provider,
+        depends_on=ready,
+    )
+    pulumi.export("clusterAutoscalerRoleArn", autoscaler.role_arn)
+
+
+def build_dask(settings: Settings, provider: k8s.Provider, ready: list[pulumi.Resource]) -> DaskCluster:
+    dask = DaskCluster(f"{settings.name}-dask", settings.dask, provider, depends_on=ready)
+    pulumi.export("daskNamespace", dask.namespace)
+    pulumi.export("daskSchedulerAddress", dask.scheduler_address)
+    pulumi.export("daskDashboard", dask.dashboard)
+    pulumi.export("daskWorkerDeployment", dask.worker_deployment)
+    pulumi.export("daskWorkerSelector", dask.worker_selector)
+    return dask
+
+
+def local_provider(name: str, context: str | None) -> k8s.Provider:
+    """The cluster of the user's kubeconfig (`$KUBECONFIG` or ~/.kube/config), current or named context."""
+    return k8s.Provider(f"{name}-k8s", context=context, enable_server_side_apply=True)
+
+
+def build() -> AwsLayer | None:
     """The whole program. Config is read and validated first, so a bad value registers nothing."""
     settings = load_settings()
-    kubernetes_layer = k8s_layer.load(settings)  # its keys too are validated before any resource
-    platform: AwsPlatform | None = None
-    if settings.target == "aws":
-        platform = build_aws(settings)
-        export_aws(platform)
-    # ---- Kubernetes layer goes here (single plug-in point) ----------------------------------------
-    # target=aws:   construct the Kubernetes-layer components with platform.k8s_provider,
-    #               platform.worker_pools (labels / tolerations / instance types per pool),
-    #               platform.system_node_selector, platform.cluster_version,
-    #               platform.cluster.oidc_provider_arn / .oidc_issuer, platform.region and
-    #               platform.cluster.cluster_name; pass depends_on=platform.node_groups.all_groups where
-    #               pods must have nodes.
-    # target=local: no AWS resources exist; the Kubernetes layer brings its own provider.
-    k8s_layer.build(settings, kubernetes_layer, platform)
-    return platform
+    if settings.aws is None:
+        build_dask(settings, local_provider(settings.name, settings.kube_context), [])
+        return None
+    layer = build_aws(settings, settings.aws)
+    export_aws(settings.aws, layer)
+    # Pods need nodes and, with the self-managed bootstrap addons off, cluster DNS (the coredns addon,
+    # created once nodes exist): cluster-autoscaler resolves AWS endpoints, Dask resolves its Service.
+    ready = [*layer.node_groups.all_groups, layer.cluster.addons["coredns"]]
+    build_autoscaler(settings, settings.aws, layer, ready)
+    build_dask(settings, layer.cluster.k8s_provider, ready)
+    return layer

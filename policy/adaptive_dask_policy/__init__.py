@@ -18,7 +18,7 @@ from .rules import RULE_NAMES, RULES, Rule
 __all__ = ["PACK_NAME", "RULES", "RULE_NAMES", "STRICT_CONFIG_KEY", "Rule", "build_policies", "is_strict"]
 
 PACK_NAME = "adaptive-dask-guardrails"
-# The program's own switch (infra/config.py `production`): a stack that says it is production gets
+# The program's own switch (infra/config/load.py `production`): a stack that says it is production gets
 # production guardrails whatever its name.
 STRICT_CONFIG_KEY = "adaptive-dask:production"
 STRICT_STACK_NAMES = ("prod", "production")

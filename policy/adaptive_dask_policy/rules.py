@@ -55,7 +55,7 @@ DASK_SCHEDULER_PORT = 8786
 DASK_DASHBOARD_PORT = 8787
 OPEN_CIDRS = {ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")}
 READ_ONLY_VERBS = ("Describe", "List", "Get", "BatchGet")
-# The program's mark on a node group whose desired size it writes on purpose (infra/nodegroups.py; the
+# The program's mark on a node group whose desired size it writes on purpose (infra/aws/nodegroups.py; the
 # pack runs without the program's code, so tests/policy checks the two stay equal).
 DESIRED_FROM_LIVE_TAG = "adaptive-dask/desired-size-from-live"
 

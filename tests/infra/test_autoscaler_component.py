@@ -8,10 +8,10 @@ import re
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import dask_config as dc
-from infra import k8s_ca
-from infra.autoscaler import ClusterAutoscaler
-from infra.k8s_placement import Taint
+from infra.facts.versions import CA_IMAGE_TAGS
+from infra.k8s import ca as k8s_ca
+from infra.k8s.autoscaler import ClusterAutoscaler
+from tests.infra import builders
 from tests.infra.harness import Graph, install, resolve, run_graph
 from tests.infra.test_autoscaler_policy import findings
 
@@ -27,8 +27,8 @@ def run(
     groups=(("adask-dev-spot-ng", "SPOT"), ("adask-dev-od-ng", "ON_DEMAND")),
     raw: dict | None = None,
 ) -> tuple[Graph, ClusterAutoscaler]:
-    facts = dc.ClusterFacts(version, tuple(dc.WorkerGroupFacts(n, ("m5.large",), c, 3) for n, c in groups))
-    settings = dc.parse_autoscaler(json.dumps(raw or {}), facts=facts)
+    cluster = builders.aws(tuple(builders.group(n, ("m5.large",), c, 3) for n, c in groups), version=version)
+    settings = builders.autoscaler(json.dumps(raw or {}), cluster)
     mocks, monitor = install(stack="dev")
     box = {}
 
@@ -44,7 +44,6 @@ def run(
             worker_node_groups=list(groups),
             k8s_provider=k8s.Provider("k8s", kubeconfig="{}"),
             aws_provider=aws.Provider("aws", region="us-east-1"),
-            system_taints=[Taint("CriticalAddonsOnly", "true", "NoSchedule")],
         )
 
     return run_graph(program, mocks, monitor), box["ca"]
@@ -85,9 +84,7 @@ def test_release_is_the_pinned_chart_with_tuned_flags():
     assert values["autoDiscovery"] == {"clusterName": CLUSTER}
     assert values["awsRegion"] == "us-east-1"
     assert values["nodeSelector"] == {"adaptive-dask/pool": "system"}
-    assert values["tolerations"] == [
-        {"key": "CriticalAddonsOnly", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
-    ]
+    assert values["tolerations"] == []  # the system nodes carry no taint
     args = values["extraArgs"]
     assert args["skip-nodes-with-local-storage"] == "false"
     assert args["skip-nodes-with-system-pods"] == "false"
@@ -112,7 +109,7 @@ def test_no_priorities_without_a_spot_and_on_demand_mix():
 
 def test_image_tag_tracks_the_cluster_minor():
     graph, _ = run(version="1.33")
-    assert graph.one(RELEASE).inputs["values"]["image"]["tag"] == k8s_ca.CA_IMAGE_TAGS["1.33"]
+    assert graph.one(RELEASE).inputs["values"]["image"]["tag"] == CA_IMAGE_TAGS["1.33"]
 
 
 def test_explicit_providers_parents_and_order():

@@ -12,8 +12,10 @@ with warnings.catch_warnings():  # parliament's own regexes trip a DeprecationWa
     warnings.simplefilter("ignore", DeprecationWarning)
     from parliament import analyze_policy_string
 
-from infra import iam, k8s_ca
-from infra.k8s_placement import Taint
+from infra.aws import iam
+from infra.config.kubernetes import choose_expander
+from infra.facts.versions import CA_IMAGE_TAGS, SUPPORTED_KUBERNETES_VERSIONS, image_tag_for
+from infra.k8s import ca as k8s_ca
 
 CLUSTER = "adask-dev"
 CLUSTER_ARN = f"arn:aws:eks:eu-west-1:123456789012:cluster/{CLUSTER}"
@@ -138,36 +140,35 @@ def test_policy_refuses_a_non_cluster_arn():
 
 
 def test_every_mapped_tag_has_the_kubernetes_minor():
-    for minor, tag in k8s_ca.CA_IMAGE_TAGS.items():
+    for minor, tag in CA_IMAGE_TAGS.items():
         assert re.fullmatch(r"v\d+\.\d+\.\d+", tag)
         assert tag[1:].rsplit(".", 1)[0] == minor
 
 
 @pytest.mark.parametrize("version", ["1.33", "1.33.4", "v1.33"])
 def test_image_tag_follows_the_cluster_minor(version):
-    assert k8s_ca.image_tag_for(version).startswith("v1.33.")
+    assert image_tag_for(version).startswith("v1.33.")
 
 
 @pytest.mark.parametrize("version", ["1.29", "1.99"])
 def test_unknown_minor_has_no_tag(version):
     with pytest.raises(KeyError):
-        k8s_ca.image_tag_for(version)
+        image_tag_for(version)
 
 
 def test_versions_supported_by_the_cluster_layer_all_have_a_tag():
-    from infra.config import SUPPORTED_KUBERNETES_VERSIONS
 
-    assert set(SUPPORTED_KUBERNETES_VERSIONS) <= set(k8s_ca.CA_IMAGE_TAGS)
+    assert set(SUPPORTED_KUBERNETES_VERSIONS) <= set(CA_IMAGE_TAGS)
 
 
 # ---------------------------------------------------------------- expander
 
 
 def test_auto_expander_prefers_spot_only_when_there_is_a_choice():
-    assert k8s_ca.choose_expander("auto", ["SPOT", "ON_DEMAND"]) == "priority,least-waste"
-    assert k8s_ca.choose_expander("auto", ["SPOT", "SPOT"]) == "least-waste"
-    assert k8s_ca.choose_expander("auto", ["ON_DEMAND"]) == "least-waste"
-    assert k8s_ca.choose_expander("random", ["SPOT", "ON_DEMAND"]) == "random"
+    assert choose_expander("auto", ["SPOT", "ON_DEMAND"]) == "priority,least-waste"
+    assert choose_expander("auto", ["SPOT", "SPOT"]) == "least-waste"
+    assert choose_expander("auto", ["ON_DEMAND"]) == "least-waste"
+    assert choose_expander("random", ["SPOT", "ON_DEMAND"]) == "random"
 
 
 def test_priorities_rank_spot_groups_above_on_demand_and_match_their_asgs():
@@ -198,18 +199,15 @@ def test_helm_values():
         role_arn="arn:role",
         flags=flags,
         priorities=None,
-        system_taints=[Taint("CriticalAddonsOnly", None, "NoSchedule")],
     )
     assert values["cloudProvider"] == "aws"
     assert values["awsRegion"] == "eu-west-1"
     assert values["autoDiscovery"] == {"clusterName": CLUSTER}
-    assert values["image"]["tag"] == k8s_ca.CA_IMAGE_TAGS["1.35"]
+    assert values["image"]["tag"] == CA_IMAGE_TAGS["1.35"]
     assert values["image"]["repository"] == "registry.k8s.io/autoscaling/cluster-autoscaler"
     assert values["priorityClassName"] == "system-cluster-critical"
     assert values["nodeSelector"] == {"adaptive-dask/pool": "system"}
-    assert values["tolerations"] == [
-        {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"}
-    ]
+    assert values["tolerations"] == []
     assert values["podDisruptionBudget"] == {"maxUnavailable": 1}
     assert values["extraArgs"]["expander"] == "least-waste"
     assert values["extraArgs"]["scale-down-unneeded-time"] == "5m"

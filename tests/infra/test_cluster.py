@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from infra.cluster import kubeconfig, log_group_name
+from infra.aws.cluster import kubeconfig, log_group_name
 from tests.infra.harness import (
     ACCOUNT_ID,
     CALLER_ARN,

@@ -1,4 +1,4 @@
-"""infra/config.py: defaults, CLI-style parsing, and one ConfigError per bad input (key, value, allowed)."""
+"""infra/config/: defaults, CLI-style parsing, and one ConfigError per bad input (key, value, allowed)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
-from infra.config import (
+from infra.config.aws import (
     CLOUDWATCH_RETENTION_DAYS,
     DEFAULT_CLUSTER,
     DEFAULT_NETWORK,
     DEFAULT_SYSTEM,
     DEFAULT_WORKER,
-    SUPPORTED_KUBERNETES_VERSIONS,
-    Settings,
     is_arm_instance_type,
-    load_settings,
 )
+from infra.config.load import load_settings
+from infra.config.settings import Settings
 from infra.errors import ConfigError
+from infra.facts.versions import SUPPORTED_KUBERNETES_VERSIONS
 from tests.infra.harness import REPO_ROOT, install, run_program
 
 NS = "adaptive-dask"
@@ -246,11 +246,18 @@ BAD = [
         "instance type",
     ),
     bad(
-        "instance-types-mixed-arch",
+        "instance-types-arm64-worker",
         {WORKERS: worker(instanceTypes=["m6i.large", "m7g.large"])},
-        "workerGroups[0].instanceTypes",
-        ["m6i.large", "m7g.large"],
-        "arm64",
+        "workerGroups[0].instanceTypes[1]",
+        "m7g.large",
+        "arm64 (Graviton) instance types are not supported yet",
+    ),
+    bad(
+        "instance-types-arm64-system",
+        {SYSTEM: json.dumps({"instanceType": "t4g.medium"})},
+        "systemNodeGroup.instanceType",
+        "t4g.medium",
+        "arm64 (Graviton) instance types are not supported yet",
     ),
     bad(
         "system-instance-type",

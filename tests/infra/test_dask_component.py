@@ -9,8 +9,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
-from infra import dask_config as dc
-from infra.dask import DaskCluster
+from infra.config.settings import DaskSettings
+from infra.facts.placement import Taint
+from infra.k8s.dask import DaskCluster
+from tests.infra import builders
 from tests.infra.harness import Graph, install, resolve, run_graph
 from tests.infra.test_k8s_preload import PACKAGE, on_disk
 from tests.infra.test_k8s_schema import schema_errors
@@ -19,25 +21,19 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 COMPONENT = "adaptive-dask:kubernetes:DaskCluster"
 
 
-def facts() -> dc.ClusterFacts:
-    return dc.ClusterFacts(
-        "1.34",
+def cluster():
+    return builders.aws(
         (
-            dc.WorkerGroupFacts("spot", ("m6i.xlarge",), "SPOT", 8, 50),
-            dc.WorkerGroupFacts(
-                "ondemand",
-                ("m6i.xlarge",),
-                "ON_DEMAND",
-                2,
-                50,
-                taints=(dc.Taint("dedicated", "dask", "NoSchedule"),),
+            builders.group("spot", ("m6i.xlarge",), "SPOT", 8, 50),
+            builders.group(
+                "ondemand", ("m6i.xlarge",), "ON_DEMAND", 2, 50, (Taint("dedicated", "dask", "NoSchedule"),)
             ),
         ),
-        "t3.medium",
+        version="1.34",
     )
 
 
-def run(settings: dc.DaskSettings, preview: bool = False) -> tuple[Graph, dict]:
+def run(settings: DaskSettings, preview: bool = False) -> tuple[Graph, dict]:
     mocks, monitor = install(stack="test", preview=preview)
     box: dict = {}
 
@@ -49,12 +45,12 @@ def run(settings: dc.DaskSettings, preview: bool = False) -> tuple[Graph, dict]:
     return graph, box
 
 
-def aws(obj: dict | None = None) -> dc.DaskSettings:
-    return dc.parse_dask(json.dumps(obj or {}), target="aws", facts=facts(), default_namespace="adask-test")
+def aws(obj: dict | None = None) -> DaskSettings:
+    return builders.dask(json.dumps(obj or {}), target="aws", cluster=cluster(), namespace="adask-test")
 
 
-def local(obj: dict | None = None) -> dc.DaskSettings:
-    return dc.parse_dask(json.dumps(obj or {}), target="local", facts=None, default_namespace="adask-local")
+def local(obj: dict | None = None) -> DaskSettings:
+    return builders.dask(json.dumps(obj or {}), target="local", namespace="adask-local")
 
 
 @pytest.fixture(scope="module")
@@ -374,7 +370,7 @@ def test_worker_pod(graph_aws):
 
 
 def test_workers_fill_the_worker_node(graph_aws):
-    from infra.instance_types import pod_capacity
+    from infra.facts.instance_types import pod_capacity
 
     limits = pod(graph_aws, "worker")["spec"]["containers"][0]["resources"]["limits"]
     cap = pod_capacity("m6i.xlarge")
@@ -401,8 +397,8 @@ def test_workers_land_only_on_worker_groups_and_tolerate_their_taints(graph_aws)
 
 
 def test_single_worker_group_uses_a_node_selector():
-    one = dc.ClusterFacts("1.34", (dc.WorkerGroupFacts("spot", ("m5.large",), "SPOT", 3, 50),), "t3.medium")
-    settings = dc.parse_dask(None, target="aws", facts=one, default_namespace="x")
+    one = builders.aws((builders.group("spot", ("m5.large",), "SPOT", 3, 50),), version="1.34")
+    settings = builders.dask(None, target="aws", cluster=one, namespace="x")
     graph, _ = run(settings)
     spec = pod(graph, "worker")["spec"]
     assert spec["nodeSelector"] == {"adaptive-dask/pool": "spot"} and "affinity" not in spec

@@ -10,52 +10,48 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra import dask_config as dc
-from infra import instance_types as it
+from infra.config import kubernetes as kc
+from infra.config.reader import ConfigReader
+from infra.config.settings import (
+    DASK_VERSION,
+    AutoscalerSettings,
+    AwsConfig,
+    DaskSettings,
+    WorkerGroupConfig,
+    WorkerPlacement,
+)
 from infra.errors import ConfigError
-from infra.k8s_placement import WORKER_TAINT, Taint
+from infra.facts import instance_types as it
+from infra.facts import sizing
+from infra.facts.placement import WORKER_TAINT, Taint
+from tests.infra import builders
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def facts(**overrides) -> dc.ClusterFacts:
-    groups = overrides.pop(
-        "groups",
-        (
-            dc.WorkerGroupFacts(
-                "spot",
-                ("m6i.xlarge", "m5.xlarge"),
-                "SPOT",
-                max_size=10,
-                disk_gib=50,
-                key="adaptive-dask:workerGroups[0]",
-            ),
-            dc.WorkerGroupFacts(
-                "ondemand",
-                ("m6i.xlarge",),
-                "ON_DEMAND",
-                max_size=4,
-                disk_gib=50,
-                taints=(Taint("dedicated", "dask", "NoSchedule"),),
-                key="adaptive-dask:workerGroups[1]",
-            ),
+def facts(
+    groups: tuple[WorkerGroupConfig, ...] | None = None,
+    system_instance_type: str = "t3.medium",
+    kubernetes_version: str = "1.35",
+) -> AwsConfig:
+    """The AWS layer's settings this layer sizes from: two worker groups by default."""
+    groups = groups or (
+        builders.group("spot", ("m6i.xlarge", "m5.xlarge"), "SPOT", max_size=10, disk_gib=50),
+        builders.group(
+            "ondemand", ("m6i.xlarge",), "ON_DEMAND", max_size=4, disk_gib=50,
+            taints=(Taint("dedicated", "dask", "NoSchedule"),),
         ),
-    )
-    base = {"kubernetes_version": "1.35", "worker_groups": groups, "system_instance_type": "t3.medium"}
-    return dc.ClusterFacts(**{**base, **overrides})
+    )  # fmt: skip
+    return builders.aws(groups, version=kubernetes_version, system_instance_type=system_instance_type)
 
 
-def dask(
-    obj: dict | None = None, *, target: str = "aws", f: dc.ClusterFacts | None = None
-) -> dc.DaskSettings:
-    raw = None if obj is None else json.dumps(obj)
-    return dc.parse_dask(
-        raw, target=target, facts=f or (facts() if target == "aws" else None), default_namespace="adask-dev"
-    )
+def dask(obj: dict | None = None, *, target: str = "aws", f: AwsConfig | None = None) -> DaskSettings:
+    cluster = f or (facts() if target == "aws" else None)
+    return builders.dask(None if obj is None else json.dumps(obj), target=target, cluster=cluster)
 
 
-def autoscaler(obj: dict | None = None, f: dc.ClusterFacts | None = None) -> dc.AutoscalerSettings:
-    return dc.parse_autoscaler(None if obj is None else json.dumps(obj), facts=f or facts())
+def autoscaler(obj: dict | None = None, f: AwsConfig | None = None) -> AutoscalerSettings:
+    return builders.autoscaler(None if obj is None else json.dumps(obj), f or facts())
 
 
 # ---------------------------------------------------------------- the image pin
@@ -67,7 +63,7 @@ def test_default_image_pins_the_dask_release_of_requirements_txt():
         for line in (REPO / "requirements.txt").read_text().splitlines()
         if re.match(r"^[A-Za-z0-9_.-]+==", line)
     )
-    assert pins["dask"] == pins["distributed"] == dc.DASK_VERSION
+    assert pins["dask"] == pins["distributed"] == DASK_VERSION
     assert dask().image == f"ghcr.io/dask/dask:{pins['dask']}-py3.12"
 
 
@@ -79,10 +75,10 @@ def test_aws_defaults_fill_the_smallest_worker_node_with_one_worker():
     smallest = min((it.pod_capacity(t) for t in ("m6i.xlarge", "m5.xlarge")), key=lambda r: r.memory_mib)
     assert (s.worker.cpu_millicores, s.worker.memory_mib) == (smallest.cpu_millicores, smallest.memory_mib)
     assert s.worker.threads == 4  # 4 vCPUs, minus reservations, still rounds to 4 threads
-    assert s.worker.dask_memory_limit_bytes == (s.worker.memory_mib - dc.NANNY_OVERHEAD_MIB) * 2**20
+    assert s.worker.dask_memory_limit_bytes == (s.worker.memory_mib - sizing.NANNY_OVERHEAD_MIB) * 2**20
     assert s.min_workers == 0 and s.max_workers == (10 + 4) * 1  # what the groups can hold
     assert s.namespace == "adask-dev"
-    assert s.placement == dc.WorkerPlacement(
+    assert s.placement == WorkerPlacement(
         pools=("spot", "ondemand"), taints=(WORKER_TAINT, Taint("dedicated", "dask", "NoSchedule"))
     )
     assert s.dashboard_cidrs == ()
@@ -165,7 +161,7 @@ def test_autoscaler_overrides_as_the_cli_stores_them():
 
 
 def test_single_capacity_type_gets_least_waste():
-    only_spot = facts(groups=(dc.WorkerGroupFacts("spot", ("m6i.large",), "SPOT", 3),))
+    only_spot = facts(groups=(builders.group("spot", ("m6i.large",), "SPOT", 3),))
     assert autoscaler(f=only_spot).expander == "least-waste"
 
 
@@ -255,15 +251,11 @@ def test_a_system_type_outside_the_table_is_refused_with_how_to_proceed():
     with pytest.raises(ConfigError) as err:
         dask(None, f=facts(system_instance_type="m6in.large"))
     assert err.value.key == "adaptive-dask:systemNodeGroup.instanceType"
-    assert "infra/instance_types.py" in err.value.allowed and "t3.medium" in err.value.allowed
+    assert "infra/facts/instance_types.py" in err.value.allowed and "t3.medium" in err.value.allowed
 
 
 def test_scratch_that_cannot_fit_names_what_the_user_set_with_the_numbers():
-    small = (
-        dc.WorkerGroupFacts(
-            "tiny", ("m6i.2xlarge",), max_size=2, disk_gib=20, key="adaptive-dask:workerGroups[0]"
-        ),
-    )
+    small = (builders.group("tiny", ("m6i.2xlarge",), max_size=2, disk_gib=20),)
     with pytest.raises(ConfigError) as err:
         dask({"workersPerNode": 16}, f=facts(groups=small))
     assert err.value.key == "adaptive-dask:dask.workersPerNode" and err.value.value == 16
@@ -271,11 +263,7 @@ def test_scratch_that_cannot_fit_names_what_the_user_set_with_the_numbers():
         "16384Mi" in err.value.allowed and "20 GiB disk of worker group 'tiny' (12288Mi)" in err.value.allowed
     )
     assert "adaptive-dask:workerGroups[0].diskGiB" in err.value.allowed
-    tiny = (
-        dc.WorkerGroupFacts(
-            "tiny", ("m6i.2xlarge",), max_size=2, disk_gib=1, key="adaptive-dask:workerGroups[0]"
-        ),
-    )
+    tiny = (builders.group("tiny", ("m6i.2xlarge",), max_size=2, disk_gib=1),)
     with pytest.raises(ConfigError) as err:
         dask(None, f=facts(groups=tiny))
     assert err.value.key == "adaptive-dask:workerGroups[0].diskGiB" and err.value.value == 1
@@ -288,21 +276,15 @@ def test_autoscaler_takes_what_go_parses():
 
 def test_not_an_object_is_rejected():
     with pytest.raises(ConfigError) as err:
-        dc.parse_dask("[1, 2]", target="aws", facts=facts(), default_namespace="x")
+        builders.dask("[1, 2]", cluster=facts())
     assert err.value.key == "adaptive-dask:dask"
     with pytest.raises(ConfigError) as err:
-        dc.parse_dask("{not json", target="aws", facts=facts(), default_namespace="x")
+        builders.dask("{not json", cluster=facts())
     assert err.value.key == "adaptive-dask:dask"
 
 
 def test_unknown_worker_instance_type_names_the_group_key():
-    f = facts(
-        groups=(
-            dc.WorkerGroupFacts(
-                "g", ("m6i.xlarge", "x9.huge"), "SPOT", 3, key="adaptive-dask:workerGroups[0]"
-            ),
-        )
-    )
+    f = facts(groups=(builders.group("g", ("m6i.xlarge", "x9.huge"), "SPOT", 3),))
     with pytest.raises(ConfigError) as err:
         dask(None, f=f)
     assert err.value.key == "adaptive-dask:workerGroups[0].instanceTypes[1]"
@@ -352,10 +334,18 @@ class FakeConfig:
         return self.values.get(key)
 
 
+def reader(values: dict[str, str]) -> ConfigReader:
+    cfg = ConfigReader.__new__(ConfigReader)
+    cfg.namespace, cfg._config = "adaptive-dask", FakeConfig(values)  # type: ignore[assignment]
+    return cfg
+
+
 def test_loader_reads_all_three_keys_for_local():
-    cfg = FakeConfig({"dask": json.dumps({"maxWorkers": "3"}), "kubeContext": "kind-dask"})
-    layer = dc.load_layer_config(target="local", facts=None, default_namespace="adask-local", config=cfg)  # type: ignore[arg-type]
-    assert layer.autoscaler is None and layer.kube_context == "kind-dask" and layer.dask.max_workers == 3
+    cfg = reader({"dask": json.dumps({"maxWorkers": "3"}), "kubeContext": "kind-dask"})
+    dask_settings, ca, context = kc.parse_kubernetes(
+        cfg, target="local", aws=None, default_namespace="adask-local"
+    )
+    assert ca is None and context == "kind-dask" and dask_settings.max_workers == 3
 
 
 @pytest.mark.parametrize(
@@ -364,12 +354,12 @@ def test_loader_reads_all_three_keys_for_local():
         ("local", {"autoscaler": "{}"}, "adaptive-dask:autoscaler"),
         ("aws", {"kubeContext": "kind-dask"}, "adaptive-dask:kubeContext"),
         ("local", {"kubeContext": " "}, "adaptive-dask:kubeContext"),
-        ("gcp", {}, "adaptive-dask:target"),
     ],
 )
 def test_loader_rejects_keys_of_the_other_target(target, values, key):
+    cluster = facts() if target == "aws" else None
     with pytest.raises(ConfigError) as err:
-        dc.load_layer_config(target=target, facts=facts(), default_namespace="x", config=FakeConfig(values))  # type: ignore[arg-type]
+        kc.parse_kubernetes(reader(values), target=target, aws=cluster, default_namespace="x")
     assert err.value.key == key
 
 
@@ -382,7 +372,7 @@ def test_loader_rejects_keys_of_the_other_target(target, values, key):
     per_node=st.integers(1, 8),
 )
 def test_any_accepted_sizing_fits_every_instance_type_of_the_groups(itypes, per_node):
-    f = facts(groups=(dc.WorkerGroupFacts("g", tuple(itypes), "SPOT", 5, 200),))
+    f = facts(groups=(builders.group("g", tuple(itypes), "SPOT", 5, 200),))
     try:
         s = dask({"workersPerNode": per_node}, f=f)
     except ConfigError as err:  # too many workers for the smallest node: refused, never over-packed
@@ -400,5 +390,5 @@ def test_keys_doc_lists_every_key():
     doc = (REPO / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Za-z]+)`", doc, flags=re.M))
     documented |= set(re.findall(r"^\| `[A-Za-z]+` / `([A-Za-z]+)`", doc, flags=re.M))
-    assert set(dc._DASK_KEYS) | set(dc._AUTOSCALER_KEYS) <= documented
-    assert dc.DEFAULT_IMAGE in doc
+    assert set(kc.DASK_DEFAULTS) | set(kc.AUTOSCALER_DEFAULTS) <= documented
+    assert kc.DEFAULT_IMAGE in doc

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from infra import instance_types as it
+from infra.facts import instance_types as it
 
 
 @pytest.mark.parametrize(

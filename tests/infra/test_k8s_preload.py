@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import k8s_preload as kp
+from infra.k8s import preload as kp
 
 PACKAGE = Path(__file__).resolve().parents[2] / "dask_adaptive"
 

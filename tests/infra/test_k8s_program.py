@@ -7,8 +7,8 @@ import json
 import pulumi
 import pytest
 
-from infra import k8s_ca
 from infra.errors import ConfigError
+from infra.facts.versions import CA_IMAGE_TAGS
 from tests.infra.harness import Graph, install, load_stack_config, run_graph, run_main, run_stack, stack_names
 from tests.infra.test_autoscaler_policy import findings
 from tests.infra.test_k8s_preload import PACKAGE, on_disk
@@ -61,7 +61,7 @@ def kube_objects(g: Graph) -> list:
 
 def kubernetes_minor(stack: str) -> str:
     if target(stack) == "local":
-        return min(k8s_ca.CA_IMAGE_TAGS)  # any cluster: validate against the oldest supported minor
+        return min(CA_IMAGE_TAGS)  # any cluster: validate against the oldest supported minor
     return str({"version": "1.35", **stack_config(stack, "adaptive-dask:cluster", {})}["version"])  # type: ignore[dict-item]
 
 
@@ -133,7 +133,7 @@ def test_exports(stack):
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_aws_workers_are_sized_for_and_pinned_to_the_stack_worker_groups(stack):
-    from infra.instance_types import pod_capacity
+    from infra.facts.instance_types import pod_capacity
 
     g = graph_of(stack)
     groups = stack_config(stack, "adaptive-dask:workerGroups")
@@ -175,7 +175,7 @@ def test_autoscaler_release_matches_the_cluster(stack):
     values = g.one(RELEASE).inputs["values"]
     cluster = g.one("aws:eks/cluster:Cluster")
     assert values["autoDiscovery"]["clusterName"] == cluster.state["name"]
-    assert values["image"]["tag"] == k8s_ca.CA_IMAGE_TAGS[kubernetes_minor(stack)]
+    assert values["image"]["tag"] == CA_IMAGE_TAGS[kubernetes_minor(stack)]
     assert values["awsRegion"] == stack_config(stack, "aws:region")
     role = g.one(
         "aws:iam/role:Role",

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from infra.k8s_quantity import parse_cpu_millicores, parse_go_duration_seconds, parse_memory_bytes
+from infra.facts.quantity import parse_cpu_millicores, parse_go_duration_seconds, parse_memory_bytes
 
 
 @pytest.mark.parametrize(("text", "millis"), [("2", 2000), ("1.5", 1500), ("500m", 500), ("0.25", 250)])

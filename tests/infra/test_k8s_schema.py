@@ -11,10 +11,11 @@ import json
 import kubernetes_validate
 import pytest
 
-from infra import dask_config as dc
-from infra import k8s_dask as kd
-from infra import k8s_preload as kp
-from infra.k8s_ca import CA_IMAGE_TAGS
+from infra.config.settings import DaskSettings
+from infra.facts.versions import CA_IMAGE_TAGS
+from infra.k8s import dask_objects as kd
+from infra.k8s import preload as kp
+from tests.infra import builders
 
 
 def wire_to_json(value: object) -> object:
@@ -37,7 +38,7 @@ def schema_errors(manifest: dict, version: str) -> list[str]:
     return []
 
 
-def all_manifests(settings: dc.DaskSettings) -> list[dict]:
+def all_manifests(settings: DaskSettings) -> list[dict]:
     names = kd.Names(settings.namespace)
     files = kp.collect()
     digest = kp.content_hash(files)
@@ -56,22 +57,21 @@ def all_manifests(settings: dc.DaskSettings) -> list[dict]:
     ]
 
 
-def aws_settings() -> dc.DaskSettings:
-    facts = dc.ClusterFacts(
-        "1.35",
+def aws_settings() -> DaskSettings:
+    cluster = builders.aws(
         (
-            dc.WorkerGroupFacts("spot", ("m6i.2xlarge",), "SPOT", 10, 100),
-            dc.WorkerGroupFacts("od", ("m6i.2xlarge",), "ON_DEMAND", 2, 100),
+            builders.group("spot", ("m6i.2xlarge",), "SPOT", 10, 100),
+            builders.group("od", ("m6i.2xlarge",), "ON_DEMAND", 2, 100),
         ),
-        "m6i.large",
+        system_instance_type="m6i.large",
     )
-    return dc.parse_dask(
-        json.dumps({"workersPerNode": 2}), target="aws", facts=facts, default_namespace="adask-prod"
+    return builders.dask(
+        json.dumps({"workersPerNode": 2}), target="aws", cluster=cluster, namespace="adask-prod"
     )
 
 
-def local_settings() -> dc.DaskSettings:
-    return dc.parse_dask(None, target="local", facts=None, default_namespace="adask-local")
+def local_settings() -> DaskSettings:
+    return builders.dask(None, target="local", namespace="adask-local")
 
 
 @pytest.mark.parametrize("minor", sorted(CA_IMAGE_TAGS))

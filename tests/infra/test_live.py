@@ -9,10 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from infra import iam
-from infra.config import WorkerGroupConfig
-from infra.errors import ConfigError, LiveStateError
-from infra.live import (
+from infra.aws import iam
+from infra.aws.live import (
     EKS_UNSUPPORTED_ZONE_IDS,
     LiveNodeGroup,
     choose_zones,
@@ -22,7 +20,9 @@ from infra.live import (
     match_node_groups,
     worker_scaling,
 )
-from infra.nodegroups import DESIRED_FROM_LIVE_TAG, ami_release_parameter
+from infra.aws.nodegroups import DESIRED_FROM_LIVE_TAG, ami_release_parameter
+from infra.config.settings import WorkerGroupConfig
+from infra.errors import ConfigError, LiveStateError
 from tests.infra.harness import (
     ACCOUNT_ID,
     CALLER_ROLE_ARN,

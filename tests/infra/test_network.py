@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infra.aws.network import carve_subnets, nat_subnet_indexes
 from infra.errors import ConfigError
-from infra.network import carve_subnets, nat_subnet_indexes
 from tests.infra.harness import ACCOUNT_ID, Graph, Node, RecordingMocks, run_stack
 
 GraphOf = Callable[..., Graph]

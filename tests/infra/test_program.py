@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from infra.config import DEFAULT_NETWORK
+from infra.config.aws import DEFAULT_NETWORK
 from infra.errors import ConfigError
 from tests.infra.harness import (
     INFRA_DIR,
@@ -326,3 +326,17 @@ def test_dev_and_prod_have_the_intended_shapes(stack_graph: GraphOf) -> None:
         return group.inputs["retentionInDays"]
 
     assert retention(prod) > retention(dev)
+
+
+def test_readme_layout_names_every_folder_and_module_of_the_program() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    layout = readme.split("## Layout")[1].split("\n## ")[0]
+    infra = REPO_ROOT / "infra"
+    for folder in sorted(p for p in infra.iterdir() if p.is_dir() and p.name != "__pycache__"):
+        assert f"`infra/{folder.name}/`" in layout, folder.name
+        for module in sorted(folder.glob("*.py")):
+            if module.name != "__init__.py":
+                assert f"`{module.name}`" in layout.split(f"`infra/{folder.name}/`")[1].split("\n")[0], module
+    for module in sorted(infra.glob("*.py")):
+        if module.name != "__init__.py":
+            assert f"`{module.name}`" in layout, module.name

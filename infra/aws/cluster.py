@@ -26,9 +26,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import iam
-from infra.config import ClusterConfig
-from infra.tags import name_tag
+from infra.aws import iam
+from infra.aws.tags import name_tag
+from infra.config.settings import ClusterConfig
 
 PRE_NODE_ADDONS = ("vpc-cni", "kube-proxy")
 POST_NODE_ADDONS = ("coredns",)

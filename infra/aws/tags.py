@@ -1,20 +1,12 @@
-"""Tags, Kubernetes labels and taints as pure functions of the config.
-
-Why here: the same node-group facts feed three places that must agree exactly - the node group's
-labels/taints, the cluster-autoscaler scale-from-zero tags on its Auto Scaling Group, and the
-Kubernetes layer's nodeSelector/tolerations. One function each, tested directly.
-"""
+"""AWS tags as pure functions of the config: resource names, subnet roles, launched instances, and the
+cluster-autoscaler scale-from-zero tags that describe a worker group's nodes (from `facts.placement`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from infra.config import NODE_TEMPLATE, Taint, WorkerGroupConfig
-
-POOL_LABEL = "adaptive-dask/pool"
-SYSTEM_POOL = "system"
-WORKER_TAINT = Taint(key="adaptive-dask/dask-worker", value="true", effect="NoSchedule")
-CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"  # set on every node by EKS itself
+from infra.config.settings import WorkerGroupConfig
+from infra.facts.placement import CAPACITY_TYPE_LABEL, NODE_TEMPLATE, Taint
 
 # Kubernetes taint effects -> the EKS API's spelling.
 EKS_TAINT_EFFECTS = {
@@ -46,23 +38,9 @@ def private_subnet_tags(cluster_name: str, name: str) -> dict[str, str]:
     }
 
 
-def system_labels() -> dict[str, str]:
-    return {POOL_LABEL: SYSTEM_POOL}
-
-
-def worker_labels(group: WorkerGroupConfig) -> dict[str, str]:
-    """Configured labels plus the pool label the Dask worker pods select on."""
-    return {**group.labels, POOL_LABEL: group.name}
-
-
-def worker_taints(group: WorkerGroupConfig) -> tuple[Taint, ...]:
-    """The Dask-worker taint first (only Dask workers tolerate it), then the configured ones."""
-    return (WORKER_TAINT, *group.taints)
-
-
 def eks_taints(taints: tuple[Taint, ...]) -> list[dict[str, str]]:
     """Taints in the aws.eks.NodeGroup input shape."""
-    return [{"key": t.key, "value": t.value, "effect": EKS_TAINT_EFFECTS[t.effect]} for t in taints]
+    return [{"key": t.key, "value": t.value or "", "effect": EKS_TAINT_EFFECTS[t.effect]} for t in taints]
 
 
 def scale_from_zero_tags(group: WorkerGroupConfig) -> dict[str, str]:
@@ -72,9 +50,9 @@ def scale_from_zero_tags(group: WorkerGroupConfig) -> dict[str, str]:
     node group's labels and taints exactly, or pending pods with that nodeSelector/toleration never
     trigger a scale-up.
     """
-    tags = {f"{NODE_TEMPLATE}/label/{k}": v for k, v in worker_labels(group).items()}
+    tags = {f"{NODE_TEMPLATE}/label/{k}": v for k, v in group.node_labels.items()}
     tags[f"{NODE_TEMPLATE}/label/{CAPACITY_TYPE_LABEL}"] = group.capacity_type
-    for taint in worker_taints(group):
-        tags[f"{NODE_TEMPLATE}/taint/{taint.key}"] = f"{taint.value}:{taint.effect}"
+    for taint in group.node_taints:
+        tags[f"{NODE_TEMPLATE}/taint/{taint.key}"] = f"{taint.value or ''}:{taint.effect}"
     tags[f"{NODE_TEMPLATE}/resources/ephemeral-storage"] = f"{group.disk_gib}Gi"
     return tags

@@ -7,15 +7,15 @@ does not depend on how the EKS layer is built. Documents and values come from `i
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import iam, k8s_ca
-from infra.dask_config import AutoscalerSettings
-from infra.k8s_placement import Taint
+from infra.aws import iam
+from infra.config.settings import AutoscalerSettings
+from infra.k8s import ca as k8s_ca
 
 
 class ClusterAutoscaler(pulumi.ComponentResource):
@@ -34,9 +34,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         oidc_issuer_url: pulumi.Input[str],
         worker_node_groups: Sequence[tuple[pulumi.Input[str], str]],
         k8s_provider: k8s.Provider,
-        system_taints: Sequence[Taint] = (),
-        aws_provider: aws.Provider | None = None,
-        tags: Mapping[str, str] | None = None,
+        aws_provider: aws.Provider,
         depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -52,7 +50,6 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             f"{name}-irsa",
             assume_role_policy=trust,
             description="cluster-autoscaler (IRSA, kube-system/cluster-autoscaler only)",
-            tags=dict(tags or {}),
             opts=aws_opts,
         )
         policy = aws.iam.RolePolicy(
@@ -80,7 +77,6 @@ class ClusterAutoscaler(pulumi.ComponentResource):
                     if "priority" in settings.expander
                     else None
                 ),
-                system_taints=system_taints,
             )
         )
         release = k8s.helm.v3.Release(

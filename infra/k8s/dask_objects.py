@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.dask_config import DaskSettings
-from infra.k8s_placement import POOL_LABEL, SYSTEM_POOL, pool_placement, tolerations
-from infra.k8s_preload import HASH_ANNOTATION, MOUNT_PATH, PreloadFile, configmap_data, volume
-from infra.k8s_quantity import format_cpu_millicores, format_memory_mib
+from infra.config.settings import DaskSettings
+from infra.facts.placement import POOL_LABEL, SYSTEM_POOL, pool_placement, tolerations
+from infra.facts.quantity import format_cpu_millicores, format_memory_mib
+from infra.k8s.preload import HASH_ANNOTATION, MOUNT_PATH, PreloadFile, configmap_data, volume
 
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
@@ -260,9 +260,7 @@ def scheduler_deployment(
     version = settings.dask_version
     placement: dict = {}
     if settings.target == "aws":
-        placement = {"nodeSelector": {POOL_LABEL: SYSTEM_POOL}}
-        if settings.system_taints:
-            placement["tolerations"] = tolerations(settings.system_taints)
+        placement = {"nodeSelector": {POOL_LABEL: SYSTEM_POOL}}  # untainted: no toleration needed
     container = {
         "name": "scheduler",
         "image": settings.image,

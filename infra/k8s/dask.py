@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import k8s_dask, k8s_preload
-from infra.dask_config import DaskSettings
-from infra.k8s_objects import create
+from infra.config.settings import DaskSettings
+from infra.k8s import dask_objects as k8s_dask
+from infra.k8s import preload as k8s_preload
+from infra.k8s.objects import create
 
 # The preload owns the worker count (`/scale`); Pulumi creates the Deployment at 0 and never resets it.
 WORKER_IGNORE_CHANGES = ["spec.replicas"]

@@ -28,30 +28,20 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra import iam
-from infra.config import SystemNodeGroupConfig, WorkerGroupConfig, is_arm_instance_type
-from infra.live import LiveNodeGroup, worker_scaling
-from infra.tags import (
-    eks_taints,
-    instance_tags,
-    scale_from_zero_tags,
-    system_labels,
-    worker_labels,
-    worker_taints,
-)
+from infra.aws import iam
+from infra.aws.live import LiveNodeGroup, worker_scaling
+from infra.aws.tags import eks_taints, instance_tags, scale_from_zero_tags
+from infra.config.settings import SystemNodeGroupConfig, WorkerGroupConfig
+from infra.facts.placement import system_labels
 
 ROOT_DEVICE = "/dev/xvda"  # AL2023 root device name
 # Present (value: the live desired size read) only in a run where the program writes the desired size.
 DESIRED_FROM_LIVE_TAG = "adaptive-dask/desired-size-from-live"
 
 
-def ami_type(instance_types: Sequence[str]) -> str:
-    """AL2023 for the instance types' architecture (config validation forbids mixing)."""
-    return "AL2023_ARM_64_STANDARD" if is_arm_instance_type(instance_types[0]) else "AL2023_x86_64_STANDARD"
-
-
-def architecture(instance_types: Sequence[str]) -> str:
-    return "arm64" if is_arm_instance_type(instance_types[0]) else "x86_64"
+# x86_64 only: the config refuses arm64 instance types (infra/config/aws.py says why).
+AMI_TYPE = "AL2023_x86_64_STANDARD"
+ARCHITECTURE = "x86_64"
 
 
 def ami_release_parameter(kubernetes_version: str, arch: str) -> str:
@@ -182,8 +172,8 @@ class NodeGroups(pulumi.ComponentResource):
                     "desired_size": scaling.desired_size,
                 },
                 disk_gib=group.disk_gib,
-                labels=worker_labels(group),
-                taints=eks_taints(worker_taints(group)),
+                labels=group.node_labels,
+                taints=eks_taints(group.node_taints),
                 ignore_changes=["scalingConfig.desiredSize"] if scaling.ignore_desired else [],
                 extra_tags=marker,
             )
@@ -235,8 +225,8 @@ class NodeGroups(pulumi.ComponentResource):
             node_role_arn=self.role.arn,
             subnet_ids=self._args.subnet_ids,
             instance_types=instance_types,
-            ami_type=ami_type(instance_types),
-            release_version=self._release(architecture(instance_types)),
+            ami_type=AMI_TYPE,
+            release_version=self._release(ARCHITECTURE),
             capacity_type=capacity_type,
             scaling_config=scaling,
             update_config={"max_unavailable_percentage": 33},

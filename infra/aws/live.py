@@ -20,7 +20,8 @@ from types import MappingProxyType
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import PROJECT, Settings, WorkerGroupConfig
+from infra.config.reader import PROJECT
+from infra.config.settings import Settings, WorkerGroupConfig
 from infra.errors import ConfigError, LiveStateError
 
 # Zone IDs where EKS refuses to place a control plane (UnsupportedAvailabilityZoneException). Zone

@@ -14,9 +14,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra import iam
-from infra.config import NetworkConfig
-from infra.tags import name_tag, private_subnet_tags, public_subnet_tags
+from infra.aws import iam
+from infra.aws.tags import name_tag, private_subnet_tags, public_subnet_tags
+from infra.config.settings import NetworkConfig
 
 
 @dataclass(frozen=True)

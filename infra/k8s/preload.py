@@ -32,7 +32,7 @@ class PreloadFile:
 
 def package_dir() -> Path:
     """Located from this file, never the working directory (`pulumi up` runs from anywhere)."""
-    return Path(__file__).resolve().parent.parent / PACKAGE
+    return Path(__file__).resolve().parents[2] / PACKAGE  # infra/k8s/preload.py -> the repository root
 
 
 def configmap_key(relative: str) -> str:

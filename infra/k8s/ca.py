@@ -10,7 +10,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from infra.k8s_placement import POOL_LABEL, SYSTEM_POOL, Taint, tolerations
+from infra.facts.placement import POOL_LABEL, SYSTEM_POOL
+from infra.facts.versions import image_tag_for
 
 NAMESPACE = "kube-system"
 # The ONE place the service-account name lives: the IRSA trust `sub` and the chart's
@@ -23,19 +24,6 @@ CHART = "cluster-autoscaler"
 CHART_REPO = "https://kubernetes.github.io/autoscaler"
 CHART_VERSION = "9.59.0"
 IMAGE_REPOSITORY = "registry.k8s.io/autoscaling/cluster-autoscaler"
-
-# Kubernetes minor -> cluster-autoscaler release. CA's minor must equal the cluster's minor ("versioning
-# scheme was changed to match Kubernetes minor releases exactly", CA README); the patch is the newest one
-# published on kubernetes/autoscaler releases when this table was last updated.
-CA_IMAGE_TAGS: dict[str, str] = {
-    "1.30": "v1.30.5",
-    "1.31": "v1.31.5",
-    "1.32": "v1.32.7",
-    "1.33": "v1.33.6",
-    "1.34": "v1.34.5",
-    "1.35": "v1.35.2",
-    "1.36": "v1.36.1",
-}
 
 # The "full features" read set from the CA AWS README (auto-discovery + dynamic instance lists).
 READ_ACTIONS = (
@@ -50,21 +38,6 @@ READ_ACTIONS = (
     "eks:DescribeNodegroup",
 )
 WRITE_ACTIONS = ("autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup")
-
-_MINOR = re.compile(r"^v?(?P<major>[0-9]+)\.(?P<minor>[0-9]+)(\.[0-9]+)?$")
-
-
-def kubernetes_minor(version: str) -> str:
-    """'1.33' / '1.33.2' / 'v1.33' -> '1.33'."""
-    match = _MINOR.match(str(version).strip())
-    if not match:
-        raise ValueError(f"not a Kubernetes version: {version!r}")
-    return f"{int(match['major'])}.{int(match['minor'])}"
-
-
-def image_tag_for(kubernetes_version: str) -> str:
-    """CA image tag for the cluster's minor; KeyError for a minor the table does not know."""
-    return CA_IMAGE_TAGS[kubernetes_minor(kubernetes_version)]
 
 
 def _arn_parts(cluster_arn: str) -> tuple[str, str, str, str]:
@@ -128,14 +101,6 @@ SPOT_PRIORITY = 50
 ON_DEMAND_PRIORITY = 10
 
 
-def choose_expander(configured: str, capacity_types: Sequence[str]) -> str:
-    """`auto`: prefer spot through the priority expander only when there is a choice to make."""
-    if configured != "auto":
-        return configured
-    kinds = set(capacity_types)
-    return "priority,least-waste" if {"SPOT", "ON_DEMAND"} <= kinds else "least-waste"
-
-
 def expander_priorities(groups: Sequence[NodeGroupRef]) -> dict[str, list[str]]:
     """Priority expander config: higher wins; regexes match managed node group ASG names.
 
@@ -156,7 +121,6 @@ def helm_values(
     role_arn: str,
     flags: Mapping[str, str],
     priorities: Mapping[str, list[str]] | None,
-    system_taints: Sequence[Taint] = (),
 ) -> dict:
     """Values for the cluster-autoscaler chart; `flags` become `--key=value` through `extraArgs`."""
     values: dict = {
@@ -176,7 +140,7 @@ def helm_values(
         "extraArgs": {"logtostderr": True, "stderrthreshold": "info", "v": 2, **dict(flags)},
         "priorityClassName": "system-cluster-critical",
         "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
-        "tolerations": tolerations(system_taints),
+        "tolerations": [],  # the system nodes it runs on carry no taint
         "podDisruptionBudget": {"maxUnavailable": 1},
         "resources": {
             "requests": {"cpu": "100m", "memory": "600Mi"},

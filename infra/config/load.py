@@ -1,0 +1,58 @@
+"""`load_settings()`: the whole config, read and validated once, inside the program (never at import)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from types import MappingProxyType
+
+import pulumi
+
+from infra.config.aws import DEFAULT_REGION, parse_aws, parse_tags
+from infra.config.kubernetes import parse_kubernetes
+from infra.config.reader import PROJECT, ConfigReader, Field, check_unknown_keys, project_config
+from infra.config.settings import Settings
+
+TARGETS = ("aws", "local")
+DEFAULT_TARGET = "aws"
+DEFAULT_PRODUCTION = False
+DEFAULT_NAME_PREFIX = "adask"
+_NAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+
+def stack_name(prefix_field: Field, stack: str) -> str:
+    """`<namePrefix>-<stack>`: the cluster name and the root of every physical name (40 characters)."""
+    prefix = prefix_field.string()
+    if not _NAME_PREFIX_RE.match(prefix):
+        raise prefix_field.fail("must match [a-z][a-z0-9-]{0,19}")
+    safe_stack = re.sub(r"[^a-z0-9-]", "-", stack.lower())
+    return f"{prefix}-{safe_stack}"[:40].rstrip("-")
+
+
+def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) -> Settings:
+    """Read and validate the whole config; a bad value raises ConfigError before anything is registered."""
+    check_unknown_keys(project_config())
+    cfg = reader_factory(PROJECT)
+    target = cfg.raw("target", DEFAULT_TARGET).choice(TARGETS)
+    production = cfg.raw("production", DEFAULT_PRODUCTION).boolean()
+    stack = pulumi.get_stack()
+    prefix_field = cfg.raw("namePrefix", DEFAULT_NAME_PREFIX)
+    name = stack_name(prefix_field, stack)
+    tags = {"Project": PROJECT, "Stack": stack, "ManagedBy": "pulumi", **parse_tags(cfg.json("tags", {}))}
+    aws = None
+    if target == "aws":
+        aws = parse_aws(cfg, reader_factory("aws").raw("region", DEFAULT_REGION), production)
+    dask, autoscaler, kube_context = parse_kubernetes(cfg, target=target, aws=aws, default_namespace=name)
+    return Settings(
+        project=PROJECT,
+        stack=stack,
+        target=target,
+        production=production,
+        name_prefix=prefix_field.string(),
+        name=name,
+        tags=MappingProxyType(tags),
+        aws=aws,
+        dask=dask,
+        autoscaler=autoscaler,
+        kube_context=kube_context,
+    )

@@ -1,0 +1,137 @@
+"""The whole stack's settings: one frozen tree, built once by `infra.config.load.load_settings`.
+
+Layers take the part they need (`settings.aws.network`, `settings.dask`, ...) as typed values and never
+read config themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from infra.facts.placement import Taint, worker_labels, worker_taints
+
+# Must equal the dask/distributed pins in requirements.txt (a test enforces it): scheduler, workers and
+# clients have to run the same Dask release.
+DASK_VERSION = "2026.8.0"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    cidr: str
+    az_count: int
+    nat_mode: str
+    flow_logs: bool
+    flow_log_retention_days: int
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    version: str
+    endpoint_public_access: bool
+    public_access_cidrs: tuple[str, ...]
+    endpoint_private_access: bool
+    log_types: tuple[str, ...]
+    log_retention_days: int
+    admin_arns: tuple[str, ...]
+    deployer_admin: bool
+    service_cidr: str
+    support_type: str
+    addon_versions: Mapping[str, str]
+    node_ami_release_version: str | None  # None: the newest AMI release for `version` (read from SSM)
+
+
+@dataclass(frozen=True)
+class SystemNodeGroupConfig:
+    instance_type: str
+    size: int
+    disk_gib: int
+
+
+@dataclass(frozen=True)
+class WorkerGroupConfig:
+    name: str
+    instance_types: tuple[str, ...]
+    capacity_type: str
+    min_size: int
+    max_size: int
+    disk_gib: int
+    labels: Mapping[str, str]  # as configured
+    taints: tuple[Taint, ...]  # as configured
+    key: str = ""  # its full config key, e.g. `adaptive-dask:workerGroups[0]`, for error messages
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        """Every label its nodes carry (configured + pool)."""
+        return worker_labels(self.name, self.labels)
+
+    @property
+    def node_taints(self) -> tuple[Taint, ...]:
+        """Every taint its nodes carry (the Dask-worker taint + configured): worker pods tolerate them all."""
+        return worker_taints(self.taints)
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    region: str
+    network: NetworkConfig
+    cluster: ClusterConfig
+    system: SystemNodeGroupConfig
+    workers: tuple[WorkerGroupConfig, ...]
+
+
+@dataclass(frozen=True)
+class WorkerSizing:
+    cpu_millicores: int
+    memory_mib: int
+    threads: int
+    dask_memory_limit_bytes: int
+
+
+@dataclass(frozen=True)
+class WorkerPlacement:
+    pools: tuple[str, ...]
+    taints: tuple[Taint, ...]
+
+
+@dataclass(frozen=True)
+class DaskSettings:
+    target: str
+    namespace: str
+    image: str
+    min_workers: int
+    max_workers: int
+    interval_s: float
+    target_duration_s: float
+    scale_down_delay_s: float
+    workers_per_node: int
+    worker: WorkerSizing
+    scheduler_cpu_millicores: int
+    scheduler_memory_mib: int
+    scratch_mib: int
+    termination_grace_seconds: int
+    dashboard_cidrs: tuple[str, ...]
+    placement: WorkerPlacement | None  # None: local target, no node-group constraints
+    dask_version: str = DASK_VERSION
+
+
+@dataclass(frozen=True)
+class AutoscalerSettings:
+    kubernetes_version: str
+    expander: str  # resolved (never "auto")
+    flags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    stack: str
+    target: str
+    production: bool
+    name_prefix: str
+    name: str  # `<namePrefix>-<stack>`: the cluster name and the root of every physical name
+    tags: Mapping[str, str]
+    aws: AwsConfig | None  # None when target == "local"
+    dask: DaskSettings
+    autoscaler: AutoscalerSettings | None  # None when target == "local"
+    kube_context: str | None  # local target only
