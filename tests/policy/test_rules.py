@@ -304,7 +304,7 @@ def test_node_group_desired_size():
 def test_desired_size_written_from_the_live_group_is_allowed_only_inside_the_bounds():
     from adaptive_dask_policy.rules import DESIRED_FROM_LIVE_TAG
 
-    from infra.nodegroups import DESIRED_FROM_LIVE_TAG as PROGRAM_TAG
+    from infra.aws.nodegroups import DESIRED_FROM_LIVE_TAG as PROGRAM_TAG
 
     assert DESIRED_FROM_LIVE_TAG == PROGRAM_TAG  # the pack cannot import the program: one fact, checked
     marked = {
