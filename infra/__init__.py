@@ -1,1 +1,1 @@
-"""The adaptive-dask Pulumi program: one ComponentResource per layer, composed in __main__.py."""
+"""The adaptive-dask Pulumi program: config/ -> aws/ -> k8s/ components, composed by program.py."""

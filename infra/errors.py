@@ -1,4 +1,4 @@
-"""The one error type for bad stack configuration."""
+"""The two errors that stop a run before anything is created: bad config, and a blocking live state."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure builders for cluster-autoscaler on EKS: IAM documents, the version map, Helm values.
+"""Pure builders for cluster-autoscaler on EKS: its IAM policy, expander priorities and Helm values.
 
 Everything the `ClusterAutoscaler` component sends to AWS or Helm is computed here from plain values,
 so tests (and parliament) can check it without Pulumi.
