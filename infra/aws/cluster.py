@@ -27,6 +27,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.aws import iam
+from infra.aws.component import AwsComponent
 from infra.aws.tags import name_tag
 from infra.config.settings import ClusterConfig
 
@@ -91,7 +92,7 @@ class EksClusterArgs:
     production: bool
 
 
-class EksCluster(pulumi.ComponentResource):
+class EksCluster(AwsComponent):
     """IAM role, KMS key, log group, aws.eks.Cluster, access entries, OIDC provider, addons, k8s Provider."""
 
     TYPE = "adaptive-dask:aws:EksCluster"
@@ -103,14 +104,8 @@ class EksCluster(pulumi.ComponentResource):
         provider: aws.Provider,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__(
-            self.TYPE,
-            name,
-            None,
-            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider])),
-        )
+        super().__init__(name, provider, opts)
         cfg = args.config
-        self._provider = provider
         self._name = name
         self._args = args
         self.version: str = cfg.version
@@ -263,9 +258,6 @@ class EksCluster(pulumi.ComponentResource):
             }
         )
 
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, provider=self._provider, **kwargs)
-
     def _cluster_admin(
         self, logical: str, principal_arn: pulumi.Input[str], partition: pulumi.Output[str]
     ) -> None:
@@ -300,7 +292,7 @@ class EksCluster(pulumi.ComponentResource):
                 addon_name=addon,
                 kubernetes_version=self.version,
                 most_recent=True,
-                opts=pulumi.InvokeOutputOptions(parent=self, provider=self._provider),
+                opts=self._invoke(),
             ).version
         )
         return aws.eks.Addon(

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.aws import iam
+from infra.aws.component import AwsComponent
 from infra.aws.tags import name_tag, private_subnet_tags, public_subnet_tags
 from infra.config.settings import NetworkConfig
 
@@ -51,7 +51,7 @@ class NetworkArgs:
     account_id: pulumi.Input[str]
 
 
-class Network(pulumi.ComponentResource):
+class Network(AwsComponent):
     """VPC, subnets per AZ, IGW, NAT, route tables, locked default SG, optional flow logs, S3 endpoint."""
 
     TYPE = "adaptive-dask:aws:Network"
@@ -59,14 +59,8 @@ class Network(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: NetworkArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__(
-            self.TYPE,
-            name,
-            None,
-            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider])),
-        )
+        super().__init__(name, provider, opts)
         cfg = args.config
-        self._provider = provider
 
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
@@ -189,9 +183,6 @@ class Network(pulumi.ComponentResource):
                 "privateSubnetIds": self.private_subnet_ids,
             }
         )
-
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, provider=self._provider, **kwargs)
 
     def _flow_logs(self, name: str, cfg: NetworkConfig, account_id: pulumi.Input[str]) -> aws.ec2.FlowLog:
         log_group = aws.cloudwatch.LogGroup(

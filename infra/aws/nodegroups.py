@@ -29,6 +29,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.aws import iam
+from infra.aws.component import AwsComponent
 from infra.aws.live import LiveNodeGroup, worker_scaling
 from infra.aws.tags import eks_taints, instance_tags, scale_from_zero_tags
 from infra.config.settings import SystemNodeGroupConfig, WorkerGroupConfig
@@ -99,7 +100,7 @@ class NodeGroupsArgs:
     depends_on: Sequence[pulumi.Resource] = ()
 
 
-class NodeGroups(pulumi.ComponentResource):
+class NodeGroups(AwsComponent):
     """Node IAM role, per-group launch templates, managed node groups and scale-from-zero ASG tags."""
 
     TYPE = "adaptive-dask:aws:NodeGroups"
@@ -111,13 +112,7 @@ class NodeGroups(pulumi.ComponentResource):
         provider: aws.Provider,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__(
-            self.TYPE,
-            name,
-            None,
-            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(providers=[provider])),
-        )
-        self._provider = provider
+        super().__init__(name, provider, opts)
         self._name = name
         self._args = args
         partition = pulumi.Output.from_input(args.partition)
@@ -197,9 +192,6 @@ class NodeGroups(pulumi.ComponentResource):
         }
         self.register_outputs({"nodeGroupNames": self.node_group_names, "asgNames": self.asg_names})
 
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, provider=self._provider, **kwargs)
-
     def _group(
         self,
         group: str,
@@ -247,6 +239,6 @@ class NodeGroups(pulumi.ComponentResource):
         if arch not in self._releases:
             self._releases[arch] = aws.ssm.get_parameter_output(
                 name=ami_release_parameter(self._args.cluster_version, arch),
-                opts=pulumi.InvokeOutputOptions(parent=self, provider=self._provider),
+                opts=self._invoke(),
             ).insecure_value  # a public, non-secret value: keep it readable in diffs
         return self._releases[arch]
