@@ -16,8 +16,8 @@ Workers (readiness endpoint + graceful SIGTERM; the module serves worker and nan
         --preload dask_adaptive.worker --preload-nanny dask_adaptive.worker
 
 Modules: preload (entry point, options), config (validated settings, read once), policy (pure
-decisions), controller (the loop), executor (the data-safe scale-down), departures (one record per unit
-on its way out), internals (the one reach into distributed), reconcile (orphans), metrics (/metrics),
-command (the `dask worker` command line), worker (worker preload), backends/ (base: the contract; local;
+decisions), controller (the loop), executor (the data-safe scale-down), internals (the one reach into
+distributed), reconcile (orphans), metrics (/metrics), command (the `dask worker` command line), worker
+(worker preload), backends/ (base: the contract; departures: one record per unit on its way out; local;
 kubernetes/: api, ranking, backend), demo/ (`python -m dask_adaptive demo`).
 """

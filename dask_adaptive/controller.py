@@ -6,7 +6,7 @@ Everything it awaits is either a cheap scheduler call or async backend I/O, so t
 Each cycle: observe the backend, take a `snapshot` (pure), `decide`, then scale up at once or hand a
 scale-down to the executor (executor.py), which runs it as a background job so a slow retirement or
 removal never delays a scale-up; the two never share a lock. Units on their way out have a record in
-`departures` (departures.py): they are never capacity, and are counted as requested until the backend
+`departures` (backends/departures.py): they are never capacity, and are counted as requested until the backend
 reports their decrement (Observation.subtracted, copied into the records as LOWERED). A scale-up asks on
 top of the units still in removal; the backend discounts those whose decrement already landed
 (Backend.scale_up). Reconciliation (reconcile.py) removes orphan units and drops workers whose unit is
@@ -23,8 +23,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from dask_adaptive.backends.base import Backend, BackendError, Observation, Phase
+from dask_adaptive.backends.departures import COUNTED, IN_REMOVAL, Departures, Stage
 from dask_adaptive.config import Settings
-from dask_adaptive.departures import COUNTED, IN_REMOVAL, Departures, Stage
 from dask_adaptive.executor import ACCEPTING, ScaleDownExecutor, workers_by_name
 from dask_adaptive.logs import fmt
 from dask_adaptive.metrics import Stats

@@ -1,6 +1,6 @@
 """The data-safe scale-down: choose -> retire -> check safe -> remove, one job at a time.
 
-Every unit it touches gets a record in `departures` (departures.py) and moves through its stages:
+Every unit it touches gets a record in `departures` (backends/departures.py) and moves through its stages:
 1. cancel not-yet-arrived units (no data there): READY -> REMOVING -> forgotten;
 2. `choose_victims`: the scheduler's own ranking (`Scheduler.workers_to_close`: idle, least data first),
    only among our units;
@@ -30,8 +30,8 @@ from typing import Any
 from distributed.core import Status
 
 from dask_adaptive.backends.base import Backend, BackendError, RemovalReport
+from dask_adaptive.backends.departures import IN_REMOVAL, Departures, Stage
 from dask_adaptive.config import Settings
-from dask_adaptive.departures import IN_REMOVAL, Departures, Stage
 from dask_adaptive.internals import stop_retirement
 from dask_adaptive.logs import fmt
 from dask_adaptive.metrics import Stats

@@ -15,9 +15,9 @@ from distributed import Client, Scheduler, Worker
 from distributed.core import Status
 
 from dask_adaptive.backends.base import BackendError, Observation, Phase, RemovalReport, Unit
+from dask_adaptive.backends.departures import Departures, Stage
 from dask_adaptive.config import resolve
 from dask_adaptive.controller import Controller
-from dask_adaptive.departures import Departures, Stage
 from dask_adaptive.policy import Hold, ScaleDown, ScaleUp
 
 

@@ -20,9 +20,10 @@ the single /scale write are logged (not raised) so the controller never repeats 
 
 A removal waits (b, d) for up to a minute; scale_up() must not wait behind it, so only the short
 read-modify-writes of /scale are serialised (one lock), never the waits. Each named unit has a record
-(departures.py): REMOVING until (c) is written, then LOWERED; observe() reports the LOWERED ones. scale_up's
-`n` counts the units of unfinished removals (Backend.scale_up): it takes their records at the call and
-discounts those that reached LOWERED by its own write, even if their removal has returned meanwhile.
+(backends/departures.py): REMOVING until (c) is written, then LOWERED; observe() reports the LOWERED
+ones. scale_up's `n` counts the units of unfinished removals (Backend.scale_up): it takes their records
+at the call and discounts those that reached LOWERED by its own write, even if their removal has
+returned meanwhile.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from dask_adaptive.backends.base import BackendError, BackendUnavailable, Observation, RemovalReport
+from dask_adaptive.backends.departures import IN_REMOVAL, Departure, Departures, Stage
 from dask_adaptive.backends.kubernetes.api import (
     FIELD_MANAGER,
     KubeApi,
@@ -60,7 +62,6 @@ from dask_adaptive.backends.kubernetes.ranking import (
     selector_matches,
     verify_removal,
 )
-from dask_adaptive.departures import IN_REMOVAL, Departure, Departures, Stage
 
 logger = logging.getLogger(__name__)
 

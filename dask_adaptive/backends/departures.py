@@ -1,4 +1,6 @@
-"""One record per unit on its way out, and the stage it has reached: the scale-down bookkeeping.
+"""One record per unit on its way out, and the stage it has reached: the scale-down bookkeeping that
+the controller and a backend share (the controller's executor owns the records of a scale-down; the
+kubernetes backend keeps the same records for the removals it runs).
 
 A unit leaves in stages; each stage answers one question the rest of the code asks:
 
@@ -12,8 +14,8 @@ A unit leaves in stages; each stage answers one question the rest of the code as
     GONE      removed after a retirement: its worker's exit   -               no
               is expected; forgotten once neither unit nor worker is left
 
-The controller's executor (executor.py) moves its records through these stages; the kubernetes backend
-keeps records of the same kind for its own removals (REMOVING -> LOWERED) and reports LOWERED through
+The controller's executor (dask_adaptive/executor.py) moves its records through these stages; the
+kubernetes backend moves its own through REMOVING -> LOWERED and reports LOWERED in
 `Observation.subtracted`, which the controller copies into its records. Pure and synchronous: every
 change is made between two awaits, so a reader never sees half of one.
 """
