@@ -55,7 +55,8 @@ from tests.dask_adaptive.test_kube_e2e import (
     scheduler_address,
 )
 from tests.kube.control_plane import ControlPlane, find_binaries
-from tests.kube.kubelet import Kubelet, NodeSpec
+from tests.kube.kubelet import Kubelet
+from tests.kube.nodes import NodeSpec
 
 PLAIN_READINESS = {
     "httpGet": {"path": "/health", "port": 8788},

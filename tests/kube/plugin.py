@@ -17,7 +17,8 @@ import pytest
 
 from tests.kube.control_plane import ControlPlane, find_binaries, wait_for
 from tests.kube.faults import FaultProxy
-from tests.kube.kubelet import ACTIVE, Kubelet, NodeGroup, NodeSpec
+from tests.kube.kubelet import ACTIVE, Kubelet
+from tests.kube.nodes import NodeGroup, NodeSpec
 
 __all__ = ["ControlPlane", "FaultProxy", "Kubelet", "NodeGroup", "NodeSpec", "wait_for"]
 

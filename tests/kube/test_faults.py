@@ -10,7 +10,7 @@ import pytest
 import urllib3
 
 from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import NodeSpec
+from tests.kube.nodes import NodeSpec
 
 pytestmark = pytest.mark.kube
 

@@ -7,7 +7,8 @@ import urllib.request
 import pytest
 
 from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import NodeSpec, pod_ready
+from tests.kube.kubelet import pod_ready
+from tests.kube.nodes import NodeSpec
 
 pytestmark = pytest.mark.kube
 

@@ -11,7 +11,8 @@ import psutil
 import pytest
 
 from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import SA_DIR_ENV, NodeSpec
+from tests.kube.nodes import NodeSpec
+from tests.kube.pod_files import SA_DIR_ENV
 from tests.kube.rest import ApiError
 
 pytestmark = pytest.mark.kube

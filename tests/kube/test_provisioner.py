@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import NodeGroup, NodeSpec, pod_ready
+from tests.kube.kubelet import pod_ready
+from tests.kube.nodes import NodeGroup, NodeSpec
 
 pytestmark = pytest.mark.kube
 

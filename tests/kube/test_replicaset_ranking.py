@@ -8,7 +8,8 @@ import time
 import pytest
 
 from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import NodeSpec, pod_ready
+from tests.kube.kubelet import pod_ready
+from tests.kube.nodes import NodeSpec
 
 pytestmark = pytest.mark.kube
 

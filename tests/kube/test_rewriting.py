@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.kube.kubelet import Rewriter, expand_vars, port_rules
+from tests.kube.rewriting import CLUSTER_DNS, Rewriter, expand_vars, port_rules
 
 
 def test_var_expansion_follows_kubernetes_rules():
@@ -34,9 +34,7 @@ def test_rewriting_is_one_pass():
 
 
 def test_unresolved_cluster_dns_names_are_detected():
-    from tests.kube.kubelet import _CLUSTER_DNS
-
-    assert _CLUSTER_DNS.search("tcp://dask-scheduler.adask-dev.svc.cluster.local:8786")
-    assert _CLUSTER_DNS.search("http://api.ns.svc/health")
-    assert not _CLUSTER_DNS.search("tcp://127.0.0.1:40001")
-    assert not _CLUSTER_DNS.search("--name dask-worker-abc")
+    assert CLUSTER_DNS.search("tcp://dask-scheduler.adask-dev.svc.cluster.local:8786")
+    assert CLUSTER_DNS.search("http://api.ns.svc/health")
+    assert not CLUSTER_DNS.search("tcp://127.0.0.1:40001")
+    assert not CLUSTER_DNS.search("--name dask-worker-abc")

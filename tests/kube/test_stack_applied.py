@@ -11,7 +11,8 @@ import pytest
 
 from tests.infra.harness import stack_names
 from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import WORKER_TAINT, NodeSpec, pod_ready
+from tests.kube.kubelet import pod_ready
+from tests.kube.nodes import WORKER_TAINT, NodeSpec
 from tests.kube.rest import ApiError
 from tests.kube.stack_apply import StackObjects, apply, record_stack
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import NodeGroup, NodeSpec
+from tests.kube.nodes import NodeGroup, NodeSpec
 from tests.kube.stack_apply import apply, record_stack
 
 pytestmark = pytest.mark.kube

@@ -1,0 +1,113 @@
+"""Nodes of the test kubelet: what it registers (`NodeSpec`) and the node groups its provisioner grows
+(`NodeGroup`). The label and taint are those of the program's node groups (infra/k8s_placement.py)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+POOL_LABEL = "adaptive-dask/pool"
+WORKER_TAINT = {"key": "adaptive-dask/dask-worker", "value": "true", "effect": "NoSchedule"}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_quantity(q: str | int | float) -> Decimal:
+    from kubernetes.utils.quantity import parse_quantity as pq
+
+    return Decimal(pq(q))
+
+
+@dataclass
+class NodeSpec:
+    """A node to register: capacity, labels and taints (our node groups: POOL_LABEL and WORKER_TAINT)."""
+
+    name: str
+    cpu: str = "4"
+    memory: str = "16Gi"
+    pods: int = 110
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def pool(cls, name: str, group: str, *, worker: bool = False, **kw: Any) -> NodeSpec:
+        """A node of node group `group`; `worker=True` adds the dask-worker NoSchedule taint."""
+        labels = {POOL_LABEL: group, **kw.pop("labels", {})}
+        taints = [dict(WORKER_TAINT)] if worker else []
+        return cls(name=name, labels=labels, taints=taints + list(kw.pop("taints", [])), **kw)
+
+    def manifest(self) -> dict[str, Any]:
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "node.kubernetes.io/instance-type": "test.harness",
+            **self.labels,
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.name, "labels": labels},
+            "spec": {"taints": [dict(t) for t in self.taints]} if self.taints else {},
+        }
+
+    def status(self) -> dict[str, Any]:
+        cap = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods), "ephemeral-storage": "100Gi"}
+        ts = now_iso()
+        since = self.__dict__.setdefault("_since", ts)  # conditions keep their first transition time
+        conditions = [
+            {"type": t, "status": "False", "reason": f"Kubelet{r}", "lastHeartbeatTime": ts,
+             "lastTransitionTime": since, "message": "test harness"}
+            for t, r in (("MemoryPressure", "HasSufficientMemory"), ("DiskPressure", "HasNoDiskPressure"),
+                         ("PIDPressure", "HasSufficientPID"))
+        ]  # fmt: skip
+        conditions.append(
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": ts,
+             "lastTransitionTime": since, "message": "test harness kubelet is posting ready status"}
+        )  # fmt: skip
+        return {
+            "capacity": cap,
+            "allocatable": cap,
+            "conditions": conditions,
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": self.name},
+            ],
+            "nodeInfo": {
+                "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": os.uname().release,
+                "osImage": "tests/kube harness", "containerRuntimeVersion": "local-process://0",
+                "kubeletVersion": "v1.20.2", "kubeProxyVersion": "v1.20.2", "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
+        }  # fmt: skip
+
+
+@dataclass
+class NodeGroup:
+    """A node group for the provisioner (a stand-in for cluster-autoscaler + an Auto Scaling Group)."""
+
+    group: str
+    worker: bool = True
+    cpu: str = "4"
+    memory: str = "16Gi"
+    pods: int = 110
+    min_size: int = 0
+    max_size: int = 3
+    scale_up_delay: float = 1.0
+    scale_down_delay: float = 5.0
+
+    def spec(self, index: int) -> NodeSpec:
+        return NodeSpec.pool(
+            f"{self.group}-{uuid.uuid4().hex[:5]}-{index}",
+            self.group,
+            worker=self.worker,
+            cpu=self.cpu,
+            memory=self.memory,
+            pods=self.pods,
+        )
