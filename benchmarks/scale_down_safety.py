@@ -1,21 +1,25 @@
 """Scale-down safety on a real Kubernetes 1.20.2 control plane: are results lost, are the right pods removed?
 
-Reuses the test harness as is (tests/kube: `ControlPlane`, `Kubelet`; tests/dask_adaptive: the
-manifests of kube_fixtures.py and the `Cycles` driver, `PodWatch`, `deploy_dask` of test_kube_e2e.py).
-The real apiserver, ReplicaSet controller and kube-scheduler run; pods are local processes.
+Reuses the test harness as is (tests/kube: `ControlPlane`, `Kubelet`; tests/dask_adaptive: the objects
+the Pulumi program registers, from its own builders, in kube_fixtures.py, and the end-to-end driver of
+kube_driver.py - `Cycles`, `PodWatch`, `deploy_dask` - that the data-safety tests in test_kube_e2e.py
+run too). The real apiserver, ReplicaSet controller and kube-scheduler run; pods are local processes.
 
 One cycle (the e2e test's `Cycles.run`): `k` tasks that block on a distributed Event keep the workers
 busy until all M have connected; then a value that cannot be recomputed is scattered to EACH worker,
 the Event is set, the cluster goes idle and must shrink to 1 worker (which must receive the data of
 the others), and at the end every task result and scattered value is read back.
 
-Contenders (same worker command line `dask worker --name $(POD_NAME) --no-nanny`, 1 thread):
+Contenders (the shipped worker command line `dask worker --name $(POD_NAME) ...` with `--no-nanny`,
+1 thread; the shipped worker readiness probe schedule):
 - `2017` (the original jade-dask method, as a driver in this process): scale up by setting
   `replicas` = M; scale down with `Client.retire_workers(n=M-1)` (the scheduler picks, data moves,
   the workers close), then `replicas -= n`, leaving the ReplicaSet to pick which pods die. Its worker
-  pods are plain workers: Ready while `/health` answers (no dask_adaptive worker preload);
+  pods are plain workers: Ready while `/health` answers (no dask_adaptive worker preload), and its
+  scheduler runs without the preload;
 - `dask-adaptive`: the scheduler preload with `--backend kubernetes` in the scheduler pod (the Role
-  the Pulumi program grants), minimum 1, maximum M, and the dask_adaptive worker preload on workers.
+  the Pulumi program grants), minimum 1, maximum M, and the dask_adaptive worker preload on workers:
+  the objects as shipped.
 
 Measured: results lost or recomputed (one file per task execution; scattered values gone), pods
 deleted that were not the retired ones (a pod that ever hosted a worker - Ready, or listed by the
@@ -32,7 +36,6 @@ import contextlib
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,27 +46,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Tee, load, table, write_section
 
-from tests.dask_adaptive.kube_fixtures import WORKERS, scheduler_pod, scheduler_service, worker_deployment
-from tests.dask_adaptive.test_kube_e2e import (
-    Cycles,
-    PodWatch,
-    adaptive_events,
-    apply,
-    deploy_dask,
-    executions,
-    live_pods,
-    scheduler_address,
-)
+from tests.dask_adaptive import kube_driver as e2e
+from tests.dask_adaptive.kube_driver import FAST_CYCLES
+from tests.dask_adaptive.kube_fixtures import WORKERS, dask_layer
 from tests.kube.control_plane import ControlPlane, find_binaries
 from tests.kube.kubelet import Kubelet
 from tests.kube.nodes import NodeSpec
-
-PLAIN_READINESS = {
-    "httpGet": {"path": "/health", "port": 8788},
-    "periodSeconds": 1,
-    "failureThreshold": 1,
-    "timeoutSeconds": 1,
-}
 
 
 @dataclass
@@ -91,24 +79,15 @@ class WorkerNames:
 
     def __init__(self, client: Any) -> None:
         self.client, self.names = client, set[str]()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):
-                info = self.client.scheduler_info(n_workers=-1)["workers"]
-                self.names.update(str(w.get("name")) for w in info.values())
-            self._stop.wait(0.1)
+    def poll(self) -> None:
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        self.names.update(str(w.get("name")) for w in info.values())
 
     @contextlib.contextmanager
     def running(self) -> Iterator[WorkerNames]:
-        self._thread.start()
-        try:
+        with e2e.polling(self.poll, name="worker-names"):
             yield self
-        finally:
-            self._stop.set()
-            self._thread.join(5)
 
 
 def readable(future: Any, expected: object) -> bool:
@@ -130,41 +109,22 @@ def nodes() -> list[NodeSpec]:
 
 
 def deploy_2017(kube: ControlPlane, ns: str) -> None:
-    """Plain worker Deployment (no dask_adaptive anywhere) and a scheduler pod without the preload."""
-    address = f"tcp://dask-scheduler.{ns}.svc.cluster.local:8786"
-    command = [
-        "dask",
-        "worker",
-        address,
-        "--name",
-        "$(POD_NAME)",
-        "--nthreads",
-        "1",
-        "--dashboard-address",
-        ":8788",
-        "--no-nanny",
-    ]
-    pod = scheduler_pod(ns, [])
+    """The program's objects with no dask_adaptive at work: the worker Deployment runs the shipped
+    worker command line without the worker preload (Ready while `/health` answers, on the shipped probe's
+    schedule) and the scheduler pod the shipped command line without the scheduler preload. The
+    ConfigMap is mounted as shipped, but nothing loads it."""
+    layer = dask_layer(ns)
+    path, workers = layer.worker_deployment(nanny=False)
+    (container,) = workers["spec"]["template"]["spec"]["containers"]
+    cmd = container["command"]
+    i = cmd.index("--preload")
+    container["command"] = [*cmd[:i], *cmd[i + 2 :]]
+    container["readinessProbe"]["httpGet"]["path"] = "/health"
+    pod_path, pod = layer.scheduler_pod()
     del pod["spec"]["serviceAccountName"]  # the 2017 scaler runs in this process with admin rights
-    pod["spec"]["containers"][0]["command"] = [
-        "dask",
-        "scheduler",
-        "--port",
-        "8786",
-        "--dashboard-address",
-        ":8787",
-    ]
-    apply(
-        kube,
-        [
-            (
-                f"/apis/apps/v1/namespaces/{ns}/deployments",
-                worker_deployment(ns, command=command, readiness=PLAIN_READINESS),
-            ),
-            (f"/api/v1/namespaces/{ns}/services", scheduler_service()),
-            (f"/api/v1/namespaces/{ns}/pods", pod),
-        ],
-    )
+    (scheduler,) = pod["spec"]["containers"]
+    scheduler["command"] = scheduler["command"][: scheduler["command"].index("--preload")]
+    e2e.apply(kube, [*layer.rbac(), *layer.supporting(), (path, workers), (pod_path, pod)])
 
 
 def set_replicas(kube: ControlPlane, ns: str, n: int) -> None:
@@ -191,28 +151,16 @@ def run_contender(
         kubelet = Kubelet(kube, nodes(), namespaces=[ns], probe_period_scale=0.5).start()
         try:
             if name == "dask-adaptive":
-                options = [
-                    "--minimum",
-                    "1",
-                    "--maximum",
-                    str(maximum),
-                    "--interval",
-                    "0.25s",
-                    "--target-duration",
-                    "1s",
-                    "--scale-down-delay",
-                    "0.5s",
-                ]
-                deploy_dask(kube, kubelet, ns, options, nanny=False)
+                e2e.deploy_dask(kube, ns, nanny=False, **{**FAST_CYCLES, "maxWorkers": maximum})
             else:
                 deploy_2017(kube, ns)
-            address = scheduler_address(kube, kubelet, ns)
+            address = e2e.scheduler_address(kube, kubelet, ns)
             with (
-                PodWatch(kube, ns).running() as watch,
+                e2e.PodWatch(kube, ns).running() as watch,
                 Client(address, timeout="30s") as client,
                 WorkerNames(client).running() as hosts,
             ):
-                driver = Cycles(client, kube, ns, runs, k=2 * maximum, maximum=maximum)
+                driver = e2e.Cycles(client, kube, ns, runs, k=2 * maximum, maximum=maximum)
                 retired_2017: set[str] = set()  # this cycle's
                 retired_total: set[str] = set()
 
@@ -226,11 +174,11 @@ def run_contender(
 
                 def allowed() -> set[str]:
                     """Pods whose removal is expected: workers retired (or cancelled before arriving)."""
-                    events = adaptive_events(client)
+                    events = e2e.adaptive_events(client)
                     return retired_2017 | events.get("retired", set()) | events.get("cancelled", set())
 
                 for c in range(cycles):
-                    removed_before = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, ns)}
+                    removed_before = watch.seen - {p["metadata"]["name"] for p in e2e.live_pods(kube, ns)}
                     allowed_before = allowed()
                     retired_2017.clear()  # per cycle: a pod retired in an earlier cycle is not a licence
                     t = time.monotonic()
@@ -242,14 +190,14 @@ def run_contender(
                         result.failures.append(f"cycle {c}: {str(e).splitlines()[0]}")
                         break
                     result.cycle_times.append(time.monotonic() - t)
-                    removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, ns)}
+                    removed = watch.seen - {p["metadata"]["name"] for p in e2e.live_pods(kube, ns)}
                     ok = allowed() - (allowed_before - retired_2017)
                     hosted = watch.ever_ready | hosts.names  # the pod ran a worker (name = pod name)
                     wrong = ((removed - removed_before) & hosted) - ok
                     retired_total |= allowed()
                     result.per_cycle_wrong.append(len(wrong))
                     lost_now = sum(1 for f, _ in driver.scattered if f.status != "finished")
-                    recomputed_now = sum(n - 1 for n in executions(runs).values())
+                    recomputed_now = sum(n - 1 for n in e2e.executions(runs).values())
                     out(
                         f"  {name:13} cycle {c + 1:2}: {result.cycle_times[-1]:5.1f} s, wrong pods "
                         f"{len(wrong)}, scattered lost so far {lost_now}, recomputed so far {recomputed_now}"
@@ -258,12 +206,12 @@ def run_contender(
                 # read every result back (a lost task result is silently recomputed by Dask)
                 result.lost_values = sum(1 for f, v in driver.scattered if not readable(f, v))
                 result.missing = sum(1 for i, f in enumerate(driver.tasks) if not readable(f, i * i))
-                counts = executions(runs)
+                counts = e2e.executions(runs)
                 result.recomputed = sum(n - 1 for n in counts.values())
                 result.missing += len(driver.tasks) - len(counts)  # never ran at all
-                events = adaptive_events(client)
+                events = e2e.adaptive_events(client)
                 result.retired = len(retired_total - events.get("cancelled", set()))
-                live = {p["metadata"]["name"] for p in live_pods(kube, ns)}
+                live = {p["metadata"]["name"] for p in e2e.live_pods(kube, ns)}
                 result.removed = len((watch.seen - live) & (watch.ever_ready | hosts.names))
                 result.wrong_pods = sum(result.per_cycle_wrong)
         finally:

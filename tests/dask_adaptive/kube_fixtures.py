@@ -1,12 +1,17 @@
-"""A scripted fake apiserver for the REST client's unit tests: recorded request/response pairs.
+"""Fixtures of the Kubernetes tests: a scripted fake apiserver, and the Dask layer's objects.
 
-Each test lists the answers the "apiserver" gives, in order, and afterwards inspects the requests it got.
-Besides plain answers it can stall (timeouts) or drop the connection, the failures a real network has.
+- `FakeApiServer` (the REST client's unit tests): recorded request/response pairs. Each test lists the
+  answers the "apiserver" gives, in order, and afterwards inspects the requests it got. Besides plain
+  answers it can stall (timeouts) or drop the connection, the failures a real network has.
+- `dask_layer(namespace, **config)` (the end-to-end tests on the real control plane and the
+  scale_down_safety benchmark): the objects the Pulumi program registers, from its own builders, with
+  the few overrides the harness needs listed where they are made (below).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import socket
 import subprocess
@@ -17,6 +22,8 @@ from typing import Any
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
+
+from tests.kube.stack_apply import StackObjects, object_path, record_stack
 
 
 @dataclass
@@ -187,191 +194,137 @@ def write_service_account(folder: Path, token: str, namespace: str = "work", ca:
     return folder
 
 
-# -- manifests for the end-to-end tests against the real control plane ------------------------------
+# -- the Dask layer as the Pulumi program registers it, for the end-to-end tests on the real control plane --
+#
+# Every object is one the program registers: the `dev` stack is run under the infra mocks
+# (tests/kube/stack_apply.record_stack: what `pulumi up` would send) with stack config overrides only -
+# `adaptive-dask:dask` (the test's namespace, the scaling knobs a test asks for, workers of 1 CPU / 2Gi,
+# one thread, as stacks/Pulumi.local.yaml sizes them) and one worker group named `workers` (the
+# harness's worker nodes carry that pool label and the worker taint). So selector, labels, command lines,
+# probes, ports, volumes, ServiceAccounts, Role, grace period and resources are production's, and the
+# pods load dask_adaptive from the shipped ConfigMap. The harness (tests/kube) ignores the image: the
+# venv's python runs the command.
+#
+# Overrides of the registered objects, and only these (each where a test asks for it, never silently):
+# - the scheduler runs as a bare Pod made from the scheduler Deployment's pod template, named
+#   `dask-scheduler`, restartPolicy Never: a failed start stays visible as a Failed pod with its exit
+#   code, and a restart cannot hide a crash (the tests assert Running with 0 restarts);
+# - PYTHONPATH gets the repository appended (after the ConfigMap folder, which still provides
+#   dask_adaptive), so scheduler and workers can import the tasks the tests define in this module;
+# - `nanny=False`: `--no-nanny` instead of `--preload-nanny dask_adaptive.worker`: one process per worker
+#   halves its start-up on 2 shared cores; retirement goes through the same worker preload;
+# - `command` / `readiness` / `env` of the worker container: the backend tests' sleeper pods and the
+#   benchmark's "2017" contender (plain `dask worker`), which are not the shipped worker;
+# - `with_scale=False` drops the deployments/scale rule from the Role, as a broken install would.
 
 REPO = Path(__file__).resolve().parents[2]
-WORKERS = "dask-workers"  # the worker Deployment
-WORKER_LABELS = {"app": "dask-worker", "component": "worker"}
-SELECTOR = "app=dask-worker,component=worker"
-SCHEDULER_SA = "dask-scheduler"
-POOL_LABEL = "adaptive-dask/pool"
-WORKER_TOLERATION = {
-    "key": "adaptive-dask/dask-worker",
-    "operator": "Equal",
-    "value": "true",
-    "effect": "NoSchedule",
-}
+STACK = "dev"
+WORKER_GROUP = {"name": "workers", "instanceTypes": ["m6i.large"], "minSize": 0, "maxSize": 5}
+SIZING = {"workerCpu": "1", "workerMemory": "2Gi"}
+WORKERS = "dask-worker"  # the worker Deployment (and its ServiceAccount), as the program names it
+SCHEDULER = "dask-scheduler"  # the scheduler's Service and ServiceAccount, and the tests' scheduler Pod
+RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
+Posting = tuple[str, dict[str, Any]]  # (collection path, object)
 
 
-def scheduler_role(deployment: str = WORKERS, *, with_scale: bool = True) -> dict[str, Any]:
-    """The Role with exactly the rules the Pulumi program grants (infra.k8s_dask.role_rules, anchors
-    §6.3); `with_scale=False` drops the deployments/scale rule, as a broken install would."""
-    from infra.k8s_dask import role_rules
+@dataclass(frozen=True)
+class DaskLayer:
+    """The Dask layer's objects the program registers for one namespace, as `(path, object)` to post
+    (fresh copies each time: a test may change what it gets)."""
 
-    rules = role_rules(deployment)
-    if not with_scale:
-        rules = [r for r in rules if "deployments/scale" not in r["resources"]]
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": "dask-adaptive"},
-        "rules": rules,
-    }
+    stack: StackObjects
+
+    @property
+    def namespace(self) -> str:
+        return self.stack.namespace
+
+    @property
+    def selector(self) -> str:
+        """The worker Deployment's label selector (the preload's `--selector`)."""
+        labels = self.stack.find("Deployment", WORKERS)["spec"]["selector"]["matchLabels"]
+        return ",".join(f"{k}={v}" for k, v in labels.items())
+
+    def worker_requests(self) -> dict[str, str]:
+        """What one worker pod requests (`cpu`, `memory`): to size harness nodes in worker pods."""
+        (container,) = self.stack.find("Deployment", WORKERS)["spec"]["template"]["spec"]["containers"]
+        return dict(container["resources"]["requests"])
+
+    @staticmethod
+    def _posting(obj: dict[str, Any]) -> Posting:
+        return object_path(obj), copy.deepcopy(obj)
+
+    def rbac(self, *, with_scale: bool = True) -> list[Posting]:
+        """The ServiceAccounts, the scheduler's Role (exactly the program's rules, anchors §6.3) and its
+        RoleBinding; `with_scale=False` drops the deployments/scale rule."""
+        out = [self._posting(o) for o in self.stack.objects if o["kind"] in RBAC_KINDS]
+        if not with_scale:
+            for _, obj in out:
+                if obj["kind"] == "Role":
+                    obj["rules"] = [r for r in obj["rules"] if "deployments/scale" not in r["resources"]]
+        return out
+
+    def supporting(self) -> list[Posting]:
+        """Everything else the layer registers but the Namespace (the test's exists) and the two
+        Deployments: the preload ConfigMap, the scheduler Service, and whatever the program adds."""
+        skip = ("Namespace", "Deployment", *RBAC_KINDS)
+        return [self._posting(o) for o in self.stack.objects if o["kind"] not in skip]
+
+    def worker_deployment(
+        self,
+        *,
+        command: list[str] | None = None,
+        readiness: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        nanny: bool = True,
+    ) -> Posting:
+        """The program's worker Deployment (replicas 0), with the overrides asked for (see above)."""
+        path, dep = self._posting(self.stack.find("Deployment", WORKERS))
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        if not nanny:
+            cmd = container["command"]
+            i = cmd.index("--preload-nanny")
+            container["command"] = [*cmd[:i], "--no-nanny", *cmd[i + 2 :]]
+        if command is not None:
+            container["command"] = list(command)
+        if readiness is not None:
+            container["readinessProbe"] = readiness
+        container["env"] = _harness_env(container, env)
+        return path, dep
+
+    def scheduler_pod(self, *, env: dict[str, str] | None = None) -> Posting:
+        """A bare Pod from the program's scheduler Deployment template (see the overrides above)."""
+        template = copy.deepcopy(self.stack.find("Deployment", SCHEDULER)["spec"]["template"])
+        spec = {**template["spec"], "restartPolicy": "Never"}
+        (container,) = spec["containers"]
+        container["env"] = _harness_env(container, env)
+        metadata = {**template["metadata"], "name": SCHEDULER, "namespace": self.namespace}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+        return object_path(pod), pod
 
 
-def scheduler_rbac(namespace: str, *, with_scale: bool = True) -> list[tuple[str, dict[str, Any]]]:
-    """(collection path, object) for the scheduler's ServiceAccount, Role and RoleBinding."""
-    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
-    return [
-        (
-            f"/api/v1/namespaces/{namespace}/serviceaccounts",
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SCHEDULER_SA}},
-        ),
-        (f"{rbac}/roles", scheduler_role(with_scale=with_scale)),
-        (
-            f"{rbac}/rolebindings",
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": "dask-adaptive"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "dask-adaptive"},
-                "subjects": [{"kind": "ServiceAccount", "name": SCHEDULER_SA, "namespace": namespace}],
-            },
-        ),
+def _harness_env(container: dict[str, Any], extra: dict[str, str] | None) -> list[dict[str, Any]]:
+    """The container's env with the repository appended to PYTHONPATH, then `extra` (a test's settings)."""
+    mounts = [m["mountPath"] for m in container.get("volumeMounts") or []]
+    clash = [m for m in mounts if str(REPO) == m or str(REPO).startswith(m.rstrip("/") + "/")]
+    # The harness rewrites every mountPath in env values to a per-pod folder: the path would break.
+    assert not clash, f"the repository {REPO} lies under the container's mountPath {clash[0]}: move it"
+    env = [
+        {**e, "value": f"{e['value']}:{REPO}"} if e["name"] == "PYTHONPATH" else dict(e)
+        for e in container["env"]
     ]
+    return env + [{"name": k, "value": v} for k, v in (extra or {}).items()]
 
 
-def _env(extra: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {
-            "name": "PYTHONPATH",
-            "value": str(REPO),
-        },  # the stock image would get dask_adaptive from a ConfigMap
-    ]
-    env += [{"name": k, "value": v} for k, v in (extra or {}).items()]
-    return env
-
-
-def worker_deployment(
-    namespace: str,
-    *,
-    command: list[str] | None = None,
-    readiness: dict[str, Any] | None = None,
-    env: dict[str, str] | None = None,
-    grace: int = 10,
-    nanny: bool = True,
-) -> dict[str, Any]:
-    """The worker Deployment at replicas 0: `dask worker --name $(POD_NAME)` with the worker preload."""
-    scheduler = f"tcp://dask-scheduler.{namespace}.svc.cluster.local:8786"
-    command = command or [
-        "dask",
-        "worker",
-        scheduler,
-        "--name",
-        "$(POD_NAME)",
-        "--nthreads",
-        "1",
-        "--dashboard-address",
-        ":8788",
-        "--preload",
-        "dask_adaptive.worker",
-        *(["--preload-nanny", "dask_adaptive.worker"] if nanny else ["--no-nanny"]),
-    ]
-    readiness = readiness or {
-        "httpGet": {"path": "/dask-adaptive/ready", "port": 8788},
-        "periodSeconds": 1,
-        "failureThreshold": 1,
-        "timeoutSeconds": 1,
+def dask_layer(namespace: str, **dask: Any) -> DaskLayer:
+    """The program's Dask layer in `namespace`; `dask` are `adaptive-dask:dask` keys (e.g. `minWorkers=0,
+    maxWorkers=4, interval=0.5, scaleDownDelay=3`) over the worker sizing above."""
+    overrides = {
+        "adaptive-dask:dask": json.dumps({"namespace": namespace, **SIZING, **dask}),
+        "adaptive-dask:workerGroups": json.dumps([WORKER_GROUP]),
     }
-    container = {
-        "name": "worker",
-        "image": "ghcr.io/dask/dask:2026.8.0-py3.11",
-        "command": command,
-        "ports": [{"containerPort": 8788, "name": "dashboard"}],
-        "env": _env(env),
-        "readinessProbe": readiness,
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": WORKERS, "labels": WORKER_LABELS},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": WORKER_LABELS},
-            "template": {
-                "metadata": {"labels": WORKER_LABELS},
-                "spec": {
-                    "containers": [container],
-                    "terminationGracePeriodSeconds": grace,
-                    "nodeSelector": {POOL_LABEL: "workers"},
-                    "tolerations": [WORKER_TOLERATION],
-                },
-            },
-        },
-    }
-
-
-def scheduler_pod(namespace: str, options: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """A bare scheduler Pod (restartPolicy Never, so a failed start stays visible as an exit code)."""
-    command = [
-        "dask",
-        "scheduler",
-        "--port",
-        "8786",
-        "--dashboard-address",
-        ":8787",
-        "--preload",
-        "dask_adaptive.preload",
-        "--backend",
-        "kubernetes",
-        "--namespace",
-        namespace,
-        "--deployment",
-        WORKERS,
-        "--selector",
-        SELECTOR,
-        *options,
-    ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "dask-scheduler", "labels": {"app": "dask-scheduler"}},
-        "spec": {
-            "serviceAccountName": SCHEDULER_SA,
-            "restartPolicy": "Never",
-            "nodeSelector": {POOL_LABEL: "system"},
-            "containers": [
-                {
-                    "name": "scheduler",
-                    "image": "ghcr.io/dask/dask:2026.8.0-py3.11",
-                    "command": command,
-                    "ports": [
-                        {"containerPort": 8786, "name": "comm"},
-                        {"containerPort": 8787, "name": "dashboard"},
-                    ],
-                    "env": _env(env),
-                    "readinessProbe": {"tcpSocket": {"port": 8786}, "periodSeconds": 1},
-                }
-            ],
-        },
-    }
-
-
-def scheduler_service() -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "dask-scheduler"},
-        "spec": {
-            "selector": {"app": "dask-scheduler"},
-            "ports": [
-                {"name": "comm", "port": 8786, "targetPort": 8786},
-                {"name": "dashboard", "port": 8787, "targetPort": 8787},
-            ],
-        },
-    }
+    layer = DaskLayer(record_stack(STACK, overrides))
+    assert layer.namespace == namespace, (layer.namespace, namespace)
+    return layer
 
 
 def record_execution(i: int, folder: str, delay: float = 0.0) -> int:

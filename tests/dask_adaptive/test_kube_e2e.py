@@ -9,10 +9,7 @@ and verify-and-correct must make the retired pods the ones that go.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,106 +18,75 @@ import pytest
 
 from dask_adaptive.backends.base import BackendUnavailable, RemovalReport
 from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
-from dask_adaptive.backends.kubernetes.ranking import DELETION_COST, LOWEST_COST, plan_removal, pod_ready
+from dask_adaptive.backends.kubernetes.ranking import plan_removal
+from tests.dask_adaptive.kube_driver import (
+    FAST_CYCLES,
+    Cycles,
+    PodWatch,
+    adaptive_events,
+    apply,
+    deploy_dask,
+    executions,
+    live_pods,
+    ready_names,
+    scheduler_address,
+)
 from tests.dask_adaptive.kube_fixtures import (
-    SCHEDULER_SA,
-    SELECTOR,
+    SCHEDULER,
     WORKERS,
-    held_execution,
+    DaskLayer,
+    dask_layer,
     record_execution,
-    scheduler_pod,
-    scheduler_rbac,
-    scheduler_service,
-    worker_deployment,
     write_service_account,
 )
 from tests.kube.control_plane import wait_for
-from tests.kube.nodes import NodeSpec
+from tests.kube.nodes import NodeSpec, parse_quantity
 
 pytestmark = pytest.mark.kube
 
 SLEEPER = ["python", "-c", "import time; time.sleep(3600)"]
-# Ready unless a flag file named after the pod exists: the stand-in for a retired worker's 503.
-FLAG_PROBE = {
-    "exec": {"command": ["python", "-c",
-                         "import os, sys; sys.exit(os.path.exists(os.path.join(os.environ['FLAG_DIR'], "
-                         "os.environ['POD_NAME'])))"]},
-    "periodSeconds": 1, "failureThreshold": 1, "timeoutSeconds": 5,
+# Ready until a file `retired` exists in the pod's own /tmp (the shipped emptyDir; the harness gives each
+# pod its own folder for it): the stand-in for a retired worker's 503.
+RETIRED_FLAG = {
+    "command": ["python", "-c",
+                "import os, sys; sys.exit(os.path.exists(os.path.join(os.environ['FLAG_DIR'], 'retired')))"]
 }  # fmt: skip
 
 
-def apply(kube: Any, objects: list[tuple[str, dict[str, Any]]]) -> None:
-    rest = kube.rest()
-    for path, body in objects:
-        rest.post(path, body)
+def flag_probe(layer: DaskLayer) -> dict[str, Any]:
+    """The shipped worker readiness probe (period, timeout, thresholds) with the flag check as action."""
+    _, dep = layer.worker_deployment()
+    probe = dict(dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"])
+    del probe["httpGet"]
+    return {**probe, "exec": RETIRED_FLAG}
 
 
-def live_pods(kube: Any, ns: str) -> list[dict[str, Any]]:
-    items = kube.rest().items(f"/api/v1/namespaces/{ns}/pods", labelSelector=SELECTOR)
-    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-
-def ready_names(kube: Any, ns: str, n: int) -> list[str] | None:
-    pods = live_pods(kube, ns)
-    ready = [p for p in pods if pod_ready(p)]
-    if len(pods) == n and len(ready) == n:
-        return [
-            p["metadata"]["name"] for p in sorted(ready, key=lambda p: p["metadata"]["creationTimestamp"])
-        ]
-    return None
-
-
-class PodWatch:
-    """Polls the pods in the background and remembers, per pod, whether it ever carried our low cost."""
-
-    def __init__(self, kube: Any, ns: str) -> None:
-        self.rest, self.ns = kube.rest(), ns
-        self.marked: set[str] = set()
-        self.ever_ready: set[str] = set()  # readiness = a connected worker accepting work
-        self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):
-                for p in self.rest.items(f"/api/v1/namespaces/{self.ns}/pods", labelSelector=SELECTOR):
-                    name = p["metadata"]["name"]
-                    self.seen.add(name)
-                    if pod_ready(p):
-                        self.ever_ready.add(name)
-                    if (p["metadata"].get("annotations") or {}).get(DELETION_COST) == LOWEST_COST:
-                        self.marked.add(name)
-            self._stop.wait(0.1)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[PodWatch]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(5)
+def sleeper_workers(layer: DaskLayer) -> tuple[str, dict[str, Any]]:
+    """The program's worker Deployment running sleepers whose readiness a test flips with a flag file."""
+    return layer.worker_deployment(command=SLEEPER, readiness=flag_probe(layer), env={"FLAG_DIR": "/tmp"})
 
 
 @pytest.fixture
 def sleepers(kube, namespace, kubelet, tmp_path):
-    """A worker Deployment of plain sleeper processes whose readiness a test flips with flag files, and
-    a backend in this process using the scheduler's real ServiceAccount token and Role."""
-    flags = tmp_path / "flags"
-    flags.mkdir()
-    apply(kube, scheduler_rbac(namespace))
-    dep = worker_deployment(namespace, command=SLEEPER, readiness=FLAG_PROBE, env={"FLAG_DIR": str(flags)})
-    apply(kube, [(f"/apis/apps/v1/namespaces/{namespace}/deployments", dep)])
+    """A worker Deployment of plain sleeper processes whose readiness a test flips with `retire(pod)`
+    (as `kubectl exec <pod> -- touch /tmp/retired` would), and a backend in this process using the
+    scheduler's real ServiceAccount token and Role."""
+    layer = dask_layer(namespace)
+    apply(kube, [*layer.rbac(), *layer.supporting(), sleeper_workers(layer)])
     sa = write_service_account(
-        tmp_path / "sa", kube.service_account_token(namespace, SCHEDULER_SA), namespace, Path(kube.ca_file)
+        tmp_path / "sa", kube.service_account_token(namespace, SCHEDULER), namespace, Path(kube.ca_file)
     )
-    return flags, sa
+
+    def retire(pod: str) -> None:
+        (kubelet.runner(namespace, pod).files.volume_dirs["tmp"] / "retired").touch()
+
+    return retire, sa
 
 
 def make_backend(kube, namespace, sa, cls=KubernetesBackend, **kw):
     kw = {"not_ready_timeout": 20.0, "settle_timeout": 20.0, "poll_interval": 0.2, **kw}
-    return cls(namespace, WORKERS, SELECTOR, service_account_dir=str(sa), api_url=kube.url, **kw)
+    selector = dask_layer(namespace).selector
+    return cls(namespace, WORKERS, selector, service_account_dir=str(sa), api_url=kube.url, **kw)
 
 
 def run(coro):
@@ -128,7 +94,7 @@ def run(coro):
 
 
 def test_backend_removes_exactly_the_notready_pods_on_a_real_replicaset(kube, namespace, sleepers):
-    flags, sa = sleepers
+    retire, sa = sleepers
     backend = make_backend(kube, namespace, sa)
 
     async def scenario():
@@ -139,7 +105,7 @@ def test_backend_removes_exactly_the_notready_pods_on_a_real_replicaset(kube, na
         )
         victims = names[:2]  # the oldest: a 1.20 ReplicaSet left alone removes the newest
         for v in victims:
-            (flags / v).touch()  # the "retired worker" now fails its readiness probe
+            retire(v)  # the "retired worker" now fails its readiness probe
         report = await backend.remove(victims)
         obs = await backend.observe()
         await backend.close()
@@ -197,69 +163,24 @@ def test_a_wrong_pick_by_the_real_replicaset_is_corrected(kube, namespace, sleep
 
 
 def test_backend_start_refuses_a_role_without_scale(kube, namespace, tmp_path):
-    apply(kube, scheduler_rbac(namespace, with_scale=False))
-    apply(kube, [(f"/apis/apps/v1/namespaces/{namespace}/deployments", worker_deployment(namespace))])
+    layer = dask_layer(namespace)
+    apply(kube, [*layer.rbac(with_scale=False), *layer.supporting(), layer.worker_deployment()])
     sa = write_service_account(
-        tmp_path / "sa", kube.service_account_token(namespace, SCHEDULER_SA), namespace, Path(kube.ca_file)
+        tmp_path / "sa", kube.service_account_token(namespace, SCHEDULER), namespace, Path(kube.ca_file)
     )
     backend = make_backend(kube, namespace, sa)
     with pytest.raises(BackendUnavailable) as err:
         run(backend.start())
-    assert "may not get deployments/scale dask-workers; patch deployments/scale dask-workers" in str(
-        err.value
-    )
+    assert f"may not get deployments/scale {WORKERS}; patch deployments/scale {WORKERS}" in str(err.value)
 
 
 # -- the preload, loaded exactly as in production, scaling real dask workers ------------------------
-
-
-def deploy_dask(kube, kubelet, ns, options, *, with_scale=True, nanny=True, env=None):
-    """RBAC, worker Deployment (replicas 0), scheduler Service and Pod."""
-    apply(kube, scheduler_rbac(ns, with_scale=with_scale))
-    apply(
-        kube,
-        [
-            (f"/apis/apps/v1/namespaces/{ns}/deployments", worker_deployment(ns, nanny=nanny)),
-            (f"/api/v1/namespaces/{ns}/services", scheduler_service()),
-            (f"/api/v1/namespaces/{ns}/pods", scheduler_pod(ns, options, env)),
-        ],
-    )
-
-
-def scheduler_address(kube, kubelet, ns) -> str:
-    def ready():
-        pod = kube.rest().get(f"/api/v1/namespaces/{ns}/pods/dask-scheduler")
-        return pod_ready(pod)
-
-    wait_for(
-        ready, 90, message=lambda: f"scheduler ready; log:\n{kubelet.log_text(ns, 'dask-scheduler')[-3000:]}"
-    )
-    return "tcp://" + kubelet.service_address(ns, "dask-scheduler", 8786)
 
 
 def scheduler_phase(kube, ns) -> tuple[str, int]:
     pod = kube.rest().get(f"/api/v1/namespaces/{ns}/pods/dask-scheduler")
     restarts = sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses") or [])
     return pod["status"].get("phase", ""), restarts
-
-
-def adaptive_events(client) -> dict[str, set[str]]:
-    """Names per action from the controller's scheduler events ("retired", "cancelled", ...)."""
-    out: dict[str, set[str]] = {}
-    for _, msg in client.get_events("adaptive"):
-        names = msg.get("workers") or msg.get("units") or []
-        if isinstance(names, str):
-            names = names.split(",")
-        out.setdefault(msg.get("action", ""), set()).update(n for n in names if n)
-    return out
-
-
-def executions(folder: Path) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for f in folder.iterdir():
-        i = int(f.name.split(".")[0])
-        counts[i] = counts.get(i, 0) + 1
-    return counts
 
 
 def exactly_the_retired(removed: set[str], events: dict[str, set[str]], watch: PodWatch) -> bool:
@@ -280,9 +201,7 @@ def test_preload_scales_a_workload_up_and_down_removing_exactly_the_retired_pods
 
     runs = tmp_path / "runs"
     runs.mkdir()
-    options = ["--minimum", "0", "--maximum", "4", "--interval", "0.5s", "--target-duration", "1s",
-               "--scale-down-delay", "3s"]  # fmt: skip
-    deploy_dask(kube, kubelet, namespace, options)
+    deploy_dask(kube, namespace, minWorkers=0, maxWorkers=4, interval=0.5, targetDuration=1, scaleDownDelay=3)
     address = scheduler_address(kube, kubelet, namespace)
     peak = 0
     with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
@@ -302,7 +221,7 @@ def test_preload_scales_a_workload_up_and_down_removing_exactly_the_retired_pods
         scaled_down_in = time.monotonic() - computed
         assert client.gather(futures) == results == [i * i for i in range(24)]
         events = adaptive_events(client)
-        log = kubelet.log_text(namespace, "dask-scheduler")
+        log = kubelet.log_text(namespace, SCHEDULER)
     removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, namespace)}
     retired = events.get("retired", set())
     print(
@@ -329,75 +248,13 @@ def scheduler_metric(kubelet, ns, name: str) -> float:
     """A sample of the scheduler's /metrics (prometheus text), 0 if absent."""
     import urllib.request
 
-    port = kubelet.local_port(ns, "dask-scheduler", 8787)
+    port = kubelet.local_port(ns, SCHEDULER, 8787)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "_total "):
             return float(line.split()[-1])
     return 0.0
-
-
-class Cycles:
-    """Drives scale-up/scale-down cycles through the preload and keeps every result ever produced.
-
-    One cycle: `k` tasks that block on a distributed Event keep the target at `maximum` until every new
-    worker has connected; then a value that cannot be recomputed is scattered to EACH worker, the Event
-    is set, and the cluster goes idle, so the scale-down must retire workers holding unique data.
-    """
-
-    def __init__(self, client, kube, ns, runs: Path, *, k: int, maximum: int, floor: int = 1) -> None:
-        self.client, self.kube, self.ns, self.runs = client, kube, ns, runs
-        self.k, self.maximum, self.floor = k, maximum, floor
-        self.tasks: list[Any] = []
-        self.scattered: list[tuple[Any, str]] = []
-        self.done = 0
-
-    def workers(self) -> dict[str, Any]:
-        return self.client.scheduler_info()["workers"]
-
-    def run(self, timeout: float = 90, *, arrived=None, idle=None) -> None:
-        """One cycle; `arrived()` runs once all workers are there, `idle()` right after the work ends."""
-        from distributed import Event
-
-        c = self.done
-        event = Event(f"cycle-{c}-{time.time_ns()}", client=self.client)
-        self.tasks += self.client.map(
-            held_execution,
-            range(c * self.k, (c + 1) * self.k),
-            folder=str(self.runs),
-            event=event.name,
-            pure=False,
-        )
-        wait_for(
-            lambda: len(self.workers()) == self.maximum, timeout, message=f"cycle {c}: {self.maximum} workers"
-        )
-        if arrived:
-            arrived()
-        for addr in self.workers():
-            value = f"cycle {c} on {addr} at {time.time_ns()}"
-            [fut] = self.client.scatter([value], workers=[addr], hash=False)
-            self.scattered.append((fut, value))
-        event.set()
-        wait_for(lambda: all(f.done() for f in self.tasks), timeout, message=f"cycle {c}: tasks done")
-        if idle:
-            idle()
-        wait_for(
-            lambda: len(self.workers()) == self.floor and len(live_pods(self.kube, self.ns)) == self.floor,
-            timeout,
-            message=f"cycle {c}: back to {self.floor} worker",
-        )
-        self.done += 1
-
-    def lost(self) -> int:
-        """Results that are gone or were recomputed (a lost result is silently recomputed by Dask)."""
-        values = self.client.gather(self.tasks + [f for f, _ in self.scattered], errors="skip")
-        expected = [i * i for i in range(len(self.tasks))] + [v for _, v in self.scattered]
-        missing = sum(1 for f in self.tasks + [f for f, _ in self.scattered] if f.status != "finished")
-        ran = executions(self.runs)
-        recomputed = sum(n - 1 for n in ran.values())
-        wrong = 0 if values == expected else 1
-        return missing + recomputed + wrong + (len(self.tasks) - len(ran))
 
 
 CYCLES = 20
@@ -409,10 +266,8 @@ def test_no_result_lost_across_20_scale_down_cycles(kube, namespace, kubelet_fac
     kubelet = kubelet_factory(probe_period_scale=0.5)
     runs = tmp_path / "runs"
     runs.mkdir()
-    options = ["--minimum", "1", "--maximum", "3", "--interval", "0.25s", "--target-duration", "1s",
-               "--scale-down-delay", "0.5s"]  # fmt: skip
     # --no-nanny halves a worker's start-up (one process); retirement is the same as with a nanny
-    deploy_dask(kube, kubelet, namespace, options, nanny=False)
+    deploy_dask(kube, namespace, nanny=False, **FAST_CYCLES)
     address = scheduler_address(kube, kubelet, namespace)
     started = time.monotonic()
     with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
@@ -424,7 +279,7 @@ def test_no_result_lost_across_20_scale_down_cycles(kube, namespace, kubelet_fac
             retired_per_cycle.append(len(adaptive_events(client).get("retired", set())) - before)
         lost = cycles.lost()
         events = adaptive_events(client)
-        log = kubelet.log_text(namespace, "dask-scheduler")
+        log = kubelet.log_text(namespace, SCHEDULER)
     removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, namespace)}
     corrections = [line for line in log.splitlines() if any(c in line for c in CORRECTION_LINES)]
     print(
@@ -456,12 +311,10 @@ def test_api_faults_are_survived_without_blind_action(
     kubelet = kubelet_factory(api_port=proxy.port, probe_period_scale=0.5)
     runs = tmp_path / "runs"
     runs.mkdir()
-    options = ["--minimum", "1", "--maximum", "3", "--interval", "0.25s", "--target-duration", "1s",
-               "--scale-down-delay", "0.5s"]  # fmt: skip
     # short per-request timeout, so a slow apiserver is a real client timeout in this test
     env = {"DASK_ADAPTIVE__KUBERNETES__REQUEST_TIMEOUT": "1500ms"}
     proxy.throttle(retry_after=1, path="selfsubjectaccessreviews", times=2)  # at start
-    deploy_dask(kube, kubelet, namespace, options, nanny=False, env=env)
+    deploy_dask(kube, namespace, nanny=False, env=env, **FAST_CYCLES)
     address = scheduler_address(kube, kubelet, namespace)
     outage: dict[str, Any] = {}
 
@@ -477,7 +330,7 @@ def test_api_faults_are_survived_without_blind_action(
         proxy.drop(reset=True, method="GET", path="/pods", times=1)
 
     def rotate_token():
-        old, new = kubelet.rotate_token(namespace, "dask-scheduler")
+        old, new = kubelet.rotate_token(namespace, SCHEDULER)
         assert old != new
         proxy.reject_token(old)  # from now on the old token is refused with 401
 
@@ -501,7 +354,7 @@ def test_api_faults_are_survived_without_blind_action(
         cycles.run(timeout=120, arrived=outage_starts, idle=idle_in_outage)
         lost = cycles.lost()
         events = adaptive_events(client)
-        log = kubelet.log_text(namespace, "dask-scheduler")
+        log = kubelet.log_text(namespace, SCHEDULER)
         api_errors = scheduler_metric(kubelet, namespace, "dask_adaptive_api_errors")
     removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, namespace)}
     counts = dict(proxy.counts)
@@ -522,7 +375,7 @@ def test_api_faults_are_survived_without_blind_action(
 
 
 def test_rbac_denial_at_start_exits_the_scheduler_with_a_reason(kube, namespace, kubelet):
-    deploy_dask(kube, kubelet, namespace, ["--minimum", "0", "--maximum", "2"], with_scale=False)
+    deploy_dask(kube, namespace, minWorkers=0, maxWorkers=2, with_scale=False)
 
     def terminated():
         pod = kube.rest().get(f"/api/v1/namespaces/{namespace}/pods/dask-scheduler")
@@ -532,12 +385,10 @@ def test_rbac_denial_at_start_exits_the_scheduler_with_a_reason(kube, namespace,
         return None
 
     phase, code = wait_for(terminated, 90, message="the scheduler container to exit")
-    log = kubelet.log_text(namespace, "dask-scheduler")
+    log = kubelet.log_text(namespace, SCHEDULER)
     assert (phase, code != 0) == ("Failed", True)
     reason = [line for line in log.splitlines() if "cannot start" in line]
-    assert reason and "RBAC" in reason[-1] and "patch deployments/scale dask-workers" in reason[-1], log[
-        -2000:
-    ]
+    assert reason and "RBAC" in reason[-1] and f"patch deployments/scale {WORKERS}" in reason[-1], log[-2000:]
     replicas, pods = deployment_state(kube, namespace)
     assert (replicas, pods) == (0, [])  # nothing was touched
 
@@ -549,20 +400,27 @@ def unschedulable(pod: dict[str, Any]) -> bool:
     )
 
 
-@pytest.mark.kubelet_nodes(
-    NodeSpec.pool("system-p", "system", cpu="4", memory="16Gi"),
-    NodeSpec.pool("workers-p", "workers", worker=True, cpu="250m", memory="4Gi"),  # room for 2 workers
-)
-def test_pending_pods_are_cancelled_and_retired_pods_still_go_exactly(kube, namespace, kubelet, tmp_path):
+def test_pending_pods_are_cancelled_and_retired_pods_still_go_exactly(
+    kube, namespace, kubelet_factory, tmp_path
+):
     """Unschedulable Pending pods rank before everything in the ReplicaSet: the scale-down must cancel
     them and still remove exactly the retired running workers."""
     from distributed import Client
 
     runs = tmp_path / "runs"
     runs.mkdir()
-    options = ["--minimum", "0", "--maximum", "4", "--interval", "0.5s", "--target-duration", "1s",
-               "--scale-down-delay", "2s"]  # fmt: skip
-    deploy_dask(kube, kubelet, namespace, options, nanny=False)
+    layer = dask_layer(
+        namespace, minWorkers=0, maxWorkers=4, interval=0.5, targetDuration=1, scaleDownDelay=2
+    )
+    # a worker node with room for exactly 2 worker pods as the program sizes them
+    two = {k: str(2 * parse_quantity(v)) for k, v in layer.worker_requests().items()}
+    kubelet = kubelet_factory(
+        [
+            NodeSpec.pool("system-p", "system", cpu="4", memory="16Gi"),
+            NodeSpec.pool("workers-p", "workers", worker=True, cpu=two["cpu"], memory=two["memory"]),
+        ]
+    )
+    deploy_dask(kube, namespace, layer=layer, nanny=False)
     address = scheduler_address(kube, kubelet, namespace)
     with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
         futures = client.map(record_execution, range(16), folder=str(runs), delay=1.0, pure=False)
@@ -579,7 +437,7 @@ def test_pending_pods_are_cancelled_and_retired_pods_still_go_exactly(kube, name
         )
         assert client.gather(futures) == results == [i * i for i in range(16)]
         events = adaptive_events(client)
-        log = kubelet.log_text(namespace, "dask-scheduler")
+        log = kubelet.log_text(namespace, SCHEDULER)
     removed = watch.seen - {p["metadata"]["name"] for p in live_pods(kube, namespace)}
     direct = sum("deleting the named pods directly" in line for line in log.splitlines())
     print(f"\nE2E pending: {len(pending)} Pending, cancelled {sorted(events.get('cancelled', set()))}, "
