@@ -59,6 +59,7 @@ class Settings:
     service_account_dir: str
     worker_nthreads: int
     worker_memory_limit: str
+    worker_threads: int  # threads of every worker this backend starts (divides the target from zero)
     # kubernetes backend tunables (dask config only: no command-line option)
     not_ready_timeout: float
     settle_timeout: float
@@ -77,6 +78,7 @@ OPTION_KEYS: dict[str, str] = {
     "scale-down-delay": "scale-down-delay",
     "orphan-grace": "orphan-grace",
     "retire-timeout": "retire-timeout",
+    "worker-threads": "worker-threads",
     "namespace": "namespace",
     "deployment": "deployment",
     "selector": "selector",
@@ -225,6 +227,20 @@ def _text(key: str, value: Any) -> str | None:
     return value
 
 
+def _worker_threads(backend: str, value: Any, local_nthreads: int) -> int:
+    """One fact, one value: the local backend starts its workers with local.worker-nthreads, so the
+    thread count that sizes a cold scale-up may only repeat it; null means distributed's behaviour (1)."""
+    if backend != "local":
+        return 1 if value is None else _int("worker-threads", value, 1)
+    if value is None:
+        return local_nthreads
+    threads = _int("worker-threads", value, 1)
+    if threads != local_nthreads:
+        rule = f"must equal local.worker-nthreads ({local_nthreads}) with the local backend"
+        raise SettingsError("worker-threads", value, rule)
+    return threads
+
+
 def resolve(options: Mapping[str, Any]) -> Settings:
     """Validate `options` (None = not given) falling back to dask config; raise SettingsError."""
 
@@ -250,6 +266,7 @@ def resolve(options: Mapping[str, Any]) -> Settings:
             raise SettingsError(
                 "local.worker-memory-limit", memory_limit, "must be a size such as 2GiB, 0 or auto"
             ) from None
+    nthreads = _int("local.worker-nthreads", get("worker-nthreads"), 1)
     settings = Settings(
         backend=backend,
         minimum=minimum,
@@ -265,8 +282,9 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         # empty means the Kubernetes default, which adaptive.yaml holds
         service_account_dir=_text("kubernetes.service-account-dir", get("service-account-dir"))
         or str(reference()["adaptive.kubernetes.service-account-dir"].default),
-        worker_nthreads=_int("local.worker-nthreads", get("worker-nthreads"), 1),
+        worker_nthreads=nthreads,
         worker_memory_limit=memory_limit,
+        worker_threads=_worker_threads(backend, get("worker-threads"), nthreads),
         not_ready_timeout=tunable("not-ready-timeout"),
         settle_timeout=tunable("settle-timeout"),
         poll_interval=tunable("poll-interval"),

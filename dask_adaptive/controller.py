@@ -28,7 +28,17 @@ from dask_adaptive.config import Settings
 from dask_adaptive.executor import ACCEPTING, ScaleDownExecutor, workers_by_name
 from dask_adaptive.logs import fmt
 from dask_adaptive.metrics import Stats
-from dask_adaptive.policy import Decision, History, Hold, Limits, ScaleDown, ScaleUp, Snapshot, decide
+from dask_adaptive.policy import (
+    Decision,
+    History,
+    Hold,
+    Limits,
+    ScaleDown,
+    ScaleUp,
+    Snapshot,
+    cold_target,
+    decide,
+)
 from dask_adaptive.reconcile import reconcile
 
 logger = logging.getLogger("dask_adaptive")
@@ -155,7 +165,11 @@ class Controller:
         # adaptive_target counts every worker; those we did not start (another group, a manual
         # `dask worker`) already provide their share, so we supply only the rest
         foreign = sum(1 for name, ws in workers.items() if name not in self.known and ws.status in ACCEPTING)
-        target = int(self.scheduler.adaptive_target(target_duration=self.settings.target_duration))
+        target = cold_target(
+            int(self.scheduler.adaptive_target(target_duration=self.settings.target_duration)),
+            len(self.scheduler.workers),  # adaptive_target's own test for "no worker to average over"
+            self.settings.worker_threads,
+        )
         return Snapshot(
             now=now,
             target=max(0, target - foreign),

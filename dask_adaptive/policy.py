@@ -2,7 +2,8 @@
 
 Rules (the seed: "scale up as quickly as it can, scale down with a specified delay"):
 
-* desired = the scheduler's `adaptive_target()` clamped to [minimum, maximum];
+* desired = the scheduler's `adaptive_target()` clamped to [minimum, maximum]; from zero workers it
+  counts cores, so the controller divides it by the threads per worker first (`cold_target`);
 * "wanted" = what the backend was asked for minus units already on their way out. A unit that was
   requested but has not arrived counts as wanted, never as capacity, so a scale-up never asks again
   for pods that are merely Pending, and nothing shrinks below what is still wanted;
@@ -86,6 +87,18 @@ class History:
 
     def highest(self) -> int:
         return max(d for _, d in self.samples)
+
+
+def cold_target(target: int, workers: int, threads: int) -> int:
+    """Workers wanted for `Scheduler.adaptive_target()`'s value `target` with `workers` connected.
+
+    adaptive_target divides its core estimate by the average threads per worker only when workers
+    exist; from zero it returns cores, which would ask `threads` times too many workers (and nodes).
+    With workers its answer is already in workers and is kept as it is.
+    """
+    if workers or target <= 0:
+        return target
+    return -(-target // threads)
 
 
 def clamp(target: int, limits: Limits) -> int:

@@ -183,6 +183,10 @@ def scheduler_command(settings: DaskSettings, names: Names) -> list[str]:
         _seconds(settings.target_duration_s),
         "--scale-down-delay",
         _seconds(settings.scale_down_delay_s),
+        # the workers' threads, from the same value as their own command line: a scale-up from zero
+        # workers asks for workers, not cores (dask_adaptive.policy.cold_target)
+        "--worker-threads",
+        str(settings.worker.threads),
     ]
 
 

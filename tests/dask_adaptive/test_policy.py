@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from dask_adaptive.policy import History, Hold, Limits, ScaleDown, ScaleUp, Snapshot, clamp, decide
+from dask_adaptive.policy import (
+    History,
+    Hold,
+    Limits,
+    ScaleDown,
+    ScaleUp,
+    Snapshot,
+    clamp,
+    cold_target,
+    decide,
+)
 
 LIMITS = Limits(minimum=1, maximum=8, scale_down_delay=30.0)
 
@@ -152,3 +162,24 @@ def test_invariants_over_a_random_bursty_workload(seed):
             requested = decision.wanted
         assert limits.minimum <= requested <= limits.maximum or step == 0
         assert len(born) == requested
+
+
+@pytest.mark.parametrize(
+    ("target", "workers", "threads", "expected"),
+    [
+        # from zero, adaptive_target counts cores: divide by the threads of the workers to come, round up
+        (16, 0, 4, 4),
+        (17, 0, 4, 5),
+        (1, 0, 4, 1),  # one queued task still needs one worker
+        (3, 0, 4, 1),
+        (16, 0, 1, 16),  # one thread per worker: cores are workers (distributed's own answer)
+        (0, 0, 4, 0),  # nothing to do: nothing asked
+        # with workers, adaptive_target already divided by their average threads: kept as it is
+        (16, 1, 4, 16),
+        (3, 2, 4, 3),
+        (0, 5, 4, 0),
+    ],
+)
+def test_cold_target_turns_cores_into_workers_only_from_zero(target, workers, threads, expected):
+    assert cold_target(target, workers, threads) == expected
+

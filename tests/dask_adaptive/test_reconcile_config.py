@@ -78,6 +78,27 @@ def test_config_and_option_precedence(clean_config):
         assert resolve({"minimum": "0"}).minimum == 0
 
 
+KUBE_OPTIONS = {"backend": "kubernetes", "namespace": "n", "deployment": "d", "selector": "app=w"}
+
+
+@pytest.mark.parametrize(
+    ("options", "config", "threads"),
+    [
+        ({}, {}, 1),  # local default: its workers' default --nthreads
+        ({"worker_nthreads": "4"}, {}, 4),  # local: follows the threads it starts workers with
+        ({"worker_nthreads": "4", "worker_threads": "4"}, {}, 4),
+        ({}, {"adaptive.local.worker-nthreads": 3}, 3),
+        (KUBE_OPTIONS, {}, 1),  # kubernetes, not given: distributed's behaviour (cores = workers)
+        ({**KUBE_OPTIONS, "worker_threads": "4"}, {}, 4),
+        (KUBE_OPTIONS, {"adaptive.worker-threads": 8}, 8),
+        ({**KUBE_OPTIONS, "worker_threads": "2"}, {"adaptive.worker-threads": 8}, 2),  # the option wins
+    ],
+)
+def test_worker_threads(clean_config, options, config, threads):
+    with dask.config.set(config):
+        assert resolve(options).worker_threads == threads
+
+
 def test_kubernetes_config_key(clean_config):
     with dask.config.set({"adaptive.kubernetes.service-account-dir": "/sa"}):
         s = resolve({"backend": "kubernetes", "namespace": "n", "deployment": "d", "selector": "app=w"})
@@ -101,6 +122,12 @@ def test_kubernetes_config_key(clean_config):
         ({"backend": "yarn"}, "backend"),
         ({"worker_memory_limit": "lots"}, "local.worker-memory-limit"),
         ({"worker_nthreads": "0"}, "local.worker-nthreads"),
+        ({"worker_threads": "0"}, "worker-threads"),
+        ({"worker_threads": "four"}, "worker-threads"),
+        # the local backend starts its workers with local.worker-nthreads: a different count is a lie
+        ({"worker_threads": "4"}, "worker-threads"),
+        ({"worker_threads": "2", "worker_nthreads": "4"}, "worker-threads"),
+        ({**KUBE_OPTIONS, "worker_threads": "0"}, "worker-threads"),
     ],
 )
 def test_invalid_settings_name_the_key(clean_config, options, key):

@@ -223,6 +223,8 @@ def test_scheduler_pod(graph_aws):
     dep = deployment(graph_aws, "scheduler").inputs
     spec = dep["spec"]["template"]["spec"]
     [c] = spec["containers"]
+    [worker] = pod(graph_aws, "worker")["spec"]["containers"]
+    worker_threads = worker["command"][worker["command"].index("--nthreads") + 1]
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     assert c["image"] == "ghcr.io/dask/dask:2026.8.0-py3.12"
     assert c["command"] == [
@@ -253,6 +255,9 @@ def test_scheduler_pod(graph_aws):
         "5s",
         "--scale-down-delay",
         "60s",
+        # a scale-up from zero divides the scheduler's core count by the workers' own --nthreads
+        "--worker-threads",
+        worker_threads,
     ]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"tcp-comm": 8786, "http-dashboard": 8787}
     for probe in ("readinessProbe", "livenessProbe"):
