@@ -337,13 +337,16 @@ def record_execution(i: int, folder: str, delay: float = 0.0) -> int:
     return i * i
 
 
-def held_execution(i: int, folder: str, event: str) -> int:
+def held_execution(i: int, folder: str, event: str, delay: float = 0.0) -> int:
     """Blocks until the test sets the distributed Event `event`: keeps the scheduler's target up until
-    the new workers have arrived, then leaves one file per execution (a recomputation would show)."""
+    the new workers have arrived; then works `delay` seconds and leaves one file per execution (a
+    recomputation would show)."""
+    import time
     import uuid
 
     from distributed import Event
 
     Event(event).wait(timeout=120)
+    time.sleep(delay)
     (Path(folder) / f"{i}.{uuid.uuid4().hex}").touch()
     return i * i

@@ -36,6 +36,7 @@ from tests.dask_adaptive.kube_fixtures import (
     WORKERS,
     DaskLayer,
     dask_layer,
+    held_execution,
     record_execution,
     write_service_account,
 )
@@ -405,7 +406,7 @@ def test_pending_pods_are_cancelled_and_retired_pods_still_go_exactly(
 ):
     """Unschedulable Pending pods rank before everything in the ReplicaSet: the scale-down must cancel
     them and still remove exactly the retired running workers."""
-    from distributed import Client
+    from distributed import Client, Event
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -423,12 +424,21 @@ def test_pending_pods_are_cancelled_and_retired_pods_still_go_exactly(
     deploy_dask(kube, namespace, layer=layer, nanny=False)
     address = scheduler_address(kube, kubelet, namespace)
     with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
-        futures = client.map(record_execution, range(16), folder=str(runs), delay=1.0, pure=False)
+        gate = Event(f"pending-{time.time_ns()}", client=client)
+        futures = client.map(
+            held_execution, range(16), folder=str(runs), event=gate.name, delay=1.0, pure=False
+        )
         pending = wait_for(
             lambda: [p["metadata"]["name"] for p in live_pods(kube, namespace) if unschedulable(p)],
             60,
             message="worker pods left Pending for lack of room",
         )
+        # The work (1 s tasks) starts once both pods that fit run connected workers. Left to race, a
+        # worker slow to start (CPU load) could still be starting when the work ends: the scale-down
+        # would then cancel it (no worker yet) and retire nobody, or cancel a scheduled pod and let a
+        # Pending one start - the test would not be testing the case it names.
+        wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 120, message="the 2 workers that fit")
+        gate.set()
         results = client.gather(futures)
         wait_for(
             lambda: len(live_pods(kube, namespace)) == 1 and len(client.scheduler_info()["workers"]) == 1,
