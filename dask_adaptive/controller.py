@@ -3,7 +3,8 @@
 Runs on the scheduler's event loop and calls the Scheduler object directly (no RPC to itself).
 Everything it awaits is either a cheap scheduler call or async backend I/O, so the loop never blocks.
 
-Each cycle: observe the backend, take a `snapshot` (pure), `decide`, then scale up at once or hand a
+Each cycle: observe the backend, take a `snapshot` (pure; with the busiest moment since the previous
+cycle, measured by a scheduler plugin in activity.py), `decide`, then scale up at once or hand a
 scale-down to the executor (executor.py), which runs it as a background job so a slow retirement or
 removal never delays a scale-up; the two never share a lock. Units on their way out have a record in
 `departures` (backends/departures.py): they are never capacity, and are counted as requested until the backend
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from dask_adaptive.activity import Activity
 from dask_adaptive.backends.base import Backend, BackendError, Observation, Phase
 from dask_adaptive.backends.departures import COUNTED, IN_REMOVAL, Departures, Stage
 from dask_adaptive.config import Settings
@@ -71,6 +73,9 @@ class Controller:
         self._last_logged: tuple[str, int] | None = None
         self._seen_arrived: set[str] = set()
         self.metrics_handle: object | None = None  # set by the preload: prometheus registration
+        # the busiest moment between two looks (activity.py); registered here so every step sees it
+        self.activity = Activity(scheduler, lambda ws: str(ws.name) in self.known)
+        scheduler.add_plugin(self.activity, name=Activity.name)
 
     @property
     def backend(self) -> Backend:
@@ -92,6 +97,8 @@ class Controller:
         self._event("started", settings=repr(self.settings))
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):  # already removed
+            self.scheduler.remove_plugin(name=Activity.name)
         for task in (self._loop_task, *self._background):
             if task is not None:
                 task.cancel()
@@ -132,7 +139,7 @@ class Controller:
         now = self.clock()
         workers = workers_by_name(self.scheduler)
         self.known.update(u.name for u in obs.units)
-        snap = self.snapshot(now, obs, workers)
+        snap = self.snapshot(now, obs, workers, busy=self.activity.take())
         new = set(snap.arrived) - self._seen_arrived
         if new:
             self._event("arrived", units=sorted(new))
@@ -148,8 +155,13 @@ class Controller:
         await self._reconcile(now, obs, workers)
         return decision
 
-    def snapshot(self, now: float, obs: Observation, workers: Mapping[str, Any] | None = None) -> Snapshot:
-        """What the policy sees: reads the scheduler and the departures, changes nothing."""
+    def snapshot(
+        self, now: float, obs: Observation, workers: Mapping[str, Any] | None = None, busy: int = 0
+    ) -> Snapshot:
+        """What the policy sees: reads the scheduler and the departures, changes nothing.
+
+        `busy` is the activity since the previous look (Activity.take, which step() calls: taking it
+        starts the next interval, so it is not done here)."""
         workers = workers_by_name(self.scheduler) if workers is None else workers
         leaving = self.departures.leaving()
         arrived, pending = [], []
@@ -179,6 +191,7 @@ class Controller:
             # units leaving whose decrement has not landed yet are still in `requested`
             retiring=len(self.departures.names(*COUNTED) - set(obs.subtracted)),
             in_progress=self.executor.busy or bool(leaving),
+            busy=busy,
         )
 
     def _update_gauges(self, snap: Snapshot) -> None:

@@ -10,6 +10,9 @@ Rules (the seed: "scale up as quickly as it can, scale down with a specified del
 * above wanted -> scale up now, to desired;
 * below wanted -> scale down only when *every* desired value seen over the last `scale_down_delay`
   seconds was below wanted, and then only to the highest of them (HPA-style stabilization);
+* the window keeps, for each look, the higher of desired and `busy` (our workers processing a task
+  at once at the busiest moment since the previous look): a sample taken in a pause between tasks
+  must not make a busy worker look idle (issue 13 §5); busy never scales up, only holds;
 * a scale-down cancels not-yet-arrived units first; only the rest are retired running workers.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-Sample = tuple[float, int]  # (monotonic time, desired)
+Sample = tuple[float, int]  # (monotonic time, workers needed then: desired or busy, the higher)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Snapshot:
     pending: tuple[str, ...] = ()  # requested units without a worker yet, cheapest to cancel first
     retiring: int = 0  # units of an unfinished scale-down, still counted in `requested`
     in_progress: bool = False  # a scale-down or removal is still running: never start another
+    busy: int = 0  # our workers processing at once at the busiest moment since the previous snapshot
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,13 @@ def clamp(target: int, limits: Limits) -> int:
 def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, History]:
     """The decision for this snapshot and the history to pass to the next call."""
     desired = clamp(snap.target, limits)
-    history = history.add(snap.now, desired, limits.scale_down_delay)
+    # what this look needed: the work seen now, or the busiest moment since the last look if higher
+    needed = max(desired, min(snap.busy, limits.maximum))
+    history = history.add(snap.now, needed, limits.scale_down_delay)
     wanted = max(0, snap.requested - snap.retiring)
     state = (
-        f"target={snap.target} desired={desired} wanted={wanted} arrived={len(snap.arrived)} "
-        f"pending={len(snap.pending)} retiring={snap.retiring}"
+        f"target={snap.target} desired={desired} busy={snap.busy} wanted={wanted} "
+        f"arrived={len(snap.arrived)} pending={len(snap.pending)} retiring={snap.retiring}"
     )
     if desired > wanted:
         return ScaleUp(desired, f"scale up now: {state}"), history
@@ -126,7 +132,7 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
         ), history
     floor = history.highest()
     if floor >= wanted:
-        return Hold(f"target reached {floor} within the last {limits.scale_down_delay:g}s: {state}"), history
+        return Hold(f"needed {floor} within the last {limits.scale_down_delay:g}s: {state}"), history
     excess = wanted - floor
     cancel = snap.pending[:excess]
     reason = (

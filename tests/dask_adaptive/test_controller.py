@@ -383,3 +383,33 @@ def test_the_distributed_internals_we_use_are_still_there():
             assert policy in amm.policies
 
     asyncio.run(main())
+
+
+def _pause(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.parametrize(("runs_on", "expected"), [("u1", Hold), ("foreign", ScaleDown)])
+def test_a_task_between_two_looks_counts_as_busy_only_on_our_worker(runs_on, expected):
+    """Issue 13 §5: a look in a pause sees an idle scheduler; the task that ran since the previous look
+    still holds our worker (the scheduler plugin saw it start). A foreign worker's task does not."""
+
+    async def body(s, client, backend, controller):
+        [address] = [a for a, w in s.workers.items() if w.name == runs_on]
+        future = client.submit(_pause, 0.2, workers=[address], pure=False)
+        assert await future == 0.2
+        del future  # the result released: nothing left on the scheduler
+        while s.tasks:
+            await asyncio.sleep(0.01)
+        assert s.adaptive_target() == 0  # nothing processing at this look
+        decision = await controller.step()
+        assert isinstance(decision, expected), decision
+        assert ("busy=1" in decision.reason) == (runs_on == "u1")
+        if expected is Hold:
+            # the next look, with no task since, sees an idle worker again
+            assert isinstance(await controller.step(), ScaleDown)
+
+    scenario(body, running("u1"), ["u1"], foreign=("foreign",), scale_down_delay="0s")

@@ -183,3 +183,55 @@ def test_invariants_over_a_random_bursty_workload(seed):
 def test_cold_target_turns_cores_into_workers_only_from_zero(target, workers, threads, expected):
     assert cold_target(target, workers, threads) == expected
 
+
+TRICKLE = Limits(minimum=0, maximum=4, scale_down_delay=5.0)
+
+
+def looks(busy: list[int], target: int = 0, requested: int = 1, interval: float = 0.5):
+    """One look per interval, each with `target` and the busiest moment since the previous look."""
+    history = History()
+    decisions = []
+    for i, b in enumerate(busy):
+        snap = Snapshot(
+            now=i * interval, target=target, requested=requested, arrived=("w",) * requested, busy=b
+        )
+        decision, history = decide(snap, TRICKLE, history)
+        decisions.append(decision)
+    return decisions
+
+
+@pytest.mark.parametrize(
+    ("name", "busy", "requested", "expected"),
+    [
+        # every look lands in a pause (target 0) but the worker worked between looks: keep it
+        ("trickle: busy between every look", [1] * 30, 1, Hold),
+        # the same rhythm at half the interval's rate: every other look saw no task at all
+        ("trickle: busy every other look", [1, 0] * 15, 1, Hold),
+        # one task in the last 5s is enough to hold
+        ("one busy look within the window", [0] * 20 + [1] + [0] * 9, 1, Hold),
+        # truly idle: unchanged, scale down once the window is covered
+        ("idle", [0] * 30, 1, ScaleDown),
+        # busy long ago, idle for the whole window since
+        ("busy before the window only", [1] * 10 + [0] * 11, 1, ScaleDown),
+        # three workers, at most two ever busy at once: the third goes, the two stay
+        ("two of three busy", [2, 1] * 15, 3, ScaleDown),
+        # busy never scales up (it cannot exceed the workers there are): no ScaleUp from it
+        ("busy does not scale up", [3] * 30, 1, Hold),
+    ],
+)
+def test_activity_between_looks_holds_the_window(name, busy, requested, expected):
+    decisions = looks(busy, requested=requested)
+    assert isinstance(decisions[-1], expected), (name, decisions[-1])
+    assert not any(isinstance(d, ScaleUp) for d in decisions), name
+
+
+def test_a_busy_window_scales_down_only_to_the_busiest_moment():
+    decision = looks([2, 1] * 15, requested=3)[-1]
+    assert isinstance(decision, ScaleDown) and decision.wanted == 2 and decision.retire == 1
+    assert "busy=1" in decision.reason
+
+
+def test_without_activity_a_pause_sample_retires_the_trickle_worker():
+    """The issue's failure, reproduced on the policy: what the window saw before busy existed."""
+    assert isinstance(looks([0] * 11)[-1], ScaleDown)
+    assert isinstance(looks([1] * 11)[-1], Hold)
