@@ -32,6 +32,18 @@ from infra.aws.tags import name_tag
 from infra.config.settings import ClusterConfig
 
 PRE_NODE_ADDONS = ("vpc-cni", "kube-proxy")
+
+
+def vpc_cni_configuration() -> str:
+    """`configuration_values` of the EKS `vpc-cni` addon: turns on its NetworkPolicy enforcement.
+
+    Without it EKS accepts NetworkPolicy objects and enforces none. The key is `enableNetworkPolicy` with
+    the STRING "true" (the addon schema's booleans are strings), available from addon v1.14.0-eksbuild.3
+    and unchanged since (EKS user guide, "Restrict Pod network traffic with Kubernetes network policies").
+    """
+    return json.dumps({"enableNetworkPolicy": "true"}, sort_keys=True)
+
+
 POST_NODE_ADDONS = ("coredns",)
 
 
@@ -227,7 +239,10 @@ class EksCluster(AwsComponent):
         # -- addons the nodes need before they can become Ready --------------------------------------
         self.addons: dict[str, aws.eks.Addon] = {
             "vpc-cni": self._addon(
-                "vpc-cni", depends_on=cni_attachments, service_account_role_arn=self.vpc_cni_role.arn
+                "vpc-cni",
+                depends_on=cni_attachments,
+                service_account_role_arn=self.vpc_cni_role.arn,
+                configuration_values=vpc_cni_configuration(),
             ),
             "kube-proxy": self._addon("kube-proxy"),
         }
@@ -284,6 +299,7 @@ class EksCluster(AwsComponent):
         addon: str,
         depends_on: Sequence[pulumi.Resource] = (),
         service_account_role_arn: pulumi.Input[str] | None = None,
+        configuration_values: str | None = None,
     ) -> aws.eks.Addon:
         pinned = self._args.config.addon_versions.get(addon)
         version: pulumi.Input[str] = (
@@ -303,6 +319,7 @@ class EksCluster(AwsComponent):
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             service_account_role_arn=service_account_role_arn,
+            configuration_values=configuration_values,
             opts=self._opts(depends_on=list(depends_on)),
         )
 

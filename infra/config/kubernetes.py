@@ -30,6 +30,10 @@ STOCK_IMAGE_REPOSITORY = "ghcr.io/dask/dask"
 DEFAULT_IMAGE = f"{STOCK_IMAGE_REPOSITORY}:{DASK_VERSION}-py{DASK_IMAGE_PYTHON}"
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*)"
     r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@(?P<digest>sha256:[a-f0-9]{64}))?$"
@@ -55,6 +59,9 @@ DASK_DEFAULTS: dict[str, Any] = {
     "terminationGracePeriodSeconds": 120,
     "dashboardAllowedCidrs": [],
     "dashboardAllowAnyCidr": False,
+    "allowedClientNamespaces": [],
+    "allowedClientPods": [],
+    "admissionPolicy": True,
 }
 AUTOSCALER_DEFAULTS: dict[str, Any] = {
     "scaleDownUnneededTime": "5m",
@@ -108,6 +115,33 @@ def _dashboard_cidrs(s: Section) -> tuple[str, ...]:
             )
         out.append(str(network))
     return tuple(dict.fromkeys(out))
+
+
+def _selectors(field: Field) -> tuple[dict[str, str], ...]:
+    """A list of label selectors (`{key: value}` objects, every pair must match), none of them empty:
+    an empty selector would select every namespace or pod, which is what the policy exists to prevent."""
+    out = []
+    for item in field.items():
+        labels = item.string_map()
+        if not labels:
+            raise item.fail("must name at least one label (an empty selector matches everything)")
+        for key, value in labels.items():
+            if len(key) > 317 or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+                raise Field(f"{item.key}.{key}", value).fail("must be a Kubernetes label key and value")
+        out.append(labels)
+    return tuple(out)
+
+
+def _admission_policy(s: Section, target: str) -> bool:
+    """The scheduler's admission policy needs admissionregistration.k8s.io/v1 (Kubernetes >= 1.30): every
+    EKS version this stack allows has it, so only the local target may turn it off (older clusters)."""
+    enabled = s["admissionPolicy"].boolean()
+    if not enabled and target == "aws":
+        raise s["admissionPolicy"].fail(
+            "must stay true on EKS (every supported version has the API); "
+            "only the local target may turn it off, for clusters older than 1.30"
+        )
+    return enabled
 
 
 def _worker_instance_types(aws: AwsConfig) -> list[str]:
@@ -277,6 +311,10 @@ def parse_dask(s: Section, *, target: str, aws: AwsConfig | None, default_namesp
         termination_grace_seconds=s["terminationGracePeriodSeconds"].integer(30, 3600),
         dashboard_cidrs=_dashboard_cidrs(s),
         placement=placement,
+        client_namespace_selectors=_selectors(s["allowedClientNamespaces"]),
+        client_pod_selectors=_selectors(s["allowedClientPods"]),
+        admission_policy=_admission_policy(s, target),
+        kubernetes_version=aws.cluster.version if aws else None,
     )
 
 

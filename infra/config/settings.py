@@ -112,6 +112,12 @@ class DaskSettings:
     termination_grace_seconds: int
     dashboard_cidrs: tuple[str, ...]
     placement: WorkerPlacement | None  # None: local target, no node-group constraints
+    # Who may open the scheduler port besides the stack's workers (NetworkPolicy peers): label
+    # selectors of namespaces (every pod there) and of pods in the Dask namespace.
+    client_namespace_selectors: tuple[Mapping[str, str], ...] = ()
+    client_pod_selectors: tuple[Mapping[str, str], ...] = ()
+    admission_policy: bool = True  # the scheduler's ValidatingAdmissionPolicy (Kubernetes >= 1.30)
+    kubernetes_version: str | None = None  # the cluster's minor when known (aws); None: any (local)
     dask_version: str = DASK_VERSION
 
 

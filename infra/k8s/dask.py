@@ -12,9 +12,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config.settings import DaskSettings
+from infra.k8s import admission, guards, network_policies
 from infra.k8s import dask_objects as k8s_dask
 from infra.k8s import preload as k8s_preload
-from infra.k8s.objects import create
+from infra.k8s.objects import create, patch
 
 # The preload owns the worker count (`/scale`); Pulumi creates the Deployment at 0 and never resets it.
 WORKER_IGNORE_CHANGES = ["spec.replicas"]
@@ -45,8 +46,37 @@ class DaskCluster(pulumi.ComponentResource):
         def opts_(*after: pulumi.Resource, **extra: object) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, provider=k8s_provider, depends_on=list(after), **extra)
 
-        # Every other object waits for the namespace, so waiting here holds back the whole layer.
-        ns = create(f"{name}-namespace", k8s_dask.namespace(names, version), opts_(*depends_on))
+        # Every other object waits for the namespace, so waiting here holds back the whole layer. Its Pod
+        # Security labels enforce `restricted` on every pod created in it.
+        ns = create(
+            f"{name}-namespace",
+            guards.namespace(settings, names, settings.kubernetes_version),
+            opts_(*depends_on),
+        )
+        patch(f"{name}-default-sa", guards.default_service_account(settings, names), opts_(ns))
+        # The fences exist before any pod does: no pod of the stack ever runs unfenced or over budget.
+        fences = [
+            create(f"{name}-{policy['metadata']['name']}", policy, opts_(ns))
+            for policy in network_policies.network_policies(
+                settings, names, settings.client_namespace_selectors, settings.client_pod_selectors
+            )
+        ]
+        fences.append(create(f"{name}-quota", guards.resource_quota(settings, names), opts_(ns)))
+        priority = create(
+            f"{name}-scheduler-priority", guards.scheduler_priority_class(settings, names), opts_(*depends_on)
+        )
+        scheduler_fences: list[pulumi.Resource] = [priority]
+        if settings.admission_policy:
+            policy = create(
+                f"{name}-admission", admission.admission_policy(settings, names), opts_(*depends_on)
+            )
+            scheduler_fences.append(
+                create(
+                    f"{name}-admission-binding",
+                    admission.admission_policy_binding(settings, names),
+                    opts_(policy),
+                )
+            )
         scheduler_sa = create(
             f"{name}-scheduler-sa",
             k8s_dask.service_account(names.scheduler, names, "scheduler", version, automount=True),
@@ -65,13 +95,13 @@ class DaskCluster(pulumi.ComponentResource):
         workers = create(
             f"{name}-workers",
             k8s_dask.worker_deployment(settings, names, files, preload_hash),
-            opts_(preload, worker_sa, ignore_changes=WORKER_IGNORE_CHANGES),
+            opts_(preload, worker_sa, *fences, ignore_changes=WORKER_IGNORE_CHANGES),
         )
         # The preload exits at start if the worker Deployment or its RBAC is missing: create them first.
         scheduler = create(
             f"{name}-scheduler",
             k8s_dask.scheduler_deployment(settings, names, files, preload_hash),
-            opts_(preload, binding, workers),
+            opts_(preload, binding, workers, *scheduler_fences),
         )
         service = create(f"{name}-scheduler-svc", k8s_dask.scheduler_service(names, version), opts_(ns))
 

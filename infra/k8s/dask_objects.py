@@ -38,6 +38,11 @@ class Names:
     role: str = "dask-scheduler-scaler"  # Role and RoleBinding
 
     @property
+    def scheduler_priority_class(self) -> str:
+        """Cluster-scoped, so named per stack (the namespace is the stack's)."""
+        return f"{self.namespace}-{self.scheduler}"
+
+    @property
     def scheduler_host(self) -> str:
         return f"{self.scheduler}.{self.namespace}.svc.cluster.local"
 
@@ -306,6 +311,7 @@ def scheduler_deployment(
                 "spec": {
                     "serviceAccountName": names.scheduler,
                     "automountServiceAccountToken": True,  # the preload calls the API with it
+                    "priorityClassName": names.scheduler_priority_class,  # before its workers
                     "securityContext": _pod_security_context(),
                     "containers": [container],
                     "volumes": [
@@ -436,6 +442,8 @@ def dashboard_service(names: Names, version: str, cidrs: tuple[str, ...], target
         "metadata": _meta(names.dashboard, names, "scheduler", version, annotations=annotations),
         "spec": {
             "type": "LoadBalancer",
+            # Keeps the client's source address, which the dashboard's NetworkPolicy (ipBlock) checks.
+            "externalTrafficPolicy": "Local",
             "selector": selector_labels(names, "scheduler"),
             "loadBalancerSourceRanges": list(cidrs),
             "ports": [

@@ -19,6 +19,19 @@ _CLASSES: dict[tuple[str, str], type[pulumi.CustomResource]] = {
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
     ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+    ("v1", "ResourceQuota"): k8s.core.v1.ResourceQuota,
+    ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+    ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"): (
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicy
+    ),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"): (
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding
+    ),
+}
+# Objects that already exist when the program runs (made by Kubernetes itself): patched, not created.
+_PATCH_CLASSES: dict[tuple[str, str], type[pulumi.CustomResource]] = {
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccountPatch,
 }
 
 
@@ -29,5 +42,13 @@ def _snake(name: str) -> str:
 def create(resource_name: str, manifest: dict, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
     """Register `manifest`; its top-level fields become the resource's arguments (nested stay wire form)."""
     cls = _CLASSES[(manifest["apiVersion"], manifest["kind"])]
+    args = {_snake(k): v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+    return cls(resource_name, **args, opts=opts)
+
+
+def patch(resource_name: str, manifest: dict, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """Server-side-apply `manifest`'s fields onto an object Kubernetes made itself (e.g. the namespace's
+    `default` ServiceAccount); the fields go back to the server's values when the stack is destroyed."""
+    cls = _PATCH_CLASSES[(manifest["apiVersion"], manifest["kind"])]
     args = {_snake(k): v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
     return cls(resource_name, **args, opts=opts)

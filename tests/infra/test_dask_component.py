@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 import pytest
 
 from infra.config.settings import DaskSettings
+from infra.errors import ConfigError
 from infra.facts.placement import Taint
 from infra.k8s.dask import DaskCluster
 from tests.infra import builders
@@ -93,18 +94,84 @@ def test_every_kubernetes_object_uses_the_explicit_provider_and_the_component_as
     [provider] = graph_aws.of_type("pulumi:providers:kubernetes")
     [component] = graph_aws.of_type(COMPONENT)
     objects = kube(graph_aws)
-    assert len(objects) == 10  # ns, 2 SAs, Role, RoleBinding, ConfigMap, 2 Deployments, 2 Services
+    # ns, default-SA patch, 2 SAs, Role, RoleBinding, ConfigMap, 2 Deployments, 2 Services (with the
+    # dashboard), 4 NetworkPolicies (deny, scheduler<-workers, workers<-dask, dashboard), ResourceQuota,
+    # PriorityClass, admission policy + binding
+    assert len(objects) == 19
+    kinds = sorted(n.type.rsplit(":", 1)[1] for n in objects)
+    assert kinds.count("NetworkPolicy") == 4 and kinds.count("ServiceAccountPatch") == 1
     for node in objects:
         assert node.provider_urn == provider.urn, node.name
         assert node.parent == component.urn, node.name
 
 
+CLUSTER_SCOPED = ("PriorityClass", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
 def test_every_namespaced_object_waits_for_the_namespace(graph_aws):
     ns = graph_aws.one("kubernetes:core/v1:Namespace")
     for node in kube(graph_aws):
-        if node is not ns:
+        if node is not ns and not node.type.endswith(CLUSTER_SCOPED):
             assert node.inputs["metadata"]["namespace"] == "adask-test"
             assert graph_aws.depends_on(node, ns), node.name
+
+
+def test_no_pod_runs_before_its_fences(graph_aws):
+    """NetworkPolicies and the quota exist before any pod; the scheduler, which holds the scaling token,
+    starts only once its admission policy is bound and its PriorityClass exists."""
+    scheduler, workers = deployment(graph_aws, "scheduler"), deployment(graph_aws, "worker")
+    fences = [
+        *graph_aws.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy"),
+        graph_aws.one("kubernetes:core/v1:ResourceQuota"),
+    ]
+    for fence in fences:
+        assert graph_aws.depends_on(workers, fence) and graph_aws.depends_on(scheduler, fence), fence.name
+    for fence in (
+        graph_aws.one("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding"),
+        graph_aws.one("kubernetes:scheduling.k8s.io/v1:PriorityClass"),
+    ):
+        assert graph_aws.depends_on(scheduler, fence), fence.name
+    template = scheduler.inputs["spec"]["template"]["spec"]
+    assert (
+        template["priorityClassName"]
+        == graph_aws.one("kubernetes:scheduling.k8s.io/v1:PriorityClass").inputs["metadata"]["name"]
+    )
+    ns = graph_aws.one("kubernetes:core/v1:Namespace")
+    assert ns.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert ns.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce-version"] == "v1.34"
+    default_sa = graph_aws.one("kubernetes:core/v1:ServiceAccountPatch")
+    assert default_sa.inputs["metadata"]["name"] == "default"
+    assert default_sa.inputs["automountServiceAccountToken"] is False
+
+
+def test_the_local_target_can_leave_out_the_admission_policy_for_old_clusters():
+    graph, _ = run(local({"admissionPolicy": False}))
+    assert not [n for n in kube(graph) if "ValidatingAdmissionPolicy" in n.type]
+    assert graph.one("kubernetes:core/v1:ResourceQuota")  # the other fences stay
+    with pytest.raises(ConfigError) as err:
+        aws({"admissionPolicy": False})
+    assert err.value.key == "adaptive-dask:dask.admissionPolicy"
+
+
+def test_client_selectors_become_the_only_other_way_to_the_scheduler_port():
+    settings = aws(
+        {"allowedClientNamespaces": [{"team": "analysts"}], "allowedClientPods": [{"role": "notebook"}]}
+    )
+    graph, _ = run(settings)
+    (clients,) = [
+        n
+        for n in graph.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if n.inputs["metadata"]["name"] == "dask-scheduler-from-clients"
+    ]
+    peers = clients.inputs["spec"]["ingress"][0]["from"]
+    assert peers == [
+        {"namespaceSelector": {"matchLabels": {"team": "analysts"}}},
+        {"podSelector": {"matchLabels": {"role": "notebook"}}},
+    ]
+    for bad in ([{}], [{"Bad Key!": "x"}], "team=analysts"):
+        with pytest.raises(ConfigError) as err:
+            aws({"allowedClientNamespaces": bad})
+        assert err.value.key.startswith("adaptive-dask:dask.allowedClientNamespaces")
 
 
 def test_scheduler_starts_only_after_what_its_preload_checks_at_start(graph_aws):
@@ -438,5 +505,5 @@ def test_local_target_has_no_node_constraints_and_a_private_dashboard():
 
 def test_preview_with_unknown_provider_outputs_still_registers_everything():
     graph, _ = run(aws(), preview=True)
-    assert len(kube(graph)) == 9
+    assert len(kube(graph)) == 17  # the aws graph above less the dashboard Service and its NetworkPolicy
     assert deployment(graph, "worker").ignore_changes == ["spec.replicas"]

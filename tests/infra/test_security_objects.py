@@ -1,4 +1,4 @@
-"""The security builders of infra/k8s/security.py (issue 12 §2, §3), checked without a cluster.
+"""The Dask namespace's fences (k8s/network_policies.py, admission.py, guards.py; issue 12), offline.
 
 - every manifest against the Kubernetes 1.33 OpenAPI schema (admissionregistration v1 VAP needs 1.30+);
 - NetworkPolicy selectors evaluated against the labels of the program's own pod templates;
@@ -20,11 +20,12 @@ import pytest
 from celpy import celtypes
 
 from dask_adaptive.backends.kubernetes import ranking
+from infra.aws import cluster
 from infra.config.settings import DaskSettings
 from infra.facts.quantity import parse_cpu_millicores, parse_memory_bytes
+from infra.k8s import admission, guards, network_policies
 from infra.k8s import dask_objects as kd
 from infra.k8s import preload as kp
-from infra.k8s import security
 from tests.infra import builders
 from tests.infra.test_k8s_schema import schema_errors
 
@@ -64,13 +65,13 @@ def templates(settings: DaskSettings) -> dict[str, dict]:
 def all_manifests(settings: DaskSettings) -> list[dict]:
     names = names_of(settings)
     return [
-        *security.network_policies(settings, names, CLIENT_NAMESPACES, CLIENT_PODS),
-        security.admission_policy(settings, names),
-        security.admission_policy_binding(settings, names),
-        security.resource_quota(settings, names),
-        security.namespace(settings, names, "1.33" if settings.target == "aws" else None),
-        security.scheduler_priority_class(settings, names),
-        security.default_service_account(settings, names),
+        *network_policies.network_policies(settings, names, CLIENT_NAMESPACES, CLIENT_PODS),
+        admission.admission_policy(settings, names),
+        admission.admission_policy_binding(settings, names),
+        guards.resource_quota(settings, names),
+        guards.namespace(settings, names, "1.33" if settings.target == "aws" else None),
+        guards.scheduler_priority_class(settings, names),
+        guards.default_service_account(settings, names),
     ]
 
 
@@ -90,10 +91,10 @@ def test_every_manifest_is_valid_for_kubernetes_1_33(settings):
 
 
 def test_the_schema_check_does_reject_a_broken_policy():
-    policy = security.admission_policy(aws_settings(), names_of(aws_settings()))
+    policy = admission.admission_policy(aws_settings(), names_of(aws_settings()))
     policy["spec"]["validationActions"] = ["Deny"]  # belongs on the binding, not the policy
     assert schema_errors(policy, SCHEMA_VERSION)
-    netpol = security.network_policies(aws_settings(), names_of(aws_settings()))[0]
+    netpol = network_policies.network_policies(aws_settings(), names_of(aws_settings()))[0]
     netpol["spec"]["policyTypes"] = "Ingress"
     assert schema_errors(netpol, SCHEMA_VERSION)
 
@@ -130,7 +131,7 @@ def by_name(policies: list[dict]) -> dict[str, dict]:
 def test_policies_select_exactly_the_intended_pods_of_the_program():
     settings = aws_settings()
     names = names_of(settings)
-    specs = by_name(security.network_policies(settings, names, CLIENT_NAMESPACES, CLIENT_PODS))
+    specs = by_name(network_policies.network_policies(settings, names, CLIENT_NAMESPACES, CLIENT_PODS))
     every = set(population(settings))
 
     deny = specs["dask-default-deny-ingress"]
@@ -193,27 +194,27 @@ def test_policy_ports_are_the_container_ports_of_the_program():
 def test_client_and_dashboard_policies_only_exist_when_configured():
     settings = local_settings()
     assert settings.dashboard_cidrs == ()
-    plain = by_name(security.network_policies(settings, names_of(settings)))
+    plain = by_name(network_policies.network_policies(settings, names_of(settings)))
     assert set(plain) == {
         "dask-default-deny-ingress",
         "dask-scheduler-from-workers",
         "dask-workers-from-dask",
     }
     two = aws_settings(cidrs=("10.1.0.0/16", "192.168.7.0/24"))
-    dash = by_name(security.network_policies(two, names_of(two)))["dask-dashboard-from-cidrs"]
+    dash = by_name(network_policies.network_policies(two, names_of(two)))["dask-dashboard-from-cidrs"]
     assert [p["ipBlock"]["cidr"] for p in dash["ingress"][0]["from"]] == ["10.1.0.0/16", "192.168.7.0/24"]
 
 
 def test_stack_pod_labels_exclude_the_component():
     names = kd.Names("adask-dev")
-    assert security.stack_pod_labels(names) == {
+    assert network_policies.stack_pod_labels(names) == {
         "app.kubernetes.io/name": "dask",
         "app.kubernetes.io/instance": "adask-dev",
     }
 
 
 def test_vpc_cni_configuration_enables_network_policy_as_a_string():
-    assert json.loads(security.vpc_cni_configuration()) == {"enableNetworkPolicy": "true"}
+    assert json.loads(cluster.vpc_cni_configuration()) == {"enableNetworkPolicy": "true"}
 
 
 # ---------------------------------------------------------------- admission policy: a small VAP evaluator
@@ -424,7 +425,7 @@ def patched(old: dict, change) -> dict:
             "apiVersion": "v1",
             "time": "2026-12-01T20:05:00Z",
             "fieldsType": "FieldsV1",
-            "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{security.DELETION_COST}": {}}}},
+            "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{admission.DELETION_COST}": {}}}},
         }
     )
     return new
@@ -490,12 +491,12 @@ EXEC_OPTIONS = {
 
 
 def cost_and_more(p: dict) -> None:
-    annotate(security.DELETION_COST, ranking.LOWEST_COST)(p)
+    annotate(admission.DELETION_COST, ranking.LOWEST_COST)(p)
     annotate(kd.SAFE_TO_EVICT, "true")(p)
 
 
 WORKER = pod("worker", f"{NAMES.worker}-{HASH}-x8k2p")
-COSTED_WORKER = patched(WORKER, annotate(security.DELETION_COST, "0"))
+COSTED_WORKER = patched(WORKER, annotate(admission.DELETION_COST, "0"))
 SCHEDULER_POD = pod("scheduler", f"{NAMES.scheduler}-{HASH}-q7m4d")
 FOREIGN_WORKER = pod("worker", f"{NAMES.worker}-{HASH}-zz9", namespace="adask-other")
 DEPLOYMENT = {
@@ -523,19 +524,19 @@ CASES = [
     # --- allowed: exactly what the preload does
     (
         "add deletion cost",
-        worker_patch(WORKER, annotate(security.DELETION_COST, ranking.LOWEST_COST)),
+        worker_patch(WORKER, annotate(admission.DELETION_COST, ranking.LOWEST_COST)),
         "allowed",
         "",
     ),
     (
         "change deletion cost",
-        worker_patch(COSTED_WORKER, annotate(security.DELETION_COST, ranking.LOWEST_COST)),
+        worker_patch(COSTED_WORKER, annotate(admission.DELETION_COST, ranking.LOWEST_COST)),
         "allowed",
         "",
     ),
     (
         "remove deletion cost",
-        worker_patch(COSTED_WORKER, annotate(security.DELETION_COST, None)),
+        worker_patch(COSTED_WORKER, annotate(admission.DELETION_COST, None)),
         "allowed",
         "",
     ),
@@ -555,7 +556,7 @@ CASES = [
     ),
     (
         "deletion cost on the scheduler pod",
-        worker_patch(SCHEDULER_POD, annotate(security.DELETION_COST, ranking.LOWEST_COST)),
+        worker_patch(SCHEDULER_POD, annotate(admission.DELETION_COST, ranking.LOWEST_COST)),
         "denied",
         "only touch the worker pods",
     ),
@@ -625,7 +626,7 @@ CASES = [
 
 @pytest.mark.parametrize(("case", "objects", "verdict", "why"), CASES, ids=[c[0] for c in CASES])
 def test_admission_policy_cel(case, objects, verdict, why):
-    policy = security.admission_policy(SETTINGS, NAMES)
+    policy = admission.admission_policy(SETTINGS, NAMES)
     decision = review(policy, *objects)
     assert decision.errors == [], decision.errors  # every expression is total: a denial is a real one
     assert decision.verdict == verdict, (case, decision)
@@ -640,16 +641,16 @@ def test_the_cel_cases_cover_the_brief():
 
 
 def test_the_policy_follows_the_configured_maximum():
-    policy = security.admission_policy(aws_settings(max_workers=2), NAMES)
+    policy = admission.admission_policy(aws_settings(max_workers=2), NAMES)
     assert review(policy, *scale_update(NAMES.worker, 2)).verdict == "allowed"
     assert review(policy, *scale_update(NAMES.worker, 3)).verdict == "denied"
 
 
 def test_policy_is_scoped_to_the_scheduler_account_fails_closed_and_is_bound_with_deny():
-    policy = security.admission_policy(SETTINGS, NAMES)
-    binding = security.admission_policy_binding(SETTINGS, NAMES)
+    policy = admission.admission_policy(SETTINGS, NAMES)
+    binding = admission.admission_policy_binding(SETTINGS, NAMES)
     assert policy["spec"]["failurePolicy"] == "Fail"
-    assert security.scheduler_username(NAMES) == SCHEDULER_USER
+    assert admission.scheduler_username(NAMES) == SCHEDULER_USER
     assert f"'{SCHEDULER_USER}'" in policy["spec"]["matchConditions"][0]["expression"]
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     assert NS in policy["metadata"]["name"]  # cluster-scoped: one per stack
@@ -657,7 +658,7 @@ def test_policy_is_scoped_to_the_scheduler_account_fails_closed_and_is_bound_wit
 
 def test_the_policy_agrees_with_the_rbac_and_the_preload():
     """What the policy allows is what the Role grants and the preload uses; nothing more."""
-    assert security.DELETION_COST == ranking.DELETION_COST
+    assert admission.DELETION_COST == ranking.DELETION_COST
     rules = kd.role_rules(NAMES.worker)
     pod_verbs = {v for r in rules if r["resources"] == ["pods"] for v in r["verbs"]}
     assert pod_verbs & {"create", "update", "patch", "delete"} == {"patch", "delete"}
@@ -675,7 +676,7 @@ def test_the_policy_agrees_with_the_rbac_and_the_preload():
 
 def test_cel_uses_only_the_core_and_has():
     """cel-python evaluates these exactly only if no Kubernetes CEL library function appears."""
-    policy = security.admission_policy(SETTINGS, NAMES)
+    policy = admission.admission_policy(SETTINGS, NAMES)
     spec = policy["spec"]
     expressions = [c["expression"] for c in spec["matchConditions"]]
     expressions += [v["expression"] for v in spec["variables"]]
@@ -705,8 +706,8 @@ def test_quota_arithmetic(max_workers, worker_cpu, worker_mem, sched_cpu, sched_
         "schedulerMemory": sched_mem,
     }
     settings = builders.dask(raw, target="local", namespace="adask-local")
-    assert security.quota_budget(settings) == security.QuotaBudget(pods, cpu, mem)
-    hard = security.resource_quota(settings, names_of(settings))["spec"]["hard"]
+    assert guards.quota_budget(settings) == guards.QuotaBudget(pods, cpu, mem)
+    hard = guards.resource_quota(settings, names_of(settings))["spec"]["hard"]
     assert hard == {
         "pods": str(pods),
         "requests.cpu": f"{cpu}m",
@@ -725,7 +726,7 @@ def test_quota_fits_the_program_pods_exactly(settings):
         res = pods[component]["spec"]["containers"][0]["resources"][kind]
         return parse_cpu_millicores(res["cpu"]), parse_memory_bytes(res["memory"]) // 2**20
 
-    hard = security.resource_quota(settings, names_of(settings))["spec"]["hard"]
+    hard = guards.resource_quota(settings, names_of(settings))["spec"]["hard"]
     n_workers, n_schedulers = settings.max_workers + 1, 2
     assert int(hard["pods"]) == n_workers + n_schedulers
     for kind in ("requests", "limits"):
@@ -742,7 +743,7 @@ def test_quota_fits_the_program_pods_exactly(settings):
     ("version", "pinned"), [("1.33", "v1.33"), ("1.35", "v1.35"), ("v1.34.2", "v1.34"), (None, "latest")]
 )
 def test_pod_security_labels(version, pinned):
-    labels = security.pod_security_labels(version)
+    labels = guards.pod_security_labels(version)
     assert labels == {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": pinned,
@@ -755,20 +756,20 @@ def test_pod_security_labels(version, pinned):
 
 def test_pod_security_version_rejects_garbage():
     with pytest.raises(ValueError, match="not a Kubernetes version"):
-        security.pod_security_version("one.thirty")
+        guards.pod_security_version("one.thirty")
 
 
 def test_namespace_keeps_the_program_labels_and_adds_pod_security():
     settings = aws_settings()
-    ns = security.namespace(settings, names_of(settings), "1.35")
+    ns = guards.namespace(settings, names_of(settings), "1.35")
     base = kd.namespace(names_of(settings), settings.dask_version)
-    assert ns["metadata"]["labels"] == {**base["metadata"]["labels"], **security.pod_security_labels("1.35")}
+    assert ns["metadata"]["labels"] == {**base["metadata"]["labels"], **guards.pod_security_labels("1.35")}
 
 
 @pytest.mark.parametrize("settings", [aws_settings(), local_settings()], ids=["aws", "local"])
 @pytest.mark.parametrize("component", ["scheduler", "worker"])
 def test_the_program_pods_meet_restricted(settings, component):
-    assert security.restricted_violations(templates(settings)[component]["spec"]) == []
+    assert guards.restricted_violations(templates(settings)[component]["spec"]) == []
 
 
 def _container(spec: dict) -> dict:
@@ -799,7 +800,7 @@ BREAKAGES = {
 def test_the_restricted_check_catches(breakage):
     spec = copy.deepcopy(templates(aws_settings())["worker"]["spec"])
     BREAKAGES[breakage](spec)
-    assert security.restricted_violations(spec), breakage
+    assert guards.restricted_violations(spec), breakage
 
 
 # ---------------------------------------------------------------- PriorityClass, default ServiceAccount
@@ -808,8 +809,8 @@ def test_the_restricted_check_catches(breakage):
 def test_scheduler_priority_class():
     settings = aws_settings()
     names = names_of(settings)
-    pc = security.scheduler_priority_class(settings, names)
-    assert pc["metadata"]["name"] == security.priority_class_name(names) == f"{NS}-{names.scheduler}"
+    pc = guards.scheduler_priority_class(settings, names)
+    assert pc["metadata"]["name"] == guards.priority_class_name(names) == f"{NS}-{names.scheduler}"
     assert "namespace" not in pc["metadata"]  # cluster-scoped
     assert 0 < pc["value"] < 1_000_000_000  # above ordinary pods, within the user-definable range
     assert pc["preemptionPolicy"] == "PreemptLowerPriority" and pc["globalDefault"] is False
@@ -817,6 +818,6 @@ def test_scheduler_priority_class():
 
 def test_default_service_account_has_no_token():
     settings = local_settings()
-    sa = security.default_service_account(settings, names_of(settings))
+    sa = guards.default_service_account(settings, names_of(settings))
     assert sa["metadata"]["name"] == "default" and sa["metadata"]["namespace"] == settings.namespace
     assert sa["automountServiceAccountToken"] is False

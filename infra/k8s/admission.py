@@ -1,0 +1,198 @@
+"""The scheduler's second fence (plain dicts): a ValidatingAdmissionPolicy + binding that lets the
+scheduler's service account change nothing but what scaling needs, whatever its RBAC allows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from infra.config.settings import DaskSettings
+from infra.k8s import dask_objects as kd
+from infra.k8s.dask_objects import Names
+
+# The preload's only pod write (dask_adaptive/backends/kubernetes/backend.py `_remove` step (a), through
+# api.py `annotate_pod`): a merge-patch of this one annotation. Equal to ranking.DELETION_COST (a test
+# pins it); not imported, because ranking.py pulls in tornado and infra must not need it.
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+# ---------------------------------------------------------------- admission policy (issue 12 §3)
+#
+# The expressions use only the CEL core and has(): no Kubernetes CEL libraries (no string or list
+# extensions), so the independent implementation the tests use (cel-python) evaluates them exactly.
+# They never compare an object with null (cel-python has no heterogeneous equality): `request.operation`
+# says when object/oldObject exist. Every optional field is guarded with has(), since an absent field is
+# an evaluation error, and an error fails closed here (failurePolicy Fail).
+
+
+def _cel_string(value: str) -> str:
+    """A CEL single-quoted string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def scheduler_username(names: Names) -> str:
+    """How the apiserver names requests made with the scheduler pod's service-account token."""
+    return f"system:serviceaccount:{names.namespace}:{names.scheduler}"
+
+
+def admission_policy_name(names: Names) -> str:
+    """Cluster-scoped, so per stack (the namespace is per stack)."""
+    return f"{names.namespace}-{names.scheduler}-scaling-only"
+
+
+def _labels_match(var: str, selector: Mapping[str, str]) -> str:
+    terms = [f"has({var}.metadata.labels)"]
+    for key, value in selector.items():
+        k = _cel_string(key)
+        terms.append(f"{k} in {var}.metadata.labels && {var}.metadata.labels[{k}] == {_cel_string(value)}")
+    return " && ".join(terms)
+
+
+def _same_field(field: str) -> str:
+    """object.metadata.<field> and oldObject.metadata.<field> both absent, or both present and equal."""
+    new, old = f"object.metadata.{field}", f"oldObject.metadata.{field}"
+    return f"has({new}) == has({old}) && (!has({new}) || {new} == {old})"
+
+
+def _same_annotations_except(key: str) -> str:
+    k = _cel_string(key)
+    new, old = "object.metadata.annotations", "oldObject.metadata.annotations"
+    kept = f"(!has({new}) || {new}.all(a, a == {k} || (has({old}) && a in {old} && {old}[a] == {new}[a])))"
+    gone = f"(!has({old}) || {old}.all(a, a == {k} || (has({new}) && a in {new})))"
+    return f"{kept} && {gone}"
+
+
+def admission_variables(names: Names) -> list[dict[str, str]]:
+    """Named sub-expressions; each is total (never an error) for every request the policy matches."""
+    ns = _cel_string(names.namespace)
+    return [
+        {"name": "subresource", "expression": "has(request.subResource) ? request.subResource : ''"},
+        {"name": "inNamespace", "expression": f"has(request.namespace) && request.namespace == {ns}"},
+        {
+            # object/oldObject exist for UPDATE; only oldObject for DELETE
+            "name": "oldIsWorker",
+            "expression": "(request.operation == 'UPDATE' || request.operation == 'DELETE') && "
+            + _labels_match("oldObject", kd.selector_labels(names, "worker")),
+        },
+        {
+            "name": "onlyDeletionCostChanged",
+            "expression": "request.operation == 'UPDATE' && object.spec == oldObject.spec && "
+            + " && ".join(_same_field(f) for f in ("labels", "ownerReferences", "finalizers"))
+            + " && "
+            + _same_annotations_except(DELETION_COST),
+        },
+    ]
+
+
+def admission_validations(settings: DaskSettings, names: Names) -> list[dict[str, str]]:
+    """What the scheduler's service account may do; anything else it tries is denied.
+
+    RBAC (`dask_objects.role_rules`) already limits it to get/list/watch/patch/delete pods and
+    get/patch/update the worker Deployment's /scale; this is the second fence, for what RBAC cannot
+    express: which pods, which fields, how many replicas. The preload's writes, exactly:
+    - PATCH pod: merge-patch of `metadata.annotations[controller.kubernetes.io/pod-deletion-cost]` on
+      the worker pods it retires (backend.py `_remove` (a) -> api.py `annotate_pod`). Allowed: that
+      annotation added, changed or removed, on this stack's worker pods; spec, labels, other annotations,
+      ownerReferences and finalizers unchanged (an image swap, relabelling a pod out of its ReplicaSet,
+      orphaning it or a new toleration are all refused). Server-managed metadata (managedFields,
+      resourceVersion, generation) is not compared. The value is not restricted: it only orders which
+      worker the ReplicaSet removes first, among pods this account may delete outright anyway.
+    - DELETE pod: retired worker pods (backend.py `_remove` (b) and `_verify` (d)): this stack's worker
+      pods in this namespace only, judged by oldObject's labels.
+    - UPDATE deployments/scale (a PATCH arrives as UPDATE): the worker Deployment only, with
+      spec.replicas <= max_workers (backend.py `scale_up` and `_remove` (c) -> api.py `patch_scale`).
+    No pod CREATE and no pod subresource (exec, attach, portforward, ephemeralcontainers, eviction,
+    status, resize, binding); no write to any Deployment itself.
+    """
+    worker = _cel_string(names.worker)
+    is_pods = "request.resource.resource == 'pods'"
+    is_deployments = "request.resource.resource == 'deployments'"
+    is_scale = f"{is_deployments} && variables.subresource == 'scale' && request.operation == 'UPDATE'"
+    return [
+        {
+            "expression": f"!({is_pods}) || (variables.subresource == '' && "
+            "(request.operation == 'UPDATE' || request.operation == 'DELETE'))",
+            "message": "the Dask scheduler may only patch or delete pods: no create, no pod subresource",
+            "reason": "Forbidden",
+        },
+        {
+            "expression": f"!({is_pods}) || (variables.inNamespace && variables.oldIsWorker)",
+            "message": f"the Dask scheduler may only touch the worker pods of namespace {names.namespace}",
+            "reason": "Forbidden",
+        },
+        {
+            "expression": f"!({is_pods}) || request.operation != 'UPDATE' "
+            "|| variables.onlyDeletionCostChanged",
+            "message": f"the Dask scheduler may change nothing on a pod but the {DELETION_COST} annotation",
+            "reason": "Forbidden",
+        },
+        {
+            "expression": f"!({is_deployments}) || ({is_scale} && variables.inNamespace "
+            f"&& has(request.name) && request.name == {worker})",
+            "message": f"the Dask scheduler may only scale Deployment {names.namespace}/{names.worker}",
+            "reason": "Forbidden",
+        },
+        {
+            "expression": f"!({is_scale}) || !has(object.spec) || !has(object.spec.replicas) "
+            f"|| object.spec.replicas <= {int(settings.max_workers)}",
+            "message": f"the Dask scheduler may not ask for more than {settings.max_workers} workers",
+            "reason": "Forbidden",
+        },
+    ]
+
+
+def admission_policy(settings: DaskSettings, names: Names) -> dict:
+    """ValidatingAdmissionPolicy (v1, GA since 1.30) for requests made by the scheduler's account only.
+
+    Matches every operation on pods and deployments (with their subresources), then narrows to the
+    scheduler's username by `matchConditions`, so other users never reach the validations. Fails closed.
+    """
+    username = _cel_string(scheduler_username(names))
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {
+            "name": admission_policy_name(names),
+            "labels": kd.labels(names, "admission-policy", settings.dask_version),
+        },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["*"],
+                        "operations": ["*"],
+                        "resources": ["pods", "pods/*"],
+                    },
+                    {
+                        "apiGroups": ["apps"],
+                        "apiVersions": ["*"],
+                        "operations": ["*"],
+                        "resources": ["deployments", "deployments/*"],
+                    },
+                ]
+            },
+            "matchConditions": [
+                {
+                    "name": "scheduler-service-account",
+                    "expression": "has(request.userInfo.username) && "
+                    f"request.userInfo.username == {username}",
+                }
+            ],
+            "variables": admission_variables(names),
+            "validations": admission_validations(settings, names),
+        },
+    }
+
+
+def admission_policy_binding(settings: DaskSettings, names: Names) -> dict:
+    """Binds the policy cluster-wide with `Deny` (the matchCondition already scopes it to one account)."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {
+            "name": admission_policy_name(names),
+            "labels": kd.labels(names, "admission-policy", settings.dask_version),
+        },
+        "spec": {"policyName": admission_policy_name(names), "validationActions": ["Deny"]},
+    }

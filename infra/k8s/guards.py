@@ -1,0 +1,272 @@
+"""The namespace's budget and pod rules (plain dicts): ResourceQuota, Pod Security Admission labels and a
+`restricted` checker, the scheduler's PriorityClass, and the tokenless `default` ServiceAccount."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from infra.config.settings import DaskSettings
+from infra.facts.quantity import format_cpu_millicores, format_memory_mib
+from infra.k8s import dask_objects as kd
+from infra.k8s.dask_objects import Names
+
+
+def _meta(name: str, names: Names, component: str, version: str) -> dict:
+    return {"name": name, "namespace": names.namespace, "labels": kd.labels(names, component, version)}
+
+
+# ---------------------------------------------------------------- ResourceQuota (issue 12 §3)
+
+# Rolling-update margin. The scheduler Deployment is `Recreate`, but a scheduler pod that is evicted or
+# deleted (node drain, preemption) still counts against the quota while it terminates, and its
+# ReplicaSet creates the replacement at once: one extra scheduler. A worker pod the preload deletes
+# directly (backend.py `_remove` (b)/(d)) terminates for up to its grace period while its ReplicaSet
+# already creates the replacement that the following /scale decrement removes: one extra worker lets that
+# proceed without a FailedCreate. More overlap only delays creation until a terminating pod is gone.
+EXTRA_SCHEDULERS = 1
+EXTRA_WORKERS = 1
+
+
+@dataclass(frozen=True)
+class QuotaBudget:
+    pods: int
+    cpu_millicores: int  # requests and limits alike: every Dask pod has requests == limits
+    memory_mib: int
+
+
+def quota_budget(settings: DaskSettings) -> QuotaBudget:
+    """max_workers workers + the scheduler + the margin above, at their configured sizes."""
+    workers = settings.max_workers + EXTRA_WORKERS
+    schedulers = 1 + EXTRA_SCHEDULERS
+    return QuotaBudget(
+        pods=workers + schedulers,
+        cpu_millicores=workers * settings.worker.cpu_millicores
+        + schedulers * settings.scheduler_cpu_millicores,
+        memory_mib=workers * settings.worker.memory_mib + schedulers * settings.scheduler_memory_mib,
+    )
+
+
+def resource_quota(settings: DaskSettings, names: Names) -> dict:
+    """Caps what a buggy or stolen scaler can spend: a ReplicaSet over it gets FailedCreate, not pods.
+
+    With cpu/memory in the quota every pod of the namespace must declare requests and limits for both
+    (the Dask pods do: requests == limits), and any other pod there (a client notebook) needs room the
+    budget does not reserve: clients belong in their own namespace. The worker Deployment's default
+    rolling update (maxSurge 25%) fits only one surge pod; beyond that the rollout waits for old pods.
+    """
+    budget = quota_budget(settings)
+    cpu, memory = format_cpu_millicores(budget.cpu_millicores), format_memory_mib(budget.memory_mib)
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": _meta("dask-budget", names, "quota", settings.dask_version),
+        "spec": {
+            "hard": {
+                "pods": str(budget.pods),
+                "requests.cpu": cpu,
+                "requests.memory": memory,
+                "limits.cpu": cpu,
+                "limits.memory": memory,
+            }
+        },
+    }
+
+
+# ---------------------------------------------------------------- Pod Security Admission (issue 12 §3)
+
+PSA_PREFIX = "pod-security.kubernetes.io"
+PSA_LEVEL = "restricted"
+
+
+def pod_security_version(kubernetes_version: str | None) -> str:
+    """`v<major>.<minor>` of the cluster, or `latest` when the program does not know it (local target)."""
+    if kubernetes_version is None:
+        return "latest"
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", kubernetes_version.strip())
+    if not match:
+        raise ValueError(f"not a Kubernetes version: {kubernetes_version!r}")
+    return f"v{match[1]}.{match[2]}"
+
+
+def pod_security_labels(kubernetes_version: str | None) -> dict[str, str]:
+    """`restricted` enforced at the cluster's own minor, audited and warned at `latest`.
+
+    Enforce is pinned so a control-plane upgrade cannot start rejecting the stack's pods on its own (a
+    refused worker pod is a silent capacity loss); the pin moves with the cluster version in config, and
+    audit/warn at `latest` report in advance what a newer `restricted` would refuse.
+    """
+    return {
+        f"{PSA_PREFIX}/enforce": PSA_LEVEL,
+        f"{PSA_PREFIX}/enforce-version": pod_security_version(kubernetes_version),
+        f"{PSA_PREFIX}/audit": PSA_LEVEL,
+        f"{PSA_PREFIX}/audit-version": "latest",
+        f"{PSA_PREFIX}/warn": PSA_LEVEL,
+        f"{PSA_PREFIX}/warn-version": "latest",
+    }
+
+
+def namespace(settings: DaskSettings, names: Names, kubernetes_version: str | None) -> dict:
+    """dask_objects' Namespace plus the Pod Security Admission labels (a drop-in for it)."""
+    ns = kd.namespace(names, settings.dask_version)
+    ns["metadata"]["labels"] = {**ns["metadata"]["labels"], **pod_security_labels(kubernetes_version)}
+    return ns
+
+
+# The Pod Security Standards `restricted` profile (which includes `baseline`), as of Kubernetes 1.33.
+RESTRICTED_VOLUME_TYPES = frozenset(
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+)
+ADDABLE_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+SECCOMP_ALLOWED = frozenset({"RuntimeDefault", "Localhost"})
+
+
+def _containers(spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [
+        (f"{kind}[{c.get('name', i)}]", c)
+        for kind in ("initContainers", "containers", "ephemeralContainers")
+        for i, c in enumerate(spec.get(kind) or [])
+    ]
+
+
+def restricted_violations(pod_spec: Mapping[str, Any]) -> list[str]:
+    """Every way `pod_spec` falls short of Pod Security `restricted`; empty when it meets it.
+
+    Used by the tests on the program's own pod templates, so a missing field is found before a cluster
+    with `enforce: restricted` refuses the pods.
+    """
+    problems: list[str] = []
+    pod_sc = pod_spec.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(flag):
+            problems.append(f"pod: {flag} is true")
+    for volume in pod_spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            problems.append(f"volume {volume.get('name')}: type {sorted(kinds - RESTRICTED_VOLUME_TYPES)}")
+    for sysctl in pod_sc.get("sysctls") or []:
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            problems.append(f"pod: sysctl {sysctl.get('name')} is not in the safe set")
+    problems += [f"pod: {p}" for p in _context_problems(pod_sc)]
+    if pod_sc.get("runAsUser") == 0:
+        problems.append("pod: runAsUser is 0")
+    pod_non_root = pod_sc.get("runAsNonRoot") is True
+    pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp is not None and pod_seccomp not in SECCOMP_ALLOWED:
+        problems.append(f"pod: seccompProfile {pod_seccomp}")
+    containers = _containers(pod_spec)
+    for where, c in containers:
+        sc = c.get("securityContext") or {}
+        problems += [f"{where}: {p}" for p in _context_problems(sc)]
+        if sc.get("privileged"):
+            problems.append(f"{where}: privileged")
+        if any(p.get("hostPort") for p in c.get("ports") or []):
+            problems.append(f"{where}: hostPort")
+        if sc.get("procMount", "Default") != "Default":
+            problems.append(f"{where}: procMount {sc.get('procMount')}")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation is not false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{where}: capabilities.drop lacks ALL")
+        added = set(caps.get("add") or []) - ADDABLE_CAPABILITIES
+        if added:
+            problems.append(f"{where}: capabilities.add {sorted(added)}")
+        non_root = sc.get("runAsNonRoot")
+        if non_root is False or (non_root is None and not pod_non_root):
+            problems.append(f"{where}: runAsNonRoot is not true (neither here nor on the pod)")
+        if sc.get("runAsUser") == 0:
+            problems.append(f"{where}: runAsUser is 0")
+        seccomp = (sc.get("seccompProfile") or {}).get("type")
+        if seccomp is not None and seccomp not in SECCOMP_ALLOWED:
+            problems.append(f"{where}: seccompProfile {seccomp}")
+        if seccomp is None and pod_seccomp not in SECCOMP_ALLOWED:
+            problems.append(
+                f"{where}: no seccompProfile RuntimeDefault/Localhost (neither here nor on the pod)"
+            )
+    if not containers:
+        problems.append("pod: no containers")
+    return problems
+
+
+def _context_problems(sc: Mapping[str, Any]) -> list[str]:
+    """Checks shared by pod- and container-level securityContext (baseline: Windows, SELinux, AppArmor)."""
+    problems = []
+    if (sc.get("windowsOptions") or {}).get("hostProcess"):
+        problems.append("windowsOptions.hostProcess is true")
+    selinux = sc.get("seLinuxOptions") or {}
+    if selinux.get("type", "") not in SELINUX_TYPES or selinux.get("user") or selinux.get("role"):
+        problems.append(f"seLinuxOptions {dict(selinux)}")
+    if (sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        problems.append("appArmorProfile Unconfined")
+    return problems
+
+
+# ---------------------------------------------------------------- PriorityClass, default ServiceAccount
+
+# Far above the default 0 of ordinary pods (and of the workers), far below the system classes
+# (2000000000+) and the 1000000000 ceiling for user-defined classes.
+SCHEDULER_PRIORITY = 100_000
+
+
+def priority_class_name(names: Names) -> str:
+    """The scheduler Deployment's `priorityClassName`."""
+    return names.scheduler_priority_class
+
+
+def scheduler_priority_class(settings: DaskSettings, names: Names) -> dict:
+    """The scheduler's own PriorityClass, with `PreemptLowerPriority`.
+
+    The scheduler is one pod holding every result; Pending, the whole service is down. Preempting is the
+    right trade: it can only displace lower-priority pods where it may run (on EKS the system pool, whose
+    add-ons carry system priorities and are never displaced), at most one pod's worth (one replica,
+    Recreate), and a displaced worker costs one worker's data, not the cluster's. The scheduler account
+    cannot create pods (admission policy), so the class cannot be borrowed through it.
+    """
+    return {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {
+            "name": priority_class_name(names),
+            "labels": kd.labels(names, "scheduler", settings.dask_version),
+        },
+        "value": SCHEDULER_PRIORITY,
+        "globalDefault": False,
+        "preemptionPolicy": "PreemptLowerPriority",
+        "description": f"Dask scheduler of namespace {names.namespace}: scheduled before its workers",
+    }
+
+
+def default_service_account(settings: DaskSettings, names: Names) -> dict:
+    """The namespace's `default` ServiceAccount without a token: a pod that names no account gets none.
+
+    The controller-manager creates it with the namespace; the program must take it over (adopt or patch),
+    not create a second one.
+    """
+    return kd.service_account("default", names, "namespace", settings.dask_version, automount=False)
