@@ -50,6 +50,10 @@ IAM_POLICY_DOC_TYPES = {
     "aws:iam/groupPolicy:GroupPolicy": "policy",
 }
 IAM_ROLE = "aws:iam/role:Role"
+ADDON = "aws:eks/addon:Addon"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+ADMISSION_POLICY = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy"
+ADMISSION_BINDING = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding"
 
 DASK_SCHEDULER_PORT = 8786
 DASK_DASHBOARD_PORT = 8787
@@ -476,6 +480,102 @@ ResourceCheck = Callable[[ResourceValidationArgs], list[str]]
 StackCheck = Callable[[Sequence[PolicyResource]], list[tuple[str | None, str]]]
 
 
+def _namespace(props: Mapping[str, Any]) -> str:
+    return str(_get(props, "metadata.namespace", "default"))
+
+
+def _dask_deployments(
+    resources: Sequence[PolicyResource], component: str | None = None
+) -> list[PolicyResource]:
+    out = []
+    for r in resources:
+        if r.resource_type != DEPLOYMENT:
+            continue
+        labels = _labels(r.props)
+        is_dask = labels.get("app.kubernetes.io/name") == "dask" or is_dask_worker_deployment(r.props)
+        if is_dask and (component is None or labels.get("app.kubernetes.io/component") == component):
+            out.append(r)
+    return out
+
+
+def _is_default_deny(props: Mapping[str, Any]) -> bool:
+    """Selects every pod, governs Ingress, allows nothing."""
+    selector = _get(props, "spec.podSelector") or {}
+    return (
+        not _get(selector, "matchLabels")
+        and not _get(selector, "matchExpressions")
+        and "Ingress" in _as_list(_get(props, "spec.policyTypes"))
+        and not _as_list(_get(props, "spec.ingress"))
+    )
+
+
+def check_dask_default_deny(resources: Sequence[PolicyResource]) -> list[tuple[str | None, str]]:
+    """A connection to the scheduler runs code in it: every namespace with Dask pods denies ingress by
+    default, so only the NetworkPolicies that name peers let anything in."""
+    denied = {
+        _namespace(r.props)
+        for r in resources
+        if r.resource_type == NETWORK_POLICY and _is_default_deny(r.props)
+    }
+    return [
+        (
+            d.urn,
+            f"namespace {_namespace(d.props)!r} runs Dask pods but has no default-deny ingress NetworkPolicy",
+        )
+        for d in _dask_deployments(resources)
+        if _namespace(d.props) not in denied
+    ]
+
+
+def check_vpc_cni_network_policy(props: Mapping[str, Any]) -> list[str]:
+    """Without `enableNetworkPolicy`, the EKS vpc-cni addon stores NetworkPolicies and enforces none."""
+    if props.get("addonName") != "vpc-cni":
+        return []
+    try:
+        values = json.loads(props.get("configurationValues") or "{}")
+    except (TypeError, ValueError):
+        return ["vpc-cni configurationValues is not JSON"]
+    if str(values.get("enableNetworkPolicy", "")).lower() != "true":
+        return [
+            'vpc-cni must set configurationValues {"enableNetworkPolicy": "true"}: nothing enforces policies'
+        ]
+    return []
+
+
+def check_scheduler_admission(resources: Sequence[PolicyResource]) -> list[tuple[str | None, str]]:
+    """The scheduler holds a token that can scale and delete pods; a ValidatingAdmissionPolicy bound with
+    Deny and matched on exactly its service account narrows that to scaling."""
+    policies = {
+        str(_get(r.props, "metadata.name")): r for r in resources if r.resource_type == ADMISSION_POLICY
+    }
+    bindings = [r for r in resources if r.resource_type == ADMISSION_BINDING]
+    found: list[tuple[str | None, str]] = []
+    for scheduler in _dask_deployments(resources, "scheduler"):
+        account = _get(scheduler.props, "spec.template.spec.serviceAccountName", "default")
+        user = f"system:serviceaccount:{_namespace(scheduler.props)}:{account}"
+        matching = [
+            p
+            for p in policies.values()
+            if any(
+                user in str(c.get("expression", "")) for c in _as_list(_get(p.props, "spec.matchConditions"))
+            )
+        ]
+        bound = [
+            b
+            for b in bindings
+            if str(_get(b.props, "spec.policyName"))
+            in {str(_get(p.props, "metadata.name")) for p in matching}
+        ]
+        if not bound:
+            found.append(
+                (scheduler.urn, f"no ValidatingAdmissionPolicy is bound for the scheduler's account {user}")
+            )
+        for binding in bound:
+            if "Deny" not in _as_list(_get(binding.props, "spec.validationActions")):
+                found.append((binding.urn, f"the scheduler's admission policy binding must Deny ({user})"))
+    return found
+
+
 @dataclass(frozen=True)
 class Rule:
     """One guardrail and how hard it bites in strict (prod) and other stacks."""
@@ -597,6 +697,28 @@ RULES: tuple[Rule, ...] = (
         M,
         M,
         stack_check=check_ca_version,
+    ),
+    Rule(
+        "dask-namespace-default-deny",
+        "Every namespace running Dask pods has a default-deny ingress NetworkPolicy.",
+        M,
+        A,
+        stack_check=check_dask_default_deny,
+    ),
+    Rule(
+        "vpc-cni-enforces-network-policy",
+        "The EKS vpc-cni addon enforces NetworkPolicies (configurationValues enableNetworkPolicy).",
+        M,
+        A,
+        frozenset({ADDON}),
+        lambda a: check_vpc_cni_network_policy(a.props),
+    ),
+    Rule(
+        "dask-scheduler-admission-policy",
+        "A ValidatingAdmissionPolicy bound with Deny narrows the Dask scheduler's account to scaling.",
+        M,
+        A,
+        stack_check=check_scheduler_admission,
     ),
 )
 

@@ -168,6 +168,28 @@ VARIANTS: dict[str, tuple[str, Callable[[Res], bool], Callable[[Res], None]]] = 
 }
 
 
+def _move_workers(r: Res) -> None:
+    _both(r, lambda d: _set(d, "metadata.namespace", "somewhere-else"))
+
+
+def _audit_only(r: Res) -> None:
+    _both(r, lambda d: _set(d, "spec.validationActions", ["Audit"]))
+
+
+VARIANTS.update(
+    {
+        # Dask pods in a namespace without the default deny (the policies stay where they were).
+        "dask-namespace-default-deny": (R.DEPLOYMENT, lambda r: _dask_component(r, "worker"), _move_workers),
+        "vpc-cni-enforces-network-policy": (
+            R.ADDON,
+            lambda r: r.inputs.get("addonName") == "vpc-cni",
+            lambda r: _both(r, lambda d: d.pop("configurationValues", None)),
+        ),
+        "dask-scheduler-admission-policy": (R.ADMISSION_BINDING, lambda r: True, _audit_only),
+    }
+)
+
+
 def test_every_rule_has_a_variant():
     assert set(VARIANTS) == set(RULE_NAMES)
 

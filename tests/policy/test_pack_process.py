@@ -86,9 +86,10 @@ def levels(stub: analyzer_pb2_grpc.AnalyzerStub) -> dict[str, int]:
 
 def test_prod_pack_is_all_mandatory_and_dev_relaxes_only_security(start_pack):
     prod = levels(start_pack("prod"))
-    assert len(prod) == 10 and set(prod.values()) == {MANDATORY}
+    assert len(prod) == 13 and set(prod.values()) == {MANDATORY}
     dev = levels(start_pack("dev"))
     assert dev["eks-audit-logging"] == ADVISORY and dev["imdsv2-required"] == ADVISORY
+    assert dev["dask-namespace-default-deny"] == ADVISORY
     assert dev["dask-worker-replicas-unmanaged"] == MANDATORY
     assert dev["cluster-autoscaler-matches-cluster"] == MANDATORY
     # the program's own production flag makes any stack strict

@@ -433,6 +433,9 @@ SECURITY = {
     "eks-public-endpoint-restricted",
     "dask-dashboard-allow-list",
     "iam-no-unconditioned-write-on-star",
+    "dask-namespace-default-deny",
+    "vpc-cni-enforces-network-policy",
+    "dask-scheduler-admission-policy",
 }
 CORRECTNESS = {
     "dask-worker-replicas-unmanaged",
@@ -518,3 +521,31 @@ def test_unknown_values_surface_as_unknown_not_as_violations():
     )
     with pytest.raises(UnknownValueError):
         check_stack("cluster-autoscaler-matches-cluster", [cluster, ca])
+
+
+# --- the Dask namespace's fences (issue 12) ---------------------------------------------------
+
+
+def test_vpc_cni_must_enforce_network_policies():
+    addon = "aws:eks/addon:Addon"
+    rule = "vpc-cni-enforces-network-policy"
+    on = {"addonName": "vpc-cni", "configurationValues": '{"enableNetworkPolicy": "true"}'}
+    assert check(rule, addon, on) == []
+    assert len(check(rule, addon, {"addonName": "vpc-cni"})) == 1
+    assert len(check(rule, addon, {**on, "configurationValues": '{"enableNetworkPolicy": "false"}'})) == 1
+    assert check(rule, addon, {**on, "configurationValues": "{not json"}) == [
+        "vpc-cni configurationValues is not JSON"
+    ]
+    assert check(rule, addon, {"addonName": "coredns"}) == []
+
+
+def test_default_deny_means_all_pods_ingress_and_no_rule():
+    from adaptive_dask_policy.rules import _is_default_deny
+
+    deny = {"spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    assert _is_default_deny(deny)
+    assert not _is_default_deny({"spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}})
+    assert not _is_default_deny(
+        {"spec": {"podSelector": {"matchLabels": {"a": "b"}}, "policyTypes": ["Ingress"]}}
+    )
+    assert not _is_default_deny({"spec": {"podSelector": {}, "policyTypes": ["Egress"]}})
