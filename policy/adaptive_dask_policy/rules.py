@@ -498,7 +498,7 @@ def _dask_deployments(
     return out
 
 
-def _is_default_deny(props: Mapping[str, Any]) -> bool:
+def is_default_deny(props: Mapping[str, Any]) -> bool:
     """Selects every pod, governs Ingress, allows nothing."""
     selector = _get(props, "spec.podSelector") or {}
     return (
@@ -515,7 +515,7 @@ def check_dask_default_deny(resources: Sequence[PolicyResource]) -> list[tuple[s
     denied = {
         _namespace(r.props)
         for r in resources
-        if r.resource_type == NETWORK_POLICY and _is_default_deny(r.props)
+        if r.resource_type == NETWORK_POLICY and is_default_deny(r.props)
     }
     return [
         (

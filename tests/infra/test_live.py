@@ -290,6 +290,8 @@ def test_vpc_cni_uses_its_own_irsa_role_and_the_node_role_has_no_cni_policy(
     holders = [a for a in attachments if a.inputs["policyArn"].endswith("/AmazonEKS_CNI_Policy")]
     assert [a.inputs["role"] for a in holders] == [role.state["name"]]
     assert all(g.depends_on(cni, a) for a in holders)  # the addon starts with its permissions in place
+    # ... and enforces NetworkPolicy (issue 12): without it EKS stores policies and enforces none.
+    assert json.loads(cni.inputs["configurationValues"]) == {"enableNetworkPolicy": "true"}
     assert (
         iam.VPC_CNI_POLICIES == ("AmazonEKS_CNI_Policy",) and "AmazonEKS_CNI_Policy" not in iam.NODE_POLICIES
     )

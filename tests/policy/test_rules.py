@@ -540,12 +540,12 @@ def test_vpc_cni_must_enforce_network_policies():
 
 
 def test_default_deny_means_all_pods_ingress_and_no_rule():
-    from adaptive_dask_policy.rules import _is_default_deny
+    from adaptive_dask_policy.rules import is_default_deny
 
     deny = {"spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
-    assert _is_default_deny(deny)
-    assert not _is_default_deny({"spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}})
-    assert not _is_default_deny(
+    assert is_default_deny(deny)
+    assert not is_default_deny({"spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}})
+    assert not is_default_deny(
         {"spec": {"podSelector": {"matchLabels": {"a": "b"}}, "policyTypes": ["Ingress"]}}
     )
-    assert not _is_default_deny({"spec": {"podSelector": {}, "policyTypes": ["Egress"]}})
+    assert not is_default_deny({"spec": {"podSelector": {}, "policyTypes": ["Egress"]}})
