@@ -136,10 +136,18 @@ def apply(rest: Rest, objects: list[dict[str, Any]], patches: list[dict[str, Any
     """Create every object (Namespaces first, then in registration order), as `pulumi up` would, then
     merge the patches into the objects they name once Kubernetes has made them."""
     from tests.kube.control_plane import wait_for
+    from tests.kube.rest import ApiError
 
     ordered = sorted(objects, key=lambda o: o["kind"] != "Namespace")  # stable: registration order kept
     for obj in ordered:
-        rest.post(object_path(obj), obj)
+        try:
+            rest.post(object_path(obj), obj)
+        except ApiError as err:
+            # A cluster-scoped object (the scheduler's PriorityClass) outlives the namespace an earlier test
+            # deleted: bring it to the desired state, as `pulumi up` would for an object it owns.
+            if err.status != 409 or obj["kind"] not in CLUSTER_SCOPED or obj["kind"] == "Namespace":
+                raise
+            rest.patch(f"{object_path(obj)}/{obj['metadata']['name']}", obj)
         if obj["kind"] == "ResourceQuota":
             # Until the quota controller has computed usage, admission refuses every pod of the namespace
             # ("status unknown for quota"); a ReplicaSet retries, a bare Pod would not.
