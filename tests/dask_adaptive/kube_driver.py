@@ -16,6 +16,7 @@ from typing import Any
 
 from dask_adaptive.backends.kubernetes.ranking import DELETION_COST, LOWEST_COST, pod_ready
 from tests.dask_adaptive.kube_fixtures import SCHEDULER, WORKERS, DaskLayer, dask_layer, held_execution
+from tests.kube import stack_apply
 from tests.kube.control_plane import wait_for
 
 # Short scale-up/scale-down cycles (`adaptive-dask:dask` keys): the data-safety tests and the benchmark.
@@ -47,7 +48,7 @@ def polling(step: Callable[[], None], interval: float = 0.1, name: str = "poller
 def apply(kube: Any, objects: list[tuple[str, dict[str, Any]]]) -> None:
     rest = kube.rest()
     for path, body in objects:
-        rest.post(path, body)
+        stack_apply.post(rest, body, path)
 
 
 _SELECTORS: dict[tuple[str, str], str] = {}

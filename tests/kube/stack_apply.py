@@ -132,27 +132,35 @@ def record_stack(stack: str, overrides: dict[str, str] | None = None) -> StackOb
     return out
 
 
+def post(rest: Rest, obj: dict[str, Any], path: str | None = None) -> None:
+    """Create one object as `pulumi up` would, and wait where a real controller would have retried."""
+    from tests.kube.control_plane import wait_for
+    from tests.kube.rest import ApiError
+
+    collection = path or object_path(obj)
+    try:
+        rest.post(collection, obj)
+    except ApiError as err:
+        # A cluster-scoped object (the scheduler's PriorityClass) outlives the namespace an earlier test
+        # deleted: bring it to the desired state, as `pulumi up` would for an object it owns.
+        if err.status != 409 or obj.get("kind") not in CLUSTER_SCOPED or obj.get("kind") == "Namespace":
+            raise
+        rest.patch(f"{collection}/{obj['metadata']['name']}", obj)
+    if obj.get("kind") == "ResourceQuota":
+        # Until the quota controller has computed usage, admission refuses every pod of the namespace
+        # ("status unknown for quota"); a ReplicaSet retries, a bare Pod would not.
+        name = f"{collection}/{obj['metadata']['name']}"
+        wait_for(lambda: rest.get(name).get("status", {}).get("hard"), message=f"{name} computed")
+
+
 def apply(rest: Rest, objects: list[dict[str, Any]], patches: list[dict[str, Any]] = ()) -> None:
     """Create every object (Namespaces first, then in registration order), as `pulumi up` would, then
     merge the patches into the objects they name once Kubernetes has made them."""
     from tests.kube.control_plane import wait_for
-    from tests.kube.rest import ApiError
 
     ordered = sorted(objects, key=lambda o: o["kind"] != "Namespace")  # stable: registration order kept
     for obj in ordered:
-        try:
-            rest.post(object_path(obj), obj)
-        except ApiError as err:
-            # A cluster-scoped object (the scheduler's PriorityClass) outlives the namespace an earlier test
-            # deleted: bring it to the desired state, as `pulumi up` would for an object it owns.
-            if err.status != 409 or obj["kind"] not in CLUSTER_SCOPED or obj["kind"] == "Namespace":
-                raise
-            rest.patch(f"{object_path(obj)}/{obj['metadata']['name']}", obj)
-        if obj["kind"] == "ResourceQuota":
-            # Until the quota controller has computed usage, admission refuses every pod of the namespace
-            # ("status unknown for quota"); a ReplicaSet retries, a bare Pod would not.
-            path = f"{object_path(obj)}/{obj['metadata']['name']}"
-            wait_for(lambda p=path: rest.get(p).get("status", {}).get("hard"), message=f"{path} computed")
+        post(rest, obj)
     for obj in patches:
         path = f"{object_path(obj)}/{obj['metadata']['name']}"
         wait_for(lambda p=path: rest.get_or_none(p), message=f"{path} made by Kubernetes")

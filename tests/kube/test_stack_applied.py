@@ -98,7 +98,7 @@ def test_stack_objects_apply_and_the_scheduler_runs_with_least_privilege(
         wait_for(lambda: admin.get_or_none(f"/api/v1/namespaces/{ns}") is None, 60, message=f"{ns} gone")
     k = kubelet_factory(nodes_for(objs), namespaces=[ns], probe_period_scale=0.2)
     try:
-        apply(admin, objs.objects)
+        apply(admin, objs.objects, objs.patches)
         _check(kube, k, objs, ns, other_ns=namespace)
     finally:
         kube.delete_namespace(ns)
@@ -188,6 +188,64 @@ def _check(kube, k, objs: StackObjects, ns: str, other_ns: str) -> None:
     assert admin.get(f"/api/v1/namespaces/{ns}/pods/{pod_name}")["metadata"].get("deletionTimestamp") is None
     with contextlib.suppress(ApiError):
         admin.delete(f"/apis/apps/v1/namespaces/{other_ns}/deployments/{WORKER}")
+    _check_fences(admin, objs, ns, scheduler=pod_name, worker=worker_pod)
+
+
+def _selected(admin, ns: str, selector: dict) -> set[str]:
+    """The pods the API server itself selects with a NetworkPolicy selector (matchLabels)."""
+    labels = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
+    return {p["metadata"]["name"] for p in admin.items(f"/api/v1/namespaces/{ns}/pods", labelSelector=labels)}
+
+
+def _check_fences(admin, objs: StackObjects, ns: str, scheduler: str, worker: str) -> None:
+    """5. The namespace's fences as the API server holds them (it stores but does not enforce policies):
+    every NetworkPolicy selector picks exactly the intended pods of the stack and not a stranger's."""
+    stranger = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "stranger", "labels": {"app": "stranger"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "resources": {
+                        "requests": {"cpu": "10m", "memory": "16Mi"},
+                        "limits": {"cpu": "10m", "memory": "16Mi"},
+                    },
+                }
+            ],
+            "nodeSelector": {"nowhere": "true"},  # stays Pending: it only has to exist to be selected
+        },
+    }
+    admin.post(f"/api/v1/namespaces/{ns}/pods", stranger)
+    policies = {
+        p["metadata"]["name"]: p["spec"]
+        for p in admin.items(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies")
+    }
+    assert set(policies) == {p["metadata"]["name"] for p in objs.of_kind("NetworkPolicy")}
+    everyone, dask = {scheduler, worker, "stranger"}, {scheduler, worker}
+    expected = {  # policy -> (pods it governs, pods each `from` peer selects)
+        "dask-default-deny-ingress": (everyone, []),
+        "dask-scheduler-from-workers": ({scheduler}, [{worker}]),
+        "dask-workers-from-dask": ({worker}, [dask]),
+    }
+    for name, (governed, peers) in expected.items():
+        spec = policies[name]
+        assert _selected(admin, ns, spec["podSelector"]) == governed, name
+        froms = [f for rule in spec.get("ingress") or [] for f in rule["from"]]
+        assert [_selected(admin, ns, f["podSelector"]) for f in froms] == peers, name
+    # The default ServiceAccount mounts no token; the quota is computed and counts the stack's pods.
+    assert (
+        admin.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default")["automountServiceAccountToken"] is False
+    )
+    (quota,) = objs.of_kind("ResourceQuota")
+    live = admin.get(f"/api/v1/namespaces/{ns}/resourcequotas/{quota['metadata']['name']}")
+    assert live["status"]["hard"]["pods"] == quota["spec"]["hard"]["pods"]
+    assert int(live["status"]["used"]["pods"]) == 3  # scheduler, worker, stranger
+    # The scheduler pod got its PriorityClass's priority (the Priority admission plugin resolved it).
+    (priority,) = objs.of_kind("PriorityClass")
+    assert admin.get(f"/api/v1/namespaces/{ns}/pods/{scheduler}")["spec"]["priority"] == priority["value"]
 
 
 def rbac_matrix(

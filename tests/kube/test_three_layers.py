@@ -33,7 +33,7 @@ def test_work_grows_pods_and_nodes_then_everything_shrinks(kube, namespace, kube
     system = NodeSpec.pool("three-layers-system", "system", cpu="4", memory="16Gi")
     k = kubelet_factory([system], namespaces=[ns], node_groups=[group], probe_period_scale=0.2)
     try:
-        apply(admin, objs.objects)
+        apply(admin, objs.objects, objs.patches)
         k.wait_pods(ns, 1, label_selector="app.kubernetes.io/component=scheduler", timeout=120)
         assert k.provisioner is not None and k.provisioner.nodes[pool] == []  # nothing runs, no workers
 
