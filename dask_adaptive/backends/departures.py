@@ -74,9 +74,7 @@ class Departures:
         return self._records.get(name)
 
     def names(self, *stages: Stage, why: str | None = None) -> set[str]:
-        return {
-            r.name for r in self._records.values() if r.stage in stages and (why is None or r.why == why)
-        }
+        return {r.name for r in self._records.values() if r.stage in stages and (why is None or r.why == why)}
 
     def leaving(self) -> set[str]:
         return self.names(*LEAVING)

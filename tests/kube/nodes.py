@@ -1,5 +1,5 @@
 """Nodes of the test kubelet: what it registers (`NodeSpec`) and the node groups its provisioner grows
-(`NodeGroup`). The label and taint are those of the program's node groups (infra/k8s_placement.py)."""
+(`NodeGroup`). The label and taint are the program's own (infra/facts/placement.py), not copies."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-POOL_LABEL = "adaptive-dask/pool"
-WORKER_TAINT = {"key": "adaptive-dask/dask-worker", "value": "true", "effect": "NoSchedule"}
+from infra.facts import placement
+
+POOL_LABEL = placement.POOL_LABEL
+# The node's taint as the API spells it.
+WORKER_TAINT = {
+    "key": placement.WORKER_TAINT.key,
+    "value": placement.WORKER_TAINT.value,
+    "effect": placement.WORKER_TAINT.effect,
+}
 
 
 def now_iso() -> str:
