@@ -127,15 +127,7 @@ class EksCluster(AwsComponent):
         self.role = aws.iam.Role(
             f"{name}-cluster", assume_role_policy=iam.cluster_trust_policy(), opts=self._opts()
         )
-        attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-cluster-{policy}",
-                role=self.role.name,
-                policy_arn=partition.apply(lambda p, n=policy: iam.managed_policy_arn(p, n)),
-                opts=self._opts(),
-            )
-            for policy in iam.CLUSTER_POLICIES
-        ]
+        attachments = self._attach_managed(f"{name}-cluster", self.role, iam.CLUSTER_POLICIES, partition)
 
         # -- secrets encryption ---------------------------------------------------------------------
         self.kms_key = aws.kms.Key(
@@ -226,15 +218,9 @@ class EksCluster(AwsComponent):
             description="vpc-cni (IRSA, kube-system/aws-node only)",
             opts=self._opts(),
         )
-        cni_attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-vpc-cni-{policy}",
-                role=self.vpc_cni_role.name,
-                policy_arn=partition.apply(lambda p, n=policy: iam.managed_policy_arn(p, n)),
-                opts=self._opts(),
-            )
-            for policy in iam.VPC_CNI_POLICIES
-        ]
+        cni_attachments = self._attach_managed(
+            f"{name}-vpc-cni", self.vpc_cni_role, iam.VPC_CNI_POLICIES, partition
+        )
 
         # -- addons the nodes need before they can become Ready --------------------------------------
         self.addons: dict[str, aws.eks.Addon] = {

@@ -120,15 +120,7 @@ class NodeGroups(AwsComponent):
         self.role = aws.iam.Role(
             f"{name}-node", assume_role_policy=iam.node_trust_policy(), opts=self._opts()
         )
-        self._attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-{policy}",
-                role=self.role.name,
-                policy_arn=partition.apply(lambda p, n=policy: iam.managed_policy_arn(p, n)),
-                opts=self._opts(),
-            )
-            for policy in iam.NODE_POLICIES
-        ]
+        self._attachments = self._attach_managed(f"{name}-node", self.role, iam.NODE_POLICIES, partition)
 
         self.launch_templates: dict[str, aws.ec2.LaunchTemplate] = {}
         self._releases: dict[str, pulumi.Input[str]] = {}
