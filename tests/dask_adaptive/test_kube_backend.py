@@ -27,6 +27,7 @@ from dask_adaptive.backends.kubernetes.ranking import (
     pod_unit,
     required_permissions,
     selector_matches,
+    units_in_deletion_order,
     verify_removal,
 )
 
@@ -87,6 +88,20 @@ def test_deletion_rank_follows_the_replicaset_order():
         )
     ]
     assert ranks == [0, 1, 2, 3, 4]
+
+
+def test_units_come_in_the_replicasets_deletion_order():
+    """Inside one phase the controller keeps this order when it cancels: an unschedulable pod goes before
+    one already bound to a node (both PENDING), as the ReplicaSet itself would choose."""
+    pods = [
+        pod("a-bound", phase="Pending"),
+        pod("z-unscheduled", node=None, phase="Pending"),
+        pod("m"),
+        pod("b"),
+    ]
+    units = units_in_deletion_order(pods, seen_ready={"m"})
+    assert [u.name for u in units] == ["z-unscheduled", "a-bound", "b", "m"]
+    assert [u.phase for u in units[:2]] == [Phase.PENDING, Phase.PENDING]
 
 
 def test_plan_is_safe_when_named_pods_are_notready_and_the_rest_ready():
@@ -411,10 +426,10 @@ def test_observe_maps_phases_and_remembers_readiness():
     b = backend(cluster)
     obs = go(b.observe())
     assert obs.requested == 3
-    assert obs.units == (
-        Unit("w-1", Phase.RUNNING, True),
-        Unit("w-2", Phase.STARTING),
+    assert obs.units == (  # in the ReplicaSet's deletion order: Pending, Running NotReady, Ready
         Unit("w-3", Phase.PENDING),
+        Unit("w-2", Phase.STARTING),
+        Unit("w-1", Phase.RUNNING, True),
     )
 
     async def twice():
@@ -422,7 +437,7 @@ def test_observe_maps_phases_and_remembers_readiness():
         cluster.pods["w-1"]["status"]["conditions"][0]["status"] = "False"  # retired: probe fails now
         return await b.observe()
 
-    assert go(twice()).units[0] == Unit("w-1", Phase.RUNNING, False)
+    assert {u.name: u for u in go(twice()).units}["w-1"] == Unit("w-1", Phase.RUNNING, False)
 
 
 def test_start_names_every_missing_permission():

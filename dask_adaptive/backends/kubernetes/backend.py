@@ -57,9 +57,9 @@ from dask_adaptive.backends.kubernetes.ranking import (
     pod_name,
     pod_ready,
     pod_terminating,
-    pod_unit,
     required_permissions,
     selector_matches,
+    units_in_deletion_order,
     verify_removal,
 )
 
@@ -213,9 +213,7 @@ class KubernetesBackend:
             requested = await self._requested()
             subtracted = tuple(sorted(self._departures.names(Stage.LOWERED)))
         pods = await self._pods()
-        units = tuple(
-            sorted((pod_unit(p, pod_name(p) in self._seen_ready) for p in pods), key=lambda u: u.name)
-        )
+        units = units_in_deletion_order(pods, self._seen_ready)
         return Observation(requested=requested, units=units, subtracted=subtracted)
 
     async def scale_up(self, n: int) -> None:

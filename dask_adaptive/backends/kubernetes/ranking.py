@@ -11,7 +11,7 @@ permissions the Role must grant. No I/O here, so every rule is a plain test.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +81,17 @@ def deletion_rank(pod: Pod) -> int:
     if phase != "Running":
         return 2
     return 4 if pod_ready(pod) else 3
+
+
+def units_in_deletion_order(pods: Iterable[Pod], seen_ready: Container[str]) -> tuple[Unit, ...]:
+    """The pods as units, ordered as the ReplicaSet would delete them (deletion rank, then name).
+
+    The controller cancels not-yet-arrived units phase by phase, keeping this order inside a phase; so an
+    unschedulable pod is cancelled before one already bound to a node - the one a scale-down of the
+    ReplicaSet removes first too, and the one that would have waited longest for capacity.
+    """
+    ordered = sorted(pods, key=lambda p: (deletion_rank(p), pod_name(p)))
+    return tuple(pod_unit(p, pod_name(p) in seen_ready) for p in ordered)
 
 
 @dataclass(frozen=True)
