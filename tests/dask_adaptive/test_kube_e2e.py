@@ -129,8 +129,8 @@ def test_backend_removes_exactly_the_notready_pods_on_a_real_replicaset(kube, na
 class SkipsTheSafetyWait(KubernetesBackend):
     """Lowers /scale without waiting for NotReady: lets the real ReplicaSet pick, to test the correction."""
 
-    async def _wait_until_safe(self, names):
-        pods = await self._pods()
+    async def wait_until_safe(self, names):
+        pods = await self.list_pods()
         return pods, replace(plan_removal(pods, names), still_ready=(), outranking=())
 
 

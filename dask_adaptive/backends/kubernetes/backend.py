@@ -197,7 +197,8 @@ class KubernetesBackend:
 
     # -- observe / scale up ----------------------------------------------------------------------
 
-    async def _pods(self) -> list[dict[str, Any]]:
+    async def list_pods(self) -> list[dict[str, Any]]:
+        """The worker pods now, remembering which were ever Ready (a retired worker's readiness drops)."""
         pods = await self._require_api().list_pods(self.namespace, self.selector)
         names = {pod_name(p) for p in pods}
         self._seen_ready = {n for n in self._seen_ready if n in names}
@@ -212,7 +213,7 @@ class KubernetesBackend:
         async with self._scale_lock:  # the count and the decrements it reflects, read together
             requested = await self._requested()
             subtracted = tuple(sorted(self._departures.names(Stage.LOWERED)))
-        pods = await self._pods()
+        pods = await self.list_pods()
         units = units_in_deletion_order(pods, self._seen_ready)
         return Observation(requested=requested, units=units, subtracted=subtracted)
 
@@ -270,7 +271,7 @@ class KubernetesBackend:
 
     async def _remove(self, names: list[str]) -> RemovalReport:
         api = self._require_api()
-        plan = plan_removal(await self._pods(), names)
+        plan = plan_removal(await self.list_pods(), names)
 
         # (a) mark: honoured by 1.22+ ReplicaSets; harmless elsewhere.
         for name in plan.present:
@@ -280,7 +281,7 @@ class KubernetesBackend:
                 if not e.not_found:
                     raise
         # (b) wait until the retired pods are NotReady and nothing else would be picked first.
-        pods, plan = await self._wait_until_safe(names)
+        pods, plan = await self.wait_until_safe(names)
         if not plan.safe:
             logger.warning(
                 "removal of %s not safe for the ReplicaSet's ranking (still Ready: %s; other pods ranked "
@@ -334,10 +335,12 @@ class KubernetesBackend:
             )
             return RemovalReport(removed=tuple(names))
 
-    async def _wait_until_safe(self, names: list[str]) -> tuple[list[dict[str, Any]], RemovalPlan]:
+    async def wait_until_safe(self, names: list[str]) -> tuple[list[dict[str, Any]], RemovalPlan]:
+        """Step (a'): wait (bounded) until the named pods rank first for the ReplicaSet. A seam: the
+        end-to-end tests replace it to let the real ReplicaSet pick, proving the correction step."""
         deadline = time.monotonic() + self.not_ready_timeout
         while True:
-            pods = await self._pods()
+            pods = await self.list_pods()
             plan = plan_removal(pods, names)
             if plan.safe or not plan.waitable or time.monotonic() >= deadline:
                 return pods, plan
@@ -352,7 +355,7 @@ class KubernetesBackend:
         """
         deadline = time.monotonic() + self.settle_timeout
         while True:
-            check = verify_removal(before, await self._pods(), names, target())
+            check = verify_removal(before, await self.list_pods(), names, target())
             if check.settled or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(self.poll_interval)
