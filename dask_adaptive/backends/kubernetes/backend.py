@@ -336,7 +336,7 @@ class KubernetesBackend:
             return RemovalReport(removed=tuple(names))
 
     async def wait_until_safe(self, names: list[str]) -> tuple[list[dict[str, Any]], RemovalPlan]:
-        """Step (a'): wait (bounded) until the named pods rank first for the ReplicaSet. A seam: the
+        """Step (b): wait (bounded) until the named pods rank first for the ReplicaSet. A seam: the
         end-to-end tests replace it to let the real ReplicaSet pick, proving the correction step."""
         deadline = time.monotonic() + self.not_ready_timeout
         while True:
