@@ -1,4 +1,5 @@
-"""adaptive-dask guardrails: the rules (`rules.py`) and how strict they are for a given stack.
+"""adaptive-dask guardrails: the rules (`rules.py`; checks in `checks.py`, `fence_checks.py`, `props.py`)
+and how strict they are for a given stack.
 
 Why enforcement is chosen here and not per rule at validation time: CrossGuard fixes a policy's
 enforcement level when the pack is built, so the pack is built for one stack. The CLI starts the pack

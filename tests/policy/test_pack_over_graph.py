@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import pytest
 from adaptive_dask_policy import RULE_NAMES, is_strict
-from adaptive_dask_policy import rules as R
+from adaptive_dask_policy import props as R
+from adaptive_dask_policy.checks import is_dask_worker_deployment
 from pulumi_policy import EnforcementLevel
 
 from tests.infra.harness import load_stack_config, run_stack, stack_names
@@ -58,7 +59,7 @@ def test_stacks_present():
 def test_pack_over_each_stack(stack):
     resources = recorded(stack)
     # the pack must have had the program's Dask layer to look at, in every target
-    assert any(r.type == R.DEPLOYMENT and R.is_dask_worker_deployment(r.inputs) for r in resources)
+    assert any(r.type == R.DEPLOYMENT and is_dask_worker_deployment(r.inputs) for r in resources)
     found = run_pack(resources, strict=strict(stack))
     mandatory = [v for v in found if v.level == EnforcementLevel.MANDATORY]
     assert mandatory == [], "\n".join(f"{v.policy}: {v.message} ({v.urn})" for v in mandatory)

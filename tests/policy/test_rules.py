@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 from adaptive_dask_policy import PACK_NAME, RULE_NAMES, STRICT_CONFIG_KEY, build_policies, is_strict
-from adaptive_dask_policy.rules import iam_document_violations, ignores
+from adaptive_dask_policy.checks import iam_document_violations
+from adaptive_dask_policy.props import ignores
 from pulumi_policy import EnforcementLevel
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
@@ -302,7 +303,7 @@ def test_node_group_desired_size():
 
 
 def test_desired_size_written_from_the_live_group_is_allowed_only_inside_the_bounds():
-    from adaptive_dask_policy.rules import DESIRED_FROM_LIVE_TAG
+    from adaptive_dask_policy.props import DESIRED_FROM_LIVE_TAG
 
     from infra.aws.nodegroups import DESIRED_FROM_LIVE_TAG as PROGRAM_TAG
 
@@ -540,7 +541,7 @@ def test_vpc_cni_must_enforce_network_policies():
 
 
 def test_default_deny_means_all_pods_ingress_and_no_rule():
-    from adaptive_dask_policy.rules import is_default_deny
+    from adaptive_dask_policy.fence_checks import is_default_deny
 
     deny = {"spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
     assert is_default_deny(deny)

@@ -1,0 +1,118 @@
+"""The checks of the Dask namespace's fences (issue 12): default-deny NetworkPolicy where Dask runs,
+vpc-cni enforcing NetworkPolicies, and the scheduler's admission policy bound with Deny."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pulumi_policy import PolicyResource
+
+from .checks import is_dask_worker_deployment
+from .props import (
+    ADMISSION_BINDING,
+    ADMISSION_POLICY,
+    DEPLOYMENT,
+    NETWORK_POLICY,
+    as_list,
+    get_path,
+    labels_of,
+)
+
+
+def _namespace(props: Mapping[str, Any]) -> str:
+    return str(get_path(props, "metadata.namespace", "default"))
+
+
+def _dask_deployments(
+    resources: Sequence[PolicyResource], component: str | None = None
+) -> list[PolicyResource]:
+    out = []
+    for r in resources:
+        if r.resource_type != DEPLOYMENT:
+            continue
+        labels = labels_of(r.props)
+        is_dask = labels.get("app.kubernetes.io/name") == "dask" or is_dask_worker_deployment(r.props)
+        if is_dask and (component is None or labels.get("app.kubernetes.io/component") == component):
+            out.append(r)
+    return out
+
+
+def is_default_deny(props: Mapping[str, Any]) -> bool:
+    """Selects every pod, governs Ingress, allows nothing."""
+    selector = get_path(props, "spec.podSelector") or {}
+    return (
+        not get_path(selector, "matchLabels")
+        and not get_path(selector, "matchExpressions")
+        and "Ingress" in as_list(get_path(props, "spec.policyTypes"))
+        and not as_list(get_path(props, "spec.ingress"))
+    )
+
+
+def check_dask_default_deny(resources: Sequence[PolicyResource]) -> list[tuple[str | None, str]]:
+    """A connection to the scheduler runs code in it: every namespace with Dask pods denies ingress by
+    default, so only the NetworkPolicies that name peers let anything in."""
+    denied = {
+        _namespace(r.props)
+        for r in resources
+        if r.resource_type == NETWORK_POLICY and is_default_deny(r.props)
+    }
+    return [
+        (
+            d.urn,
+            f"namespace {_namespace(d.props)!r} runs Dask pods but has no default-deny ingress NetworkPolicy",
+        )
+        for d in _dask_deployments(resources)
+        if _namespace(d.props) not in denied
+    ]
+
+
+def check_vpc_cni_network_policy(props: Mapping[str, Any]) -> list[str]:
+    """Without `enableNetworkPolicy`, the EKS vpc-cni addon stores NetworkPolicies and enforces none."""
+    if props.get("addonName") != "vpc-cni":
+        return []
+    try:
+        values = json.loads(props.get("configurationValues") or "{}")
+    except (TypeError, ValueError):
+        return ["vpc-cni configurationValues is not JSON"]
+    if str(values.get("enableNetworkPolicy", "")).lower() != "true":
+        return [
+            'vpc-cni must set configurationValues {"enableNetworkPolicy": "true"}: nothing enforces policies'
+        ]
+    return []
+
+
+def check_scheduler_admission(resources: Sequence[PolicyResource]) -> list[tuple[str | None, str]]:
+    """The scheduler holds a token that can scale and delete pods; a ValidatingAdmissionPolicy bound with
+    Deny and matched on exactly its service account narrows that to scaling."""
+    policies = {
+        str(get_path(r.props, "metadata.name")): r for r in resources if r.resource_type == ADMISSION_POLICY
+    }
+    bindings = [r for r in resources if r.resource_type == ADMISSION_BINDING]
+    found: list[tuple[str | None, str]] = []
+    for scheduler in _dask_deployments(resources, "scheduler"):
+        account = get_path(scheduler.props, "spec.template.spec.serviceAccountName", "default")
+        user = f"system:serviceaccount:{_namespace(scheduler.props)}:{account}"
+        matching = [
+            p
+            for p in policies.values()
+            if any(
+                user in str(c.get("expression", ""))
+                for c in as_list(get_path(p.props, "spec.matchConditions"))
+            )
+        ]
+        bound = [
+            b
+            for b in bindings
+            if str(get_path(b.props, "spec.policyName"))
+            in {str(get_path(p.props, "metadata.name")) for p in matching}
+        ]
+        if not bound:
+            found.append(
+                (scheduler.urn, f"no ValidatingAdmissionPolicy is bound for the scheduler's account {user}")
+            )
+        for binding in bound:
+            if "Deny" not in as_list(get_path(binding.props, "spec.validationActions")):
+                found.append((binding.urn, f"the scheduler's admission policy binding must Deny ({user})"))
+    return found
