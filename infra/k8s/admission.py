@@ -86,7 +86,7 @@ def admission_variables(names: Names) -> list[dict[str, str]]:
 def admission_validations(settings: DaskSettings, names: Names) -> list[dict[str, str]]:
     """What the scheduler's service account may do; anything else it tries is denied.
 
-    RBAC (`dask_objects.role_rules`) already limits it to get/list/watch/patch/delete pods and
+    RBAC (`rbac.role_rules`) already limits it to get/list/watch/patch/delete pods and
     get/patch/update the worker Deployment's /scale; this is the second fence, for what RBAC cannot
     express: which pods, which fields, how many replicas. The preload's writes, exactly:
     - PATCH pod: merge-patch of `metadata.annotations[controller.kubernetes.io/pod-deletion-cost]` on

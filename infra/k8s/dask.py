@@ -12,7 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config.settings import DaskSettings
-from infra.k8s import admission, guards, network_policies
+from infra.k8s import admission, guards, network_policies, rbac
 from infra.k8s import dask_objects as k8s_dask
 from infra.k8s import preload as k8s_preload
 from infra.k8s.objects import create, patch
@@ -79,18 +79,16 @@ class DaskCluster(pulumi.ComponentResource):
             )
         scheduler_sa = create(
             f"{name}-scheduler-sa",
-            k8s_dask.service_account(names.scheduler, names, "scheduler", version, automount=True),
+            rbac.service_account(names.scheduler, names, "scheduler", version, automount=True),
             opts_(ns),
         )
         worker_sa = create(
             f"{name}-worker-sa",
-            k8s_dask.service_account(names.worker, names, "worker", version, automount=False),
+            rbac.service_account(names.worker, names, "worker", version, automount=False),
             opts_(ns),
         )
-        role = create(f"{name}-role", k8s_dask.role(names, version), opts_(ns))
-        binding = create(
-            f"{name}-rolebinding", k8s_dask.role_binding(names, version), opts_(role, scheduler_sa)
-        )
+        role = create(f"{name}-role", rbac.role(names, version), opts_(ns))
+        binding = create(f"{name}-rolebinding", rbac.role_binding(names, version), opts_(role, scheduler_sa))
         preload = create(f"{name}-preload", k8s_dask.preload_configmap(names, version, files), opts_(ns))
         workers = create(
             f"{name}-workers",

@@ -77,7 +77,7 @@ def selector_string(selector: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in selector.items())
 
 
-def _meta(name: str, names: Names, component: str, version: str, **extra: dict) -> dict:
+def object_meta(name: str, names: Names, component: str, version: str, **extra: dict) -> dict:
     return {"name": name, "namespace": names.namespace, "labels": labels(names, component, version), **extra}
 
 
@@ -92,62 +92,11 @@ def namespace(names: Names, version: str) -> dict:
     }
 
 
-def role_rules(worker_deployment: str) -> list[dict]:
-    """Exactly what the scheduler preload needs; `resourceNames` pins the Deployment verbs to one name.
-
-    Pod verbs cannot be pinned by name (list/watch, and pods get generated names): they stay namespaced.
-    """
-    return [
-        {
-            "apiGroups": ["apps"],
-            "resources": ["deployments/scale"],
-            "resourceNames": [worker_deployment],
-            "verbs": ["get", "patch", "update"],
-        },
-        {
-            "apiGroups": ["apps"],
-            "resources": ["deployments"],
-            "resourceNames": [worker_deployment],
-            "verbs": ["get", "watch"],
-        },
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    ]
-
-
-def service_account(name: str, names: Names, component: str, version: str, automount: bool) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": _meta(name, names, component, version),
-        "automountServiceAccountToken": automount,
-    }
-
-
-def role(names: Names, version: str) -> dict:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _meta(names.role, names, "scheduler", version),
-        "rules": role_rules(names.worker),
-    }
-
-
-def role_binding(names: Names, version: str) -> dict:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": _meta(names.role, names, "scheduler", version),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names.role},
-        "subjects": [{"kind": "ServiceAccount", "name": names.scheduler, "namespace": names.namespace}],
-    }
-
-
 def preload_configmap(names: Names, version: str, files: tuple[PreloadFile, ...]) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(names.preload, names, "preload", version),
+        "metadata": object_meta(names.preload, names, "preload", version),
         "data": configmap_data(files),
     }
 
@@ -296,7 +245,7 @@ def scheduler_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(names.scheduler, names, "scheduler", version),
+        "metadata": object_meta(names.scheduler, names, "scheduler", version),
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},  # never two schedulers scaling one Deployment
@@ -367,7 +316,7 @@ def worker_deployment(
         "kind": "Deployment",
         # Its pods' readiness is the preload's business (they may wait minutes for a new node); Pulumi
         # only has to create the object, so `pulumi up` does not time out while nodes are provisioned.
-        "metadata": _meta(names.worker, names, "worker", version, annotations={SKIP_AWAIT: "true"}),
+        "metadata": object_meta(names.worker, names, "worker", version, annotations={SKIP_AWAIT: "true"}),
         "spec": {
             # Owned by the preload after creation (Pulumi ignores it); 0 so nothing runs before asked.
             "replicas": 0,
@@ -409,7 +358,7 @@ def scheduler_service(names: Names, version: str) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(names.scheduler, names, "scheduler", version),
+        "metadata": object_meta(names.scheduler, names, "scheduler", version),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(names, "scheduler"),
@@ -439,7 +388,7 @@ def dashboard_service(names: Names, version: str, cidrs: tuple[str, ...], target
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(names.dashboard, names, "scheduler", version, annotations=annotations),
+        "metadata": object_meta(names.dashboard, names, "scheduler", version, annotations=annotations),
         "spec": {
             "type": "LoadBalancer",
             # Keeps the client's source address, which the dashboard's NetworkPolicy (ipBlock) checks.

@@ -11,12 +11,8 @@ from typing import Any
 from infra.config.settings import DaskSettings
 from infra.facts.quantity import format_cpu_millicores, format_memory_mib
 from infra.k8s import dask_objects as kd
+from infra.k8s import rbac
 from infra.k8s.dask_objects import Names
-
-
-def _meta(name: str, names: Names, component: str, version: str) -> dict:
-    return {"name": name, "namespace": names.namespace, "labels": kd.labels(names, component, version)}
-
 
 # ---------------------------------------------------------------- ResourceQuota (issue 12 §3)
 
@@ -62,7 +58,7 @@ def resource_quota(settings: DaskSettings, names: Names) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
-        "metadata": _meta("dask-budget", names, "quota", settings.dask_version),
+        "metadata": kd.object_meta("dask-budget", names, "quota", settings.dask_version),
         "spec": {
             "hard": {
                 "pods": str(budget.pods),
@@ -269,4 +265,4 @@ def default_service_account(settings: DaskSettings, names: Names) -> dict:
     The controller-manager creates it with the namespace; the program must take it over (adopt or patch),
     not create a second one.
     """
-    return kd.service_account("default", names, "namespace", settings.dask_version, automount=False)
+    return rbac.service_account("default", names, "namespace", settings.dask_version, automount=False)

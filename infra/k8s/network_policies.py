@@ -28,10 +28,6 @@ def stack_pod_labels(names: Names) -> dict[str, str]:
     return {k: v for k, v in scheduler.items() if worker.get(k) == v}
 
 
-def _meta(name: str, names: Names, component: str, version: str) -> dict:
-    return {"name": name, "namespace": names.namespace, "labels": kd.labels(names, component, version)}
-
-
 # ---------------------------------------------------------------- NetworkPolicy (issue 12 §2)
 
 
@@ -39,7 +35,7 @@ def _policy(name: str, names: Names, version: str, pod_selector: dict, ingress: 
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(name, names, "network-policy", version),
+        "metadata": kd.object_meta(name, names, "network-policy", version),
         "spec": {"podSelector": pod_selector, "policyTypes": ["Ingress"], "ingress": ingress},
     }
 

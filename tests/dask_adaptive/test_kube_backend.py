@@ -513,7 +513,7 @@ def test_nothing_is_written_when_every_named_pod_is_gone():
 
 def test_the_permissions_checked_at_start_are_granted_by_the_pulumi_role():
     """start() must not demand more than the Role infra/ creates, or every real install would fail."""
-    from infra.k8s.dask_objects import role_rules
+    from infra.k8s.rbac import role_rules
 
     rules = role_rules("workers")
     for verb, group, resource, sub, name in required_permissions("workers"):

@@ -15,6 +15,7 @@ from infra.config.settings import DaskSettings
 from infra.facts.versions import CA_IMAGE_TAGS
 from infra.k8s import dask_objects as kd
 from infra.k8s import preload as kp
+from infra.k8s import rbac
 from tests.infra import builders
 
 
@@ -45,10 +46,10 @@ def all_manifests(settings: DaskSettings) -> list[dict]:
     v = settings.dask_version
     return [
         kd.namespace(names, v),
-        kd.service_account(names.scheduler, names, "scheduler", v, automount=True),
-        kd.service_account(names.worker, names, "worker", v, automount=False),
-        kd.role(names, v),
-        kd.role_binding(names, v),
+        rbac.service_account(names.scheduler, names, "scheduler", v, automount=True),
+        rbac.service_account(names.worker, names, "worker", v, automount=False),
+        rbac.role(names, v),
+        rbac.role_binding(names, v),
         kd.preload_configmap(names, v, files),
         kd.scheduler_deployment(settings, names, files, digest),
         kd.worker_deployment(settings, names, files, digest),

@@ -23,7 +23,7 @@ from dask_adaptive.backends.kubernetes import ranking
 from infra.aws import cluster
 from infra.config.settings import DaskSettings
 from infra.facts.quantity import parse_cpu_millicores, parse_memory_bytes
-from infra.k8s import admission, guards, network_policies
+from infra.k8s import admission, guards, network_policies, rbac
 from infra.k8s import dask_objects as kd
 from infra.k8s import preload as kp
 from tests.infra import builders
@@ -659,7 +659,7 @@ def test_policy_is_scoped_to_the_scheduler_account_fails_closed_and_is_bound_wit
 def test_the_policy_agrees_with_the_rbac_and_the_preload():
     """What the policy allows is what the Role grants and the preload uses; nothing more."""
     assert admission.DELETION_COST == ranking.DELETION_COST
-    rules = kd.role_rules(NAMES.worker)
+    rules = rbac.role_rules(NAMES.worker)
     pod_verbs = {v for r in rules if r["resources"] == ["pods"] for v in r["verbs"]}
     assert pod_verbs & {"create", "update", "patch", "delete"} == {"patch", "delete"}
     scale_rule = next(r for r in rules if r["resources"] == ["deployments/scale"])
