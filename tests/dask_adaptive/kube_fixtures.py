@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import hashlib
 import json
 import socket
 import subprocess
@@ -302,14 +304,36 @@ class DaskLayer:
         return object_path(pod), pod
 
 
+def _under(path: str, mounts: list[str]) -> bool:
+    return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts)
+
+
+def repo_path_outside(mounts: list[str]) -> str:
+    """The repository as a path no mountPath covers. The harness rewrites every mountPath in env values
+    to a per-pod folder, so a checkout under `/tmp` (a common place for a CI clone, and the scheduler's
+    emptyDir mount) would be rewritten away: then a stable symlink under the user's cache stands in."""
+    if not _under(str(REPO), mounts):
+        return str(REPO)
+    link = (
+        Path.home()
+        / ".cache"
+        / "adaptive-dask"
+        / f"repo-{hashlib.sha256(str(REPO).encode()).hexdigest()[:12]}"
+    )
+    assert not _under(str(link), mounts), f"neither {REPO} nor {link} lies outside the mounts {mounts}"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink() or link.resolve() != REPO:
+        link.unlink(missing_ok=True)
+        with contextlib.suppress(FileExistsError):  # another suite made the same link meanwhile
+            link.symlink_to(REPO, target_is_directory=True)
+    return str(link)
+
+
 def _harness_env(container: dict[str, Any], extra: dict[str, str] | None) -> list[dict[str, Any]]:
     """The container's env with the repository appended to PYTHONPATH, then `extra` (a test's settings)."""
-    mounts = [m["mountPath"] for m in container.get("volumeMounts") or []]
-    clash = [m for m in mounts if str(REPO) == m or str(REPO).startswith(m.rstrip("/") + "/")]
-    # The harness rewrites every mountPath in env values to a per-pod folder: the path would break.
-    assert not clash, f"the repository {REPO} lies under the container's mountPath {clash[0]}: move it"
+    repo = repo_path_outside([m["mountPath"] for m in container.get("volumeMounts") or []])
     env = [
-        {**e, "value": f"{e['value']}:{REPO}"} if e["name"] == "PYTHONPATH" else dict(e)
+        {**e, "value": f"{e['value']}:{repo}"} if e["name"] == "PYTHONPATH" else dict(e)
         for e in container["env"]
     ]
     return env + [{"name": k, "value": v} for k, v in (extra or {}).items()]
