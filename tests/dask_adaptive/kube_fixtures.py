@@ -351,16 +351,6 @@ def dask_layer(namespace: str, **dask: Any) -> DaskLayer:
     return layer
 
 
-def record_execution(i: int, folder: str, delay: float = 0.0) -> int:
-    """A task that leaves one file per execution, so a recomputed (lost) result is visible afterwards."""
-    import time
-    import uuid
-
-    time.sleep(delay)
-    (Path(folder) / f"{i}.{uuid.uuid4().hex}").touch()
-    return i * i
-
-
 def held_execution(i: int, folder: str, event: str, delay: float = 0.0) -> int:
     """Blocks until the test sets the distributed Event `event`: keeps the scheduler's target up until
     the new workers have arrived; then works `delay` seconds and leaves one file per execution (a

@@ -37,7 +37,6 @@ from tests.dask_adaptive.kube_fixtures import (
     DaskLayer,
     dask_layer,
     held_execution,
-    record_execution,
     write_service_account,
 )
 from tests.kube.control_plane import wait_for
@@ -198,7 +197,7 @@ CORRECTION_LINES = ("instead of", "deleting the named pods directly", "did not r
 def test_preload_scales_a_workload_up_and_down_removing_exactly_the_retired_pods(
     kube, namespace, kubelet, tmp_path
 ):
-    from distributed import Client
+    from distributed import Client, Event
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -206,7 +205,14 @@ def test_preload_scales_a_workload_up_and_down_removing_exactly_the_retired_pods
     address = scheduler_address(kube, kubelet, namespace)
     peak = 0
     with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
-        futures = client.map(record_execution, range(24), folder=str(runs), delay=1.0, pure=False)
+        # The 24 tasks hold until 3 workers are connected: the queue keeps the target up, so the preload
+        # must scale up, and a slow pod start under CPU load cannot let one worker finish the work first.
+        gate = Event(f"updown-{time.time_ns()}", client=client)
+        futures = client.map(
+            held_execution, range(24), folder=str(runs), event=gate.name, delay=1.0, pure=False
+        )
+        wait_for(lambda: len(client.scheduler_info()["workers"]) >= 3, 120, message="3 workers for the work")
+        gate.set()
         deadline = time.monotonic() + 120
         while not all(f.done() for f in futures) and time.monotonic() < deadline:
             peak = max(peak, len(client.scheduler_info()["workers"]))
