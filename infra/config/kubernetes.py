@@ -174,7 +174,7 @@ def _size_workers(s: Section, target: str, aws: AwsConfig | None) -> tuple[int, 
     else:
         assert aws is not None
         capacity = sizing.smallest_capacity(_worker_instance_types(aws))
-        per_node = Field(s["workersPerNode"].key, s.values["workersPerNode"] or 1).integer(1, 64)
+        per_node = s.with_default("workersPerNode", 1).integer(1, 64)
         share = sizing.per_worker_share(capacity, per_node)
         cpu = _unset_to(s["workerCpu"].cpu_millicores(), share.cpu_millicores)
         memory = _unset_to(s["workerMemory"].memory_mib(), share.memory_mib)
@@ -194,9 +194,7 @@ def _size_workers(s: Section, target: str, aws: AwsConfig | None) -> tuple[int, 
             blamed = s[name] if s.has(name) else Field(s["workersPerNode"].key, per_node)
             raise blamed.fail(f"leaves {amount}{unit} per worker; at least {least}{unit} is needed")
     most = sizing.max_threads(cpu)
-    threads = Field(s["workerThreads"].key, s.values["workerThreads"] or sizing.default_threads(cpu)).integer(
-        1
-    )
+    threads = s.with_default("workerThreads", sizing.default_threads(cpu)).integer(1)
     if threads > most:
         raise ConfigError(
             s["workerThreads"].key,
@@ -272,7 +270,7 @@ def parse_dask(s: Section, *, target: str, aws: AwsConfig | None, default_namesp
     per_node, worker = _size_workers(s, target, aws)
     room = sizing.worker_room((g.max_size for g in aws.workers), per_node) if aws else None
     min_workers = s["minWorkers"].integer(0, 10_000)
-    max_workers = Field(s["maxWorkers"].key, _unset_to(s.values["maxWorkers"], room or 4)).integer(1, 10_000)
+    max_workers = s.with_default("maxWorkers", room or 4).integer(1, 10_000)
     if min_workers > max_workers:
         raise ConfigError(s["minWorkers"].key, min_workers, f"must not exceed maxWorkers ({max_workers})")
     if room is not None and max_workers > room:

@@ -174,6 +174,11 @@ class Section:
     def has(self, name: str) -> bool:
         return self.raw.get(name) is not None
 
+    def with_default(self, name: str, default: Any) -> Field:
+        """The field, or `default` for a field whose default depends on other values (unset = None).
+        Only an unset field takes the default: a 0 the user wrote stays 0 and meets the validator."""
+        return Field(f"{self.key}.{name}", self.values[name] if self.has(name) else default)
+
 
 def decode_json(full_key: str, text: str | None, default: Any) -> Any:
     """The CLI hands objects and lists over as JSON text; an empty value means unset."""

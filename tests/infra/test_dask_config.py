@@ -212,6 +212,9 @@ BAD_DASK = [
     ({"scratchSize": "0"}, "adaptive-dask:dask.scratchSize"),
     ({"scratchSize": "100Ki"}, "adaptive-dask:dask.scratchSize"),
     ({"schedulerCpu": 0}, "adaptive-dask:dask.schedulerCpu"),
+    ({"workersPerNode": 0}, "adaptive-dask:dask.workersPerNode"),
+    ({"workerThreads": 0}, "adaptive-dask:dask.workerThreads"),
+    ({"workersPerNode": "0"}, "adaptive-dask:dask.workersPerNode"),
 ]
 
 
