@@ -39,7 +39,6 @@ def build_aws(settings: Settings, cfg: AwsConfig) -> AwsLayer:
     name = settings.name
     provider = aws.Provider(f"{name}-aws", region=cfg.region, default_tags={"tags": dict(settings.tags)})
     invoke = pulumi.InvokeOutputOptions(provider=provider)
-    caller = aws.get_caller_identity_output(opts=invoke)
     partition = aws.get_partition_output(opts=invoke).partition
     live = read_live_facts(settings, provider, log_group_name(name))
     deployer_entry = deployer_entry_needed(
@@ -53,7 +52,7 @@ def build_aws(settings: Settings, cfg: AwsConfig) -> AwsLayer:
             zones=live.zones,
             cluster_name=name,
             region=cfg.region,
-            account_id=caller.account_id,
+            account_id=live.account_id,
         ),
         provider,
     )

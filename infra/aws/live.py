@@ -44,6 +44,7 @@ class LiveNodeGroup:
 @dataclass(frozen=True)
 class LiveFacts:
     zones: tuple[str, ...]  # the zone names to use, in order, exactly network.azCount of them
+    account_id: str  # the account the provider deploys into
     deployer_arn: str  # the IAM role/user ARN behind the caller (an STS session mapped to its role)
     node_groups: Mapping[str, LiveNodeGroup]  # by worker group name; empty before the first `up`
 
@@ -159,10 +160,11 @@ def _usable_zone_names(provider: aws.Provider) -> list[str]:
     return list(zones.names)
 
 
-def _deployer_arn(provider: aws.Provider) -> str:
+def _caller(provider: aws.Provider) -> tuple[str, str]:
+    """(account id, deployer ARN). An assumed role calls as an STS session ARN; access entries need the
+    IAM role ARN behind it."""
     caller = aws.get_caller_identity(opts=_invoke(provider))
-    # An assumed role calls as an STS session ARN; access entries need the IAM role ARN behind it.
-    return aws.iam.get_session_context(arn=caller.arn, opts=_invoke(provider)).issuer_arn
+    return caller.account_id, aws.iam.get_session_context(arn=caller.arn, opts=_invoke(provider)).issuer_arn
 
 
 def _live_node_groups(settings: Settings, provider: aws.Provider) -> dict[str, LiveNodeGroup]:
@@ -201,7 +203,7 @@ def read_live_facts(settings: Settings, provider: aws.Provider, log_group: str) 
     zones = choose_zones(_usable_zone_names(provider), cfg.network.az_count, cfg.region)
     if cfg.cluster.log_types:
         _check_log_group(settings, provider, log_group)
-    deployer = _deployer_arn(provider)
+    account_id, deployer = _caller(provider)
     if deployer_without_access(deployer, cfg.cluster.deployer_admin, cfg.cluster.admin_arns):
         pulumi.log.warn(
             f"{PROJECT}:cluster.deployerAdmin is false and {deployer} is not in cluster.adminArns: this "
@@ -209,4 +211,4 @@ def read_live_facts(settings: Settings, provider: aws.Provider, log_group: str) 
             "outside this stack"
         )
     node_groups = MappingProxyType(_live_node_groups(settings, provider))
-    return LiveFacts(zones=zones, deployer_arn=deployer, node_groups=node_groups)
+    return LiveFacts(zones=zones, account_id=account_id, deployer_arn=deployer, node_groups=node_groups)
