@@ -65,7 +65,10 @@ class Controller:
         self.stats = Stats()
         self.history = History()
         self.known: set[str] = set()  # every unit name the backend reported (updated in place)
-        self.executor = ScaleDownExecutor(scheduler, backend, settings, self.stats, self.known, self._event)
+        self.nodes: dict[str, str | None] = {}  # the node of each unit of the last look (updated in place)
+        self.executor = ScaleDownExecutor(
+            scheduler, backend, settings, self.stats, self.known, self._event, nodes=self.nodes
+        )
         self._no_worker_since: dict[str, float] = {}
         self._unit_gone_since: dict[str, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -139,6 +142,8 @@ class Controller:
         now = self.clock()
         workers = workers_by_name(self.scheduler)
         self.known.update(u.name for u in obs.units)
+        self.nodes.clear()
+        self.nodes.update((u.name, u.node) for u in obs.units)
         snap = self.snapshot(now, obs, workers, busy=self.activity.take())
         new = set(snap.arrived) - self._seen_arrived
         if new:

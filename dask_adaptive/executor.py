@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from distributed.core import Status
@@ -35,7 +35,7 @@ from dask_adaptive.config import Settings
 from dask_adaptive.internals import stop_retirement
 from dask_adaptive.logs import fmt
 from dask_adaptive.metrics import Stats
-from dask_adaptive.policy import ScaleDown
+from dask_adaptive.policy import ScaleDown, pack_victims
 
 logger = logging.getLogger("dask_adaptive")
 
@@ -55,12 +55,14 @@ class ScaleDownExecutor:
         stats: Stats,
         known: set[str],  # the controller's: every unit name the backend reported (updated in place)
         event: Callable[..., None],  # the controller's event sink: event(action, **fields)
+        nodes: Mapping[str, str | None] | None = None,  # the controller's: node of each unit (in place)
     ) -> None:
         self.scheduler = scheduler
         self.backend = backend
         self.settings = settings
         self.stats = stats
         self.known = known
+        self.nodes: Mapping[str, str | None] = nodes if nodes is not None else {}
         self.event = event
         self.departures = Departures()
         self._job: asyncio.Task[None] | None = None
@@ -151,19 +153,18 @@ class ScaleDownExecutor:
 
     def choose_victims(self, k: int) -> list[str]:
         """The scheduler's own ranking (idle, least data first; plugin vetoes respected), restricted
-        to idle, accepting workers of our units that are not already leaving."""
+        to idle, accepting workers of our units that are not already leaving, then packed by node so a
+        scale-down frees whole nodes where it can (policy.pack_victims)."""
         workers = workers_by_name(self.scheduler)
         # n = all workers turns workers_to_close into a full ranking instead of a memory-ratio cut
         ranking = self.scheduler.workers_to_close(n=len(self.scheduler.workers), attribute="name")
         ours = set(self.known) - self.departures.leaving()
-        victims = []
+        candidates = []
         for name in map(str, ranking):
             ws = workers.get(name)
             if name in ours and ws is not None and ws.status in ACCEPTING and not ws.processing:
-                victims.append(name)
-            if len(victims) == k:
-                break
-        return victims
+                candidates.append(name)
+        return pack_victims(candidates, dict(self.nodes), k)
 
     async def retire_and_remove(self, k: int) -> None:
         """choose -> retire -> check safe -> remove, for up to `k` workers."""

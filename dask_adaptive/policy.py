@@ -13,11 +13,15 @@ Rules (the seed: "scale up as quickly as it can, scale down with a specified del
 * the window keeps, for each look, the higher of desired and `busy` (our workers processing a task
   at once at the busiest moment since the previous look): a sample taken in a pause between tasks
   must not make a busy worker look idle (issue 13 §5); busy never scales up, only holds;
-* a scale-down cancels not-yet-arrived units first; only the rest are retired running workers.
+* a scale-down cancels not-yet-arrived units first; only the rest are retired running workers;
+* among the workers safe to close, those on the nodes with the fewest of our workers go first, a node at
+  a time, so a scale-down empties whole nodes where it can (the bill counts nodes; `pack_victims`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 Sample = tuple[float, int]  # (monotonic time, workers needed then: desired or busy, the higher)
@@ -140,3 +144,21 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
         f"{len(cancel)} not-arrived, retire {excess - len(cancel)}: {state}"
     )
     return ScaleDown(floor, cancel, excess - len(cancel), reason), history
+
+
+def pack_victims(candidates: Sequence[str], node_of: Mapping[str, str | None], k: int) -> list[str]:
+    """Up to `k` of `candidates` (the scheduler's safe-to-close order: idle, least data first) so that
+    whole nodes empty: nodes holding the fewest of our units first, one node's candidates together, the
+    scheduler's order breaking every tie. `node_of` maps each of our units to its node (None: unknown or
+    local, all one implicit node - the scheduler's order is then kept unchanged)."""
+    occupancy = Counter(node_of.values())
+    first_seen: dict[str | None, int] = {}
+    for i, name in enumerate(candidates):
+        first_seen.setdefault(node_of.get(name), i)
+
+    def key(item: tuple[int, str]) -> tuple[int, int, int]:
+        i, name = item
+        node = node_of.get(name)
+        return (occupancy[node] if node is not None else 0, first_seen[node], i)
+
+    return [name for _, name in sorted(enumerate(candidates), key=key)[:k]]

@@ -39,6 +39,7 @@ class Unit:
     name: str
     phase: Phase
     ready: bool = False
+    node: str | None = None  # the node it runs on (a pod's spec.nodeName); None: unscheduled, or local
 
 
 @dataclass(frozen=True)

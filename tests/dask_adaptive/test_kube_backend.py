@@ -62,14 +62,14 @@ def pod(
 @pytest.mark.parametrize(
     "p,was_ready,expected",
     [
-        (pod("a", node=None, phase="Pending"), False, Unit("a", Phase.PENDING)),
-        (pod("a", phase="Pending"), False, Unit("a", Phase.PENDING)),
-        (pod("a", ready=False), False, Unit("a", Phase.STARTING)),
-        (pod("a", ready=False), True, Unit("a", Phase.RUNNING, False)),  # retired: readiness dropped
-        (pod("a", ready=False, cost=LOWEST_COST), False, Unit("a", Phase.RUNNING, False)),  # marked by us
-        (pod("a"), False, Unit("a", Phase.RUNNING, True)),
-        (pod("a", deleting=True), True, Unit("a", Phase.TERMINATING, True)),
-        (pod("a", phase="Failed"), False, Unit("a", Phase.TERMINATING)),
+        (pod("a", node=None, phase="Pending"), False, Unit("a", Phase.PENDING)),  # unscheduled: no node
+        (pod("a", phase="Pending"), False, Unit("a", Phase.PENDING, node="n1")),
+        (pod("a", ready=False), False, Unit("a", Phase.STARTING, node="n1")),
+        (pod("a", ready=False), True, Unit("a", Phase.RUNNING, False, "n1")),  # retired: readiness dropped
+        (pod("a", ready=False, cost=LOWEST_COST), False, Unit("a", Phase.RUNNING, False, "n1")),  # ours
+        (pod("a"), False, Unit("a", Phase.RUNNING, True, "n1")),
+        (pod("a", deleting=True), True, Unit("a", Phase.TERMINATING, True, "n1")),
+        (pod("a", phase="Failed"), False, Unit("a", Phase.TERMINATING, node="n1")),
     ],
 )
 def test_pod_phase_mapping(p, was_ready, expected):
@@ -427,9 +427,9 @@ def test_observe_maps_phases_and_remembers_readiness():
     obs = go(b.observe())
     assert obs.requested == 3
     assert obs.units == (  # in the ReplicaSet's deletion order: Pending, Running NotReady, Ready
-        Unit("w-3", Phase.PENDING),
-        Unit("w-2", Phase.STARTING),
-        Unit("w-1", Phase.RUNNING, True),
+        Unit("w-3", Phase.PENDING),  # unscheduled: no node yet
+        Unit("w-2", Phase.STARTING, node="n1"),
+        Unit("w-1", Phase.RUNNING, True, "n1"),
     )
 
     async def twice():
@@ -437,7 +437,7 @@ def test_observe_maps_phases_and_remembers_readiness():
         cluster.pods["w-1"]["status"]["conditions"][0]["status"] = "False"  # retired: probe fails now
         return await b.observe()
 
-    assert {u.name: u for u in go(twice()).units}["w-1"] == Unit("w-1", Phase.RUNNING, False)
+    assert {u.name: u for u in go(twice()).units}["w-1"] == Unit("w-1", Phase.RUNNING, False, "n1")
 
 
 def test_start_names_every_missing_permission():

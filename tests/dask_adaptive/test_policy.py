@@ -14,6 +14,7 @@ from dask_adaptive.policy import (
     clamp,
     cold_target,
     decide,
+    pack_victims,
 )
 
 LIMITS = Limits(minimum=1, maximum=8, scale_down_delay=30.0)
@@ -235,3 +236,26 @@ def test_without_activity_a_pause_sample_retires_the_trickle_worker():
     """The issue's failure, reproduced on the policy: what the window saw before busy existed."""
     assert isinstance(looks([0] * 11)[-1], ScaleDown)
     assert isinstance(looks([1] * 11)[-1], Hold)
+
+
+# ---------------------------------------------------------------- packing (issue 13 §1)
+
+
+@pytest.mark.parametrize(
+    ("candidates", "nodes", "k", "expected"),
+    [
+        # local backend: one implicit node, the scheduler's order kept
+        (["a", "b", "c"], {"a": None, "b": None, "c": None}, 2, ["a", "b"]),
+        # node B holds 1 of our workers, A holds 3: B's worker first, then A's in the scheduler's order
+        (["a1", "a2", "b1"], {"a1": "A", "a2": "A", "a3": "A", "b1": "B"}, 2, ["b1", "a1"]),
+        # equal nodes: finish one node before touching the next (a1, b1, a2 would free none)
+        (["a1", "b1", "a2", "b2"], {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}, 2, ["a1", "a2"]),
+        # a busy worker (not a candidate) still occupies its node: the emptier node goes first
+        (["a1", "b1", "b2"], {"a1": "A", "a9": "A", "a8": "A", "b1": "B", "b2": "B"}, 2, ["b1", "b2"]),
+        # fewer candidates than k
+        (["a1"], {"a1": "A"}, 3, ["a1"]),
+        ([], {"a1": "A"}, 2, []),
+    ],
+)
+def test_pack_victims_empties_whole_nodes(candidates, nodes, k, expected):
+    assert pack_victims(candidates, nodes, k) == expected

@@ -56,14 +56,15 @@ def pod_unit(pod: Pod, was_ready: bool = False) -> Unit:
     """
     name = pod_name(pod)
     ready = pod_ready(pod)
+    node = pod.get("spec", {}).get("nodeName") or None
     status = pod.get("status", {})
     if pod_terminating(pod):
-        return Unit(name, Phase.TERMINATING, ready)
+        return Unit(name, Phase.TERMINATING, ready, node)
     if not pod.get("spec", {}).get("nodeName") or status.get("phase") != "Running":
-        return Unit(name, Phase.PENDING, False)
+        return Unit(name, Phase.PENDING, False, node)
     if ready or was_ready or pod_marked(pod):
-        return Unit(name, Phase.RUNNING, ready)
-    return Unit(name, Phase.STARTING, False)
+        return Unit(name, Phase.RUNNING, ready, node)
+    return Unit(name, Phase.STARTING, False, node)
 
 
 def deletion_rank(pod: Pod) -> int:
