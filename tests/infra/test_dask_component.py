@@ -468,12 +468,27 @@ def test_workers_land_only_on_worker_groups_and_tolerate_their_taints(graph_aws)
     ]
 
 
+def test_worker_pods_prefer_nodes_running_workers_of_this_stack(graph_aws):
+    spec = pod(graph_aws, "worker")["spec"]
+    (preferred,) = spec["affinity"]["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["weight"] == 100
+    term = preferred["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["labelSelector"]["matchLabels"]
+        == deployment(graph_aws, "worker").inputs["spec"]["selector"]["matchLabels"]
+    )
+    assert (
+        "requiredDuringSchedulingIgnoredDuringExecution" not in spec["affinity"]["podAffinity"]
+    )  # never blocks
+
+
 def test_single_worker_group_uses_a_node_selector():
     one = builders.aws((builders.group("spot", ("m5.large",), "SPOT", 3, 50),), version="1.34")
     settings = builders.dask(None, target="aws", cluster=one, namespace="x")
     graph, _ = run(settings)
     spec = pod(graph, "worker")["spec"]
-    assert spec["nodeSelector"] == {"adaptive-dask/pool": "spot"} and "affinity" not in spec
+    assert spec["nodeSelector"] == {"adaptive-dask/pool": "spot"} and set(spec["affinity"]) == {"podAffinity"}
 
 
 # ---------------------------------------------------------------- outputs, variants
@@ -497,7 +512,9 @@ def test_local_target_has_no_node_constraints_and_a_private_dashboard():
     graph, _ = run(local())
     for component in ("scheduler", "worker"):
         spec = pod(graph, component)["spec"]
-        assert "nodeSelector" not in spec and "affinity" not in spec and "tolerations" not in spec
+        assert "nodeSelector" not in spec and "tolerations" not in spec
+        # no node constraint; workers only prefer each other's nodes (packing, on any cluster)
+        assert set(spec.get("affinity", {})) == ({"podAffinity"} if component == "worker" else set())
     assert [n.inputs["spec"]["type"] for n in graph.of_type("kubernetes:core/v1:Service")] == ["ClusterIP"]
     errors = [e for n in kube(graph) for e in schema_errors(n.inputs, "1.33")]
     assert errors == []
