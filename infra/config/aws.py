@@ -19,7 +19,14 @@ from infra.config.settings import (
     SystemNodeGroupConfig,
     WorkerGroupConfig,
 )
-from infra.facts.placement import ASG_TAG_KEY_MAX, MAX_NODE_TEMPLATE_KEY, NODE_TEMPLATE, Taint
+from infra.facts.placement import (
+    ASG_TAG_KEY_MAX,
+    MAX_NODE_TEMPLATE_KEY,
+    NODE_TEMPLATE,
+    Taint,
+    is_label_key,
+    is_label_value,
+)
 from infra.facts.versions import SUPPORTED_KUBERNETES_VERSIONS
 
 NAT_MODES = ("single", "per-az")
@@ -48,8 +55,6 @@ _INSTANCE_TYPE_RE = re.compile(
     r"^[a-z][a-z0-9-]*\.(nano|micro|small|medium|large|xlarge|[1-9][0-9]*xlarge|metal(-[0-9]+xl)?)$"
 )
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
-_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ADMIN_ARN_RE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$")
 _ADDON_VERSION_RE = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+-eksbuild\.[0-9]+$")
 _AMI_RELEASE_RE = re.compile(r"^(?P<minor>[0-9]+\.[0-9]+)\.[0-9]+-[0-9]{8}$")
@@ -130,11 +135,7 @@ def is_arm_instance_type(instance_type: str) -> bool:
 
 def _label_key(field: Field) -> str:
     key = field.string()
-    prefix, _, name = key.rpartition("/")
-    ok = bool(_LABEL_NAME_RE.match(name)) and (
-        not prefix or (len(prefix) <= 253 and bool(_DNS_SUBDOMAIN_RE.match(prefix)))
-    )
-    if not ok:
+    if not is_label_key(key):
         raise field.fail(
             "must be a Kubernetes label key: [prefix/]name, name <= 63 alphanumerics, '-', '_', '.'"
         )
@@ -159,7 +160,7 @@ def _node_template_key(field: Field) -> str:
 
 def _label_value(field: Field) -> str:
     value = field.string()
-    if value and not _LABEL_NAME_RE.match(value):
+    if not is_label_value(value):
         raise field.fail("must be a Kubernetes label value: empty or <= 63 alphanumerics, '-', '_', '.'")
     return value
 

@@ -22,7 +22,7 @@ from infra.config.settings import (
 )
 from infra.errors import ConfigError
 from infra.facts import instance_types, sizing
-from infra.facts.placement import WORKER_TAINT
+from infra.facts.placement import WORKER_TAINT, is_label_key, is_label_value
 from infra.facts.versions import CA_IMAGE_TAGS, kubernetes_minor
 
 DASK_IMAGE_PYTHON = "3.12"
@@ -30,10 +30,6 @@ STOCK_IMAGE_REPOSITORY = "ghcr.io/dask/dask"
 DEFAULT_IMAGE = f"{STOCK_IMAGE_REPOSITORY}:{DASK_VERSION}-py{DASK_IMAGE_PYTHON}"
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*)"
     r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@(?P<digest>sha256:[a-f0-9]{64}))?$"
@@ -126,7 +122,7 @@ def _selectors(field: Field) -> tuple[dict[str, str], ...]:
         if not labels:
             raise item.fail("must name at least one label (an empty selector matches everything)")
         for key, value in labels.items():
-            if len(key) > 317 or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+            if not is_label_key(key) or not is_label_value(value):
                 raise Field(f"{item.key}.{key}", value).fail("must be a Kubernetes label key and value")
         out.append(labels)
     return tuple(out)

@@ -9,6 +9,7 @@ Kubernetes layer selects and tolerates with them, and the ASG tags describe them
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,23 @@ CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"  # set on every node by E
 NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
 ASG_TAG_KEY_MAX = 128
 MAX_NODE_TEMPLATE_KEY = ASG_TAG_KEY_MAX - len(f"{NODE_TEMPLATE}/label/")
+
+
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def is_label_key(key: str) -> bool:
+    """Kubernetes label key syntax: `[prefix/]name`, name <= 63 characters, prefix a DNS subdomain <= 253."""
+    prefix, _, name = key.rpartition("/")
+    return bool(_LABEL_NAME.match(name)) and (
+        not prefix or (len(prefix) <= 253 and bool(_DNS_SUBDOMAIN.match(prefix)))
+    )
+
+
+def is_label_value(value: str) -> bool:
+    """Kubernetes label value syntax: empty, or <= 63 alphanumerics, '-', '_', '.' (alphanumeric ends)."""
+    return not value or bool(_LABEL_NAME.match(value))
 
 
 @dataclass(frozen=True)
