@@ -60,6 +60,7 @@ class Settings:
     worker_nthreads: int
     worker_memory_limit: str
     worker_threads: int  # threads of every worker this backend starts (divides the target from zero)
+    node_packing: bool  # victims packed by node (policy.pack_victims); False: the scheduler's order
     # kubernetes backend tunables (dask config only: no command-line option)
     not_ready_timeout: float
     settle_timeout: float
@@ -79,6 +80,7 @@ OPTION_KEYS: dict[str, str] = {
     "orphan-grace": "orphan-grace",
     "retire-timeout": "retire-timeout",
     "worker-threads": "worker-threads",
+    "node-packing": "node-packing",
     "namespace": "namespace",
     "deployment": "deployment",
     "selector": "selector",
@@ -219,6 +221,22 @@ def _seconds(key: str, value: Any, *, positive: bool) -> float:
     return seconds
 
 
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _bool(key: str, value: Any) -> bool:
+    """A bool from YAML (already a bool) or from an option / environment variable (a string)."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, str | int) else None
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise SettingsError(key, value, "must be true or false")
+
+
 def _text(key: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -285,6 +303,7 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         worker_nthreads=nthreads,
         worker_memory_limit=memory_limit,
         worker_threads=_worker_threads(backend, get("worker-threads"), nthreads),
+        node_packing=_bool("node-packing", get("node-packing")),
         not_ready_timeout=tunable("not-ready-timeout"),
         settle_timeout=tunable("settle-timeout"),
         poll_interval=tunable("poll-interval"),

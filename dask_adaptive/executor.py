@@ -35,7 +35,7 @@ from dask_adaptive.config import Settings
 from dask_adaptive.internals import stop_retirement
 from dask_adaptive.logs import fmt
 from dask_adaptive.metrics import Stats
-from dask_adaptive.policy import ScaleDown, pack_victims
+from dask_adaptive.policy import ScaleDown, pick_victims
 
 logger = logging.getLogger("dask_adaptive")
 
@@ -154,7 +154,7 @@ class ScaleDownExecutor:
     def choose_victims(self, k: int) -> list[str]:
         """The scheduler's own ranking (idle, least data first; plugin vetoes respected), restricted
         to idle, accepting workers of our units that are not already leaving, then packed by node so a
-        scale-down frees whole nodes where it can (policy.pack_victims)."""
+        scale-down frees whole nodes where it can (policy.pack_victims) unless node packing is off."""
         workers = workers_by_name(self.scheduler)
         # n = all workers turns workers_to_close into a full ranking instead of a memory-ratio cut
         ranking = self.scheduler.workers_to_close(n=len(self.scheduler.workers), attribute="name")
@@ -164,7 +164,7 @@ class ScaleDownExecutor:
             ws = workers.get(name)
             if name in ours and ws is not None and ws.status in ACCEPTING and not ws.processing:
                 candidates.append(name)
-        return pack_victims(candidates, dict(self.nodes), k)
+        return pick_victims(candidates, dict(self.nodes), k, node_packing=self.settings.node_packing)
 
     async def retire_and_remove(self, k: int) -> None:
         """choose -> retire -> check safe -> remove, for up to `k` workers."""

@@ -15,7 +15,8 @@ Rules (the seed: "scale up as quickly as it can, scale down with a specified del
   must not make a busy worker look idle (issue 13 §5); busy never scales up, only holds;
 * a scale-down cancels not-yet-arrived units first; only the rest are retired running workers;
 * among the workers safe to close, those on the nodes with the fewest of our workers go first, a node at
-  a time, so a scale-down empties whole nodes where it can (the bill counts nodes; `pack_victims`).
+  a time, so a scale-down empties whole nodes where it can (the bill counts nodes; `pack_victims`);
+  with node packing off, the scheduler's order alone (`pick_victims`).
 """
 
 from __future__ import annotations
@@ -162,3 +163,13 @@ def pack_victims(candidates: Sequence[str], node_of: Mapping[str, str | None], k
         return (occupancy[node] if node is not None else 0, first_seen[node], i)
 
     return [name for _, name in sorted(enumerate(candidates), key=key)[:k]]
+
+
+def pick_victims(
+    candidates: Sequence[str], node_of: Mapping[str, str | None], k: int, *, node_packing: bool
+) -> list[str]:
+    """The `k` workers to retire: packed by node, or (node packing off: the behaviour before packing,
+    kept as a switch so its cost can be measured against it) the first `k` in the scheduler's order."""
+    if node_packing:
+        return pack_victims(candidates, node_of, k)
+    return list(candidates[: max(0, k)])

@@ -79,6 +79,7 @@ def _fail(reason: str) -> None:
 @click.option("--orphan-grace", type=str, default=None, help=option_help("orphan-grace"))
 @click.option("--retire-timeout", type=str, default=None, help=option_help("retire-timeout"))
 @click.option("--worker-threads", type=str, default=None, help=option_help("worker-threads"))
+@click.option("--node-packing", type=str, default=None, help=option_help("node-packing"))
 @click.option("--namespace", type=str, default=None, help=option_help("namespace"))
 @click.option("--deployment", type=str, default=None, help=option_help("deployment"))
 @click.option("--selector", type=str, default=None, help=option_help("selector"))
@@ -107,7 +108,7 @@ async def dask_setup(scheduler: Any, **options: Any) -> None:
     controller.metrics_handle = register(controller.stats)
     logger.info(
         "dask-adaptive: started backend=%s minimum=%d maximum=%d interval=%gs target-duration=%gs "
-        "scale-down-delay=%gs worker-threads=%d",
+        "scale-down-delay=%gs worker-threads=%d node-packing=%s",
         settings.backend,
         settings.minimum,
         settings.maximum,
@@ -115,6 +116,7 @@ async def dask_setup(scheduler: Any, **options: Any) -> None:
         settings.target_duration,
         settings.scale_down_delay,
         settings.worker_threads,
+        str(settings.node_packing).lower(),
     )
 
 

@@ -179,3 +179,27 @@ def test_kubernetes_tunables_are_validated_at_start_and_passed_to_the_backend():
         resolve(KUBE)
     assert err.value.key == "kubernetes.settle-timeout"
     assert str(err.value).startswith("adaptive.kubernetes.settle-timeout='soon' is invalid")
+
+
+@pytest.mark.parametrize(
+    ("option", "config", "expected"),
+    [
+        (None, None, True),  # adaptive.yaml's default
+        ("false", None, False),
+        ("True", None, True),
+        ("no", True, False),  # the option wins over dask config
+        (None, False, False),  # YAML gives a bool
+        (None, "off", False),  # DASK_ADAPTIVE__NODE_PACKING gives a string
+    ],
+)
+def test_node_packing_resolves_from_bools_and_strings(option, config, expected):
+    settings = {} if config is None else {"adaptive.node-packing": config}
+    with dask.config.set(settings):
+        assert resolve({"node_packing": option}).node_packing is expected
+
+
+@pytest.mark.parametrize("bad", ["maybe", "", 2])
+def test_node_packing_refuses_other_values(bad):
+    with pytest.raises(SettingsError) as err:
+        resolve({"node_packing": bad})
+    assert str(err.value) == f"adaptive.node-packing={bad!r} is invalid: must be true or false"

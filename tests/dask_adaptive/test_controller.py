@@ -215,6 +215,24 @@ def test_choose_victims_never_exceeds_idle_workers_of_ours(n):
     scenario(body, running("u1", "u2"), ["u1", "u2"], foreign=("foreign",))
 
 
+@pytest.mark.parametrize("node_packing", ["true", "false"])
+def test_node_packing_switch_orders_victims(node_packing):
+    """The scheduler ranks u4 last (most data); u4 is alone on its node. Packing frees that node,
+    the switch off keeps the scheduler's pick (benchmarks/node_cost.py's "today" baseline)."""
+
+    async def body(s, client, backend, controller):
+        for i, name in enumerate(["u1", "u2", "u3", "u4"], start=1):
+            await scatter_to(client, s, name, "x" * 10_000 * i)  # more data, later in the ranking
+        controller.nodes.update({"u1": "A", "u2": "A", "u3": "A", "u4": "B"})
+        ranking = [str(n) for n in s.workers_to_close(n=4, attribute="name")]
+        assert ranking[0] != "u4" and ranking[-1] == "u4"
+        expected = ["u4"] if node_packing == "true" else ranking[:1]
+        assert controller.executor.choose_victims(1) == expected
+
+    names = ("u1", "u2", "u3", "u4")
+    scenario(body, running(*names), list(names), node_packing=node_packing)
+
+
 def test_foreign_workers_count_as_capacity_we_need_not_provide():
     async def body(s, client, backend, controller):
         await scatter_to(client, s, "foreign", "keeps one worker wanted")

@@ -15,6 +15,7 @@ from dask_adaptive.policy import (
     cold_target,
     decide,
     pack_victims,
+    pick_victims,
 )
 
 LIMITS = Limits(minimum=1, maximum=8, scale_down_delay=30.0)
@@ -259,3 +260,21 @@ def test_without_activity_a_pause_sample_retires_the_trickle_worker():
 )
 def test_pack_victims_empties_whole_nodes(candidates, nodes, k, expected):
     assert pack_victims(candidates, nodes, k) == expected
+
+
+@pytest.mark.parametrize(
+    ("node_packing", "k", "expected"),
+    [
+        # a1, a2 share node A with a busy a9; b1 is alone on B: packing frees B first
+        (True, 1, ["b1"]),
+        (True, 3, ["b1", "a1", "a2"]),
+        # off: the scheduler's workers_to_close order, exactly as before packing existed
+        (False, 1, ["a1"]),
+        (False, 2, ["a1", "a2"]),
+        (False, 9, ["a1", "a2", "b1"]),
+        (False, 0, []),
+    ],
+)
+def test_pick_victims_node_packing_switch(node_packing, k, expected):
+    nodes = {"a1": "A", "a2": "A", "a9": "A", "b1": "B"}
+    assert pick_victims(["a1", "a2", "b1"], nodes, k, node_packing=node_packing) == expected
