@@ -58,6 +58,7 @@ def make_backend(settings: Settings, scheduler: Any) -> Backend:
         nthreads=settings.worker_nthreads,
         memory_limit=settings.worker_memory_limit,
         registered=lambda: {str(ws.name) for ws in scheduler.workers.values()},
+        security=getattr(scheduler, "security", None),  # a TLS scheduler's workers get its certificates
     )
 
 

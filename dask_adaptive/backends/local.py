@@ -11,6 +11,14 @@ At most `max_starting` workers start at once (default: one per CPU); the others 
 units, like pods waiting for a node. Starting a worker costs two Python interpreters' imports, so on
 a small machine starting them all together delays the first by the sum of all; staggered, the first
 workers arrive in seconds and the rest follow, and pending units can be cancelled for free.
+
+Under a TLS scheduler (`tls://` address) the workers inherit its security: the environment is
+passed on whole (so `DASK_DISTRIBUTED__COMM__TLS__*` set for the scheduler reaches them), and the
+CA, certificate and key the scheduler's `Security` holds are put on their command line too, because
+a scheduler started with `--tls-ca-file/--tls-cert/--tls-key` alone has them in no environment. The
+worker role's certificate is used if set, else the scheduler's (any certificate of the cluster's CA
+with the clientAuth and serverAuth usages will do: distributed checks the chain, not the hostname).
+Certificates held in memory (`Security.temporary()`) are written to the backend's folder, mode 0600.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dask_adaptive
 from dask_adaptive.backends.base import (
@@ -36,11 +45,53 @@ from dask_adaptive.backends.base import (
     RemovalReport,
     Unit,
 )
-from dask_adaptive.command import worker_command
+from dask_adaptive.command import WorkerTls, worker_command
 
 logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 40.0  # SIGKILL after this; above the worker preload's SIGTERM budget (25s)
+
+
+def worker_tls(scheduler_address: str, security: Any) -> WorkerTls | None:
+    """The TLS material a worker of this scheduler needs, from its `distributed.Security`; pure.
+
+    None unless the address is `tls://`: TLS flags make `dask worker` require encryption, which
+    would refuse a `tcp://` scheduler. Values may be file paths or PEM text (in-memory certificates).
+    """
+    if not scheduler_address.startswith("tls://") or security is None:
+        return None
+    ca = getattr(security, "tls_ca_file", None)
+    for role in ("worker", "scheduler"):
+        cert = getattr(security, f"tls_{role}_cert", None)
+        if cert:
+            key = getattr(security, f"tls_{role}_key", None)
+            break
+    else:
+        cert = key = None
+    if not ca or not cert:
+        raise BackendUnavailable(
+            f"local backend: the scheduler listens on {scheduler_address} but its security has no "
+            "CA file and certificate to give to workers (distributed.comm.tls.ca-file, "
+            "distributed.comm.tls.worker.cert or .scheduler.cert)"
+        )
+    return WorkerTls(ca_file=ca, cert=cert, key=key or None)
+
+
+def _write_private(path: str, text: str) -> str:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def materialize(tls: WorkerTls, folder: str) -> WorkerTls:
+    """Write in-memory PEM values (they contain a newline; paths do not) to files in `folder`."""
+
+    def to_file(value: str, name: str) -> str:
+        return _write_private(os.path.join(folder, name), value) if "\n" in value else value
+
+    key = to_file(tls.key, "tls.key") if tls.key else None
+    return WorkerTls(to_file(tls.ca_file, "ca.crt"), to_file(tls.cert, "tls.crt"), key)
 
 
 @dataclass
@@ -58,6 +109,7 @@ class LocalBackend:
         name_prefix: str | None = None,
         registered: Callable[[], set[str]] | None = None,
         max_starting: int | None = None,
+        security: Any = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -70,11 +122,16 @@ class LocalBackend:
         self._counter = 0
         self._workdir: str | None = None
         self._reapers: set[asyncio.Task[None]] = set()
+        # the scheduler's distributed.Security (None: plain TCP); see worker_tls
+        self.security = security
+        self.tls: WorkerTls | None = None
 
     async def start(self) -> None:
         if not self.scheduler_address:
             raise BackendUnavailable("local backend: the scheduler has no address to give to workers")
+        tls = worker_tls(self.scheduler_address, self.security)
         self._workdir = tempfile.mkdtemp(prefix="dask-adaptive-")
+        self.tls = materialize(tls, self._workdir) if tls else None
 
     async def close(self) -> None:
         # SIGINT to the nanny alone takes distributed's quick close path: at shutdown there is nowhere
@@ -151,6 +208,7 @@ class LocalBackend:
             dashboard_address=":0",
             local_directory=os.path.join(self._workdir, name),
             program=(sys.executable, "-m", "distributed.cli.dask_worker"),
+            tls=self.tls,
         )
         try:
             process = await asyncio.create_subprocess_exec(
