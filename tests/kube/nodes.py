@@ -106,8 +106,9 @@ class NodeGroup:
     pods: int = 110
     min_size: int = 0
     max_size: int = 3
-    scale_up_delay: float = 1.0
-    scale_down_delay: float = 5.0
+    scale_up_delay: float = 1.0  # pods Unschedulable this long before a node is asked for (CA's reaction)
+    scale_down_delay: float = 5.0  # a provisioned node empty this long is removed (scale-down-unneeded-time)
+    boot_delay: float = 0.0  # an asked-for node joins this much later (boot + join); billed meanwhile
 
     def spec(self, index: int) -> NodeSpec:
         return NodeSpec.pool(

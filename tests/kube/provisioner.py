@@ -1,11 +1,17 @@
 """The node provisioner of the test kubelet: a stand-in for cluster-autoscaler and an Auto Scaling Group.
-Adds a node to a group when pods that fit it stay Unschedulable, removes empty provisioned nodes later."""
+Adds a node to a group when pods that fit it stay Unschedulable (after an optional boot delay, during
+which the node is billed and counted as capacity on its way), removes empty provisioned nodes later, and
+keeps the bill: node-seconds from each node's launch to its removal (benchmarks/node_cost.py).
+
+As cluster-autoscaler does, pods below the expendable priority cutoff (`--expendable-pods-priority-cutoff`,
+default -10) neither ask for a node nor keep one; placeholder pods at a priority from -10 up do both."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +19,52 @@ from tests.kube.nodes import NodeGroup, parse_quantity
 
 if TYPE_CHECKING:
     from tests.kube.kubelet import Kubelet
+    from tests.kube.nodes import NodeSpec
+
+# cluster-autoscaler's --expendable-pods-priority-cutoff default: lower-priority pods are ignored by it
+EXPENDABLE_PRIORITY_CUTOFF = -10
+
+
+@dataclass
+class Launch:
+    """One node's life as the bill sees it: asked for at `launched`, joined at `joined`, gone at `removed`."""
+
+    name: str
+    group: str
+    launched: float
+    joined: float | None = None
+    removed: float | None = None
+
+
+def node_seconds(launches: Sequence[Launch], start: float, end: float) -> float:
+    """Node-seconds billed within [start, end]: each node from its launch (boot is paid) to its removal."""
+    total = 0.0
+    for n in launches:
+        lo, hi = max(start, n.launched), min(end, n.removed if n.removed is not None else end)
+        total += max(0.0, hi - lo)
+    return total
+
+
+def node_count_steps(launches: Sequence[Launch], start: float, end: float) -> list[tuple[float, int]]:
+    """(time, billed nodes from then on) at `start` and at each launch/removal up to `end`: for plots."""
+    changes = sorted(
+        [(n.launched, 1) for n in launches] + [(n.removed, -1) for n in launches if n.removed is not None]
+    )
+    count, steps = 0, []
+    for t, d in changes:
+        if t > start:
+            break
+        count += d
+    steps.append((start, count))
+    for t, d in changes:
+        if start < t <= end:
+            count += d
+            steps.append((t, count))
+    return steps
+
+
+def expendable(pod: dict[str, Any], cutoff: int = EXPENDABLE_PRIORITY_CUTOFF) -> bool:
+    return (pod["spec"].get("priority") or 0) < cutoff
 
 
 def _tolerates(pod: dict[str, Any], taint: dict[str, str]) -> bool:
@@ -47,31 +99,66 @@ def pod_request(pod: dict[str, Any], res: str) -> list[Decimal]:
 
 
 class NodeProvisioner:
-    """Adds a node to a group when pods stay Unschedulable for `scale_up_delay`, removes empty
-    provisioned nodes after `scale_down_delay` — so Dask → pods → nodes scale together in tests."""
+    """Adds a node to a group when pods stay Unschedulable for `scale_up_delay` (joining `boot_delay`
+    later), removes empty provisioned nodes after `scale_down_delay` — so Dask → pods → nodes scale
+    together in tests. `launches` is the bill (monotonic times)."""
 
-    def __init__(self, kubelet: Kubelet, groups: Sequence[NodeGroup]) -> None:
+    def __init__(
+        self,
+        kubelet: Kubelet,
+        groups: Sequence[NodeGroup],
+        *,
+        expendable_priority_cutoff: int = EXPENDABLE_PRIORITY_CUTOFF,
+    ) -> None:
         self.kubelet = kubelet
         self.groups = list(groups)
+        self.cutoff = expendable_priority_cutoff
         self.nodes: dict[str, list[str]] = {g.group: [] for g in groups}
+        self.booting: dict[str, list[tuple[float, NodeSpec]]] = {g.group: [] for g in groups}
         self.pending_since: dict[str, float] = {}
         self.empty_since: dict[str, float] = {}
         self.events: list[tuple[float, str, str]] = []  # (monotonic time, "add"/"remove", node name)
+        self.launches: list[Launch] = []
         self._count = 0
         for g in self.groups:
             for _ in range(g.min_size):
-                self._add(g)
+                self._add(g, booted=True)  # the group's minimum is running when the test starts
+        self._join_booted()
 
-    def _add(self, g: NodeGroup) -> None:
+    def _add(self, g: NodeGroup, *, booted: bool = False) -> None:
         self._count += 1
         spec = g.spec(self._count)
-        self.kubelet.add_node(spec)
-        self.empty_since[spec.name] = time.monotonic()  # a new node gets the full delay before removal
-        self.events.append((time.monotonic(), "add", spec.name))
-        self.nodes[g.group].append(spec.name)
+        now = time.monotonic()
+        self.launches.append(Launch(spec.name, g.group, now))
+        self.booting[g.group].append((now if booted else now + g.boot_delay, spec))
+
+    def _join_booted(self) -> None:
+        now = time.monotonic()
+        for g in self.groups:
+            for ready_at, spec in list(self.booting[g.group]):
+                if ready_at > now:
+                    continue
+                self.kubelet.add_node(spec)
+                joined = time.monotonic()
+                self.empty_since[spec.name] = joined  # a new node gets the full delay before removal
+                self.events.append((joined, "add", spec.name))
+                self.nodes[g.group].append(spec.name)
+                self.booting[g.group].remove((ready_at, spec))
+                for launch in self.launches:
+                    if launch.name == spec.name:
+                        launch.joined = joined
+
+    def node_seconds(self, start: float, end: float) -> float:
+        return node_seconds(self.launches, start, end)
+
+    def billed(self) -> int:
+        """Nodes launched and not removed (booting ones included)."""
+        return sum(1 for n in self.launches if n.removed is None)
 
     def step(self, pods: list[dict[str, Any]]) -> None:
+        self._join_booted()
         now = time.monotonic()
+        pods = [p for p in pods if not expendable(p, self.cutoff)]
         unscheduled = [
             p for p in pods if not p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")
         ]
@@ -94,7 +181,8 @@ class NodeProvisioner:
             for p in waiting:
                 self.pending_since.setdefault(p["metadata"]["uid"], now)
             ripe = [p for p in waiting if now - self.pending_since[p["metadata"]["uid"]] >= g.scale_up_delay]
-            if ripe and len(self.nodes[g.group]) < g.max_size:
+            size = len(self.nodes[g.group]) + len(self.booting[g.group])
+            if ripe and size < g.max_size:
                 cpu = sum(sum(pod_request(p, "cpu")) for p in ripe)
                 mem = sum(sum(pod_request(p, "memory")) for p in ripe)
                 need = max(
@@ -103,10 +191,10 @@ class NodeProvisioner:
                     math.ceil(len(ripe) / g.pods),
                     1,
                 )
-                # Nodes added but still empty are capacity on its way (the scheduler backs off
-                # Unschedulable pods for a few seconds): count them, as cluster-autoscaler does.
-                need -= len(empty)
-                for _ in range(max(0, min(need, g.max_size - len(self.nodes[g.group])))):
+                # Nodes added but still empty, or still booting, are capacity on its way (the scheduler
+                # backs off Unschedulable pods for a few seconds): count them, as cluster-autoscaler does.
+                need -= len(empty) + len(self.booting[g.group])
+                for _ in range(max(0, min(need, g.max_size - size))):
                     self._add(g)
                 for p in ripe:
                     self.pending_since[p["metadata"]["uid"]] = now  # give the scheduler time
@@ -126,5 +214,8 @@ class NodeProvisioner:
                     # finds the Node object gone and the event recorded.
                     self.kubelet.remove_node(name)
                     self.events.append((now, "remove", name))
+                    for launch in self.launches:
+                        if launch.name == name and launch.removed is None:
+                            launch.removed = now
                     self.empty_since.pop(name, None)
                     self.nodes[g.group].remove(name)

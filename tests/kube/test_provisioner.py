@@ -3,15 +3,17 @@ pods → nodes layer, so tests can run Dask → pods → nodes together."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.kube.control_plane import wait_for
 from tests.kube.kubelet import pod_ready
 from tests.kube.nodes import NodeGroup, NodeSpec
+from tests.kube.provisioner import Launch, expendable, node_count_steps, node_seconds
 
-pytestmark = pytest.mark.kube
 
-
+@pytest.mark.kube
 def test_pending_pods_grow_the_group_and_empty_nodes_shrink_it(kube, namespace, kubelet_factory):
     group = NodeGroup("workers", worker=True, cpu="2", memory="4Gi", max_size=3, scale_up_delay=0.5,
                       scale_down_delay=2.0)  # fmt: skip
@@ -54,3 +56,87 @@ def test_pending_pods_grow_the_group_and_empty_nodes_shrink_it(kube, namespace, 
     wait_for(lambda: not k.provisioner.nodes["workers"], 60, message="empty worker nodes removed")
     assert all(rest.get_or_none(f"/api/v1/nodes/{n}") is None for n in nodes)
     assert sorted(e[1] for e in k.provisioner.events) == ["add", "add", "remove", "remove"]
+
+
+def test_the_bill_counts_each_node_from_launch_to_removal():
+    launches = [Launch("a", "w", 10.0, 12.0, 30.0), Launch("b", "w", 20.0, 25.0, None)]
+    assert node_seconds(launches, 0.0, 40.0) == 20.0 + 20.0  # b still billed at the end of the window
+    assert node_seconds(launches, 15.0, 25.0) == 10.0 + 5.0  # clipped to the window
+    assert node_seconds(launches, 31.0, 19.0) == 0.0
+    steps = node_count_steps(launches, 5.0, 40.0)
+    assert steps == [(5.0, 0), (10.0, 1), (20.0, 2), (30.0, 1)]
+    assert node_count_steps(launches, 21.0, 40.0)[0] == (21.0, 2)  # what was already running
+
+
+def test_cluster_autoscaler_ignores_pods_below_the_expendable_cutoff():
+    def pod(priority):
+        return {"spec": {} if priority is None else {"priority": priority}}
+
+    assert expendable(pod(-11)) and not expendable(pod(-10)) and not expendable(pod(-1))
+    assert not expendable(pod(None)) and not expendable(pod(0))
+    assert expendable(pod(-1), cutoff=0)
+
+
+def _deployment(name, replicas, priority_class=None):
+    spec = {
+        "nodeSelector": {"adaptive-dask/pool": "workers"},
+        "tolerations": [{"key": "adaptive-dask/dask-worker", "operator": "Exists"}],
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "c", "image": "x", "command": ["sleep", "3600"],
+                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}],
+    }  # fmt: skip
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+        },
+    }
+
+
+@pytest.mark.kube
+def test_a_node_boots_before_it_joins_and_expendable_pods_ask_for_none(kube, namespace, kubelet_factory):
+    group = NodeGroup("workers", worker=True, cpu="2", memory="4Gi", max_size=2, scale_up_delay=0.3,
+                      scale_down_delay=1.0, boot_delay=2.0)  # fmt: skip
+    k = kubelet_factory([NodeSpec.pool("boot-sys", "system")], node_groups=[group])
+    rest = kube.rest()
+    expendable_class = f"{namespace}-expendable"
+    rest.post(
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+        {"metadata": {"name": expendable_class}, "value": -20, "preemptionPolicy": "Never"},
+    )
+    try:
+        deployments = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+        rest.post(deployments, _deployment("spare", 1, expendable_class))
+        wait_for(
+            lambda: any(
+                c.get("reason") == "Unschedulable"
+                for p in rest.items(f"/api/v1/namespaces/{namespace}/pods")
+                for c in p["status"].get("conditions") or []
+            ),
+            60,
+            message="the expendable pod Unschedulable",
+        )
+        time.sleep(1.5)  # several provisioner steps past scale_up_delay
+        assert k.provisioner.launches == []  # below the cutoff: cluster-autoscaler adds nothing for it
+
+        rest.post(deployments, _deployment("w", 1))
+        launches = k.provisioner.launches
+        launch = wait_for(lambda: launches and launches[0], 30, message="a launch")
+        assert k.provisioner.billed() == 1 and k.provisioner.nodes["workers"] == []  # booting, billed
+        wait_for(lambda: k.provisioner.nodes["workers"], 30, message="the node joined")
+        assert launch.joined is not None and launch.joined - launch.launched >= 2.0
+        assert len(k.provisioner.launches) == 1  # a booting node is capacity on its way: not asked twice
+
+        rest.patch(f"{deployments}/w/scale", {"spec": {"replicas": 0}})
+        # the expendable pod may now run on the node, but it does not keep it
+        wait_for(lambda: not k.provisioner.nodes["workers"], 60, message="the node removed")
+        assert launch.removed is not None
+        billed = k.provisioner.node_seconds(launch.launched - 5, launch.removed + 5)
+        assert billed == pytest.approx(launch.removed - launch.launched)
+        assert billed >= 2.0 + 1.0  # the boot is paid, and the unneeded time after the node emptied
+    finally:
+        rest.delete(f"/apis/scheduling.k8s.io/v1/priorityclasses/{expendable_class}")
