@@ -20,6 +20,8 @@ import dask.config
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
 
+from dask_adaptive.schedule import Schedule, parse_schedule
+
 BACKENDS = ("kubernetes", "local")
 _YAML = os.path.join(os.path.dirname(__file__), "adaptive.yaml")
 
@@ -48,6 +50,7 @@ class Settings:
     backend: str
     minimum: int
     maximum: int
+    minimum_schedule: Schedule  # windows raising the minimum at given times (no windows: none)
     interval: float
     target_duration: float
     scale_down_delay: float
@@ -73,6 +76,7 @@ class Settings:
 OPTION_KEYS: dict[str, str] = {
     "backend": "backend",
     "minimum": "minimum",
+    "minimum-schedule": "minimum-schedule",
     "maximum": "maximum",
     "interval": "interval",
     "target-duration": "target-duration",
@@ -245,6 +249,23 @@ def _text(key: str, value: Any) -> str | None:
     return value
 
 
+def _schedule(value: Any, maximum: int) -> Schedule:
+    """A schedule no window of which asks for more than the maximum could ever give."""
+    if value is not None and not isinstance(value, str):
+        raise SettingsError("minimum-schedule", value, "must be a string")
+    try:
+        schedule = parse_schedule(value)
+    except ValueError as e:
+        raise SettingsError("minimum-schedule", value, str(e)) from None
+    for window in schedule.windows:
+        if window.minimum > maximum:
+            rule = (
+                f"window {window.text!r} asks for {window.minimum} workers, above adaptive.maximum={maximum}"
+            )
+            raise SettingsError("minimum-schedule", value, rule)
+    return schedule
+
+
 def _worker_threads(backend: str, value: Any, local_nthreads: int) -> int:
     """One fact, one value: the local backend starts its workers with local.worker-nthreads, so the
     thread count that sizes a cold scale-up may only repeat it; null means distributed's behaviour (1)."""
@@ -289,6 +310,7 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         backend=backend,
         minimum=minimum,
         maximum=maximum,
+        minimum_schedule=_schedule(get("minimum-schedule"), maximum),
         interval=_seconds("interval", get("interval"), positive=True),
         target_duration=_seconds("target-duration", get("target-duration"), positive=True),
         scale_down_delay=_seconds("scale-down-delay", get("scale-down-delay"), positive=False),

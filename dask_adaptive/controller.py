@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from dask_adaptive.activity import Activity
@@ -42,6 +43,7 @@ from dask_adaptive.policy import (
     decide,
 )
 from dask_adaptive.reconcile import reconcile
+from dask_adaptive.schedule import active_windows
 
 logger = logging.getLogger("dask_adaptive")
 
@@ -57,11 +59,13 @@ class Controller:
         backend: Backend,
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),  # minimum-schedule's clock
     ) -> None:
         self.scheduler = scheduler
         self.settings = settings
         self.clock = clock
-        self.limits = Limits(settings.minimum, settings.maximum, settings.scale_down_delay)
+        self.wall = wall
+        self.limits = Limits(settings.minimum, settings.maximum, settings.scale_down_delay, "--minimum")
         self.stats = Stats()
         self.history = History()
         self.known: set[str] = set()  # every unit name the backend reported (updated in place)
@@ -149,6 +153,7 @@ class Controller:
         if new:
             self._event("arrived", units=sorted(new))
         self._seen_arrived = set(snap.arrived)
+        self._update_limits()
         decision, self.history = decide(snap, self.limits, self.history)
         self._update_gauges(snap)
         self._log_decision(decision)
@@ -198,6 +203,22 @@ class Controller:
             in_progress=self.executor.busy or bool(leaving),
             busy=busy,
         )
+
+    def _update_limits(self) -> None:
+        """The minimum in force now: --minimum, raised by any minimum-schedule window active (the wall
+        clock); a change is logged with its cause."""
+        minimum, cause = self.settings.minimum, "--minimum"
+        if self.settings.minimum_schedule.windows:
+            for window in active_windows(self.settings.minimum_schedule, self.wall()):
+                if window.minimum > minimum:
+                    minimum, cause = window.minimum, f"minimum-schedule {window.text}"
+        if (minimum, cause) == (self.limits.minimum, self.limits.minimum_from):
+            return
+        logger.info(
+            "dask-adaptive: %s", fmt(event="minimum", minimum=minimum, was=self.limits.minimum, by=cause)
+        )
+        self._event("minimum", minimum=minimum, was=self.limits.minimum, by=cause)
+        self.limits = Limits(minimum, self.settings.maximum, self.settings.scale_down_delay, cause)
 
     def _update_gauges(self, snap: Snapshot) -> None:
         self.stats.desired = max(self.limits.minimum, min(self.limits.maximum, snap.target))

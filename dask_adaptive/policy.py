@@ -3,7 +3,8 @@
 Rules (the seed: "scale up as quickly as it can, scale down with a specified delay"):
 
 * desired = the scheduler's `adaptive_target()` clamped to [minimum, maximum]; from zero workers it
-  counts cores, so the controller divides it by the threads per worker first (`cold_target`);
+  counts cores, so the controller divides it by the threads per worker first (`cold_target`); the
+  minimum may change from one look to the next (a minimum-schedule window, schedule.py);
 * "wanted" = what the backend was asked for minus units already on their way out. A unit that was
   requested but has not arrived counts as wanted, never as capacity, so a scale-up never asks again
   for pods that are merely Pending, and nothing shrinks below what is still wanted;
@@ -30,9 +31,10 @@ Sample = tuple[float, int]  # (monotonic time, workers needed then: desired or b
 
 @dataclass(frozen=True)
 class Limits:
-    minimum: int
+    minimum: int  # in force now: the controller raises it while a minimum-schedule window is active
     maximum: int
     scale_down_delay: float
+    minimum_from: str = ""  # where the minimum comes from, for the log of a scale-up it causes
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
         f"arrived={len(snap.arrived)} pending={len(snap.pending)} retiring={snap.retiring}"
     )
     if desired > wanted:
-        return ScaleUp(desired, f"scale up now: {state}"), history
+        # name the minimum when it, not the work, asks for more (e.g. a scheduled window opened)
+        cause = f" to minimum {limits.minimum} ({limits.minimum_from})" if snap.target < desired else ""
+        return ScaleUp(desired, f"scale up now{cause}: {state}"), history
     if desired == wanted:
         return Hold(f"at target: {state}"), history
     if snap.retiring or snap.in_progress:

@@ -73,6 +73,7 @@ def _fail(reason: str) -> None:
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.option("--backend", type=click.Choice(BACKENDS), default=None, help=option_help("backend"))
 @click.option("--minimum", type=str, default=None, help=option_help("minimum"))
+@click.option("--minimum-schedule", type=str, default=None, help=option_help("minimum-schedule"))
 @click.option("--maximum", type=str, default=None, help=option_help("maximum"))
 @click.option("--interval", type=str, default=None, help=option_help("interval"))
 @click.option("--target-duration", type=str, default=None, help=option_help("target-duration"))
@@ -108,10 +109,11 @@ async def dask_setup(scheduler: Any, **options: Any) -> None:
     scheduler.extensions[EXTENSION] = controller
     controller.metrics_handle = register(controller.stats)
     logger.info(
-        "dask-adaptive: started backend=%s minimum=%d maximum=%d interval=%gs target-duration=%gs "
-        "scale-down-delay=%gs worker-threads=%d node-packing=%s",
+        "dask-adaptive: started backend=%s minimum=%d minimum-schedule=%r maximum=%d interval=%gs "
+        "target-duration=%gs scale-down-delay=%gs worker-threads=%d node-packing=%s",
         settings.backend,
         settings.minimum,
+        str(settings.minimum_schedule),
         settings.maximum,
         settings.interval,
         settings.target_duration,

@@ -203,3 +203,30 @@ def test_node_packing_refuses_other_values(bad):
     with pytest.raises(SettingsError) as err:
         resolve({"node_packing": bad})
     assert str(err.value) == f"adaptive.node-packing={bad!r} is invalid: must be true or false"
+
+
+def test_minimum_schedule_resolves_from_option_or_config():
+    assert resolve({}).minimum_schedule.windows == ()  # default: none
+    with dask.config.set({"adaptive.minimum-schedule": "Mon-Fri 08:00-18:00 Europe/London=4"}):
+        assert str(resolve({}).minimum_schedule) == "Mon-Fri 08:00-18:00 Europe/London=4"
+        option = resolve({"minimum_schedule": "Sat 10:00-14:00 UTC=1"})  # the option wins
+        assert str(option.minimum_schedule) == "Sat 10:00-14:00 UTC=1"
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ("Mon-Fri 08:00-18:00 Europe/Londn=4", "window 'Mon-Fri 08:00-18:00 Europe/Londn=4': time zone"),
+        ("Mon-Fri 8-18 UTC=4", "window 'Mon-Fri 8-18 UTC=4': not of the form"),
+        (
+            "00:00-24:00 UTC=1; Mon 08:00-18:00 UTC=11",
+            "window 'Mon 08:00-18:00 UTC=11' asks for 11 workers, above adaptive.maximum=10",
+        ),
+        (4, "must be a string"),
+    ],
+)
+def test_minimum_schedule_refuses_bad_values_at_start(value, rule):
+    with pytest.raises(SettingsError) as err:
+        resolve({"minimum_schedule": value})
+    assert err.value.key == "minimum-schedule"
+    assert str(err.value).startswith(f"adaptive.minimum-schedule={value!r} is invalid: {rule}")

@@ -7,7 +7,9 @@ to provoke there: aborted retirements, foreign workers, backend failures, orphan
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -431,3 +433,45 @@ def test_a_task_between_two_looks_counts_as_busy_only_on_our_worker(runs_on, exp
             assert isinstance(await controller.step(), ScaleDown)
 
     scenario(body, running("u1"), ["u1"], foreign=("foreign",), scale_down_delay="0s")
+
+
+def test_a_minimum_schedule_scales_up_at_its_start_and_lets_go_after_its_end(caplog):
+    """Issue 13 §2: no work at all, yet the window's start asks for its workers and says why; after the
+    end they go like any idle workers, once the scale-down delay has passed."""
+    schedule = "Mon-Fri 08:00-18:00 Europe/London=3"
+    london = {"now": datetime(2026, 3, 2, 7, 59, 59, tzinfo=UTC)}  # a Monday, GMT
+
+    async def body(s, client, backend, controller):
+        controller.wall = lambda: london["now"]
+        assert isinstance(await controller.step(), Hold) and backend.scaled == []
+        london["now"] = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
+        with caplog.at_level(logging.INFO, logger="dask_adaptive"):
+            decision = await controller.step()
+        assert decision == ScaleUp(3, decision.reason) and backend.scaled == [3]
+        cause = f"to minimum 3 (minimum-schedule {schedule})"
+        assert decision.reason.startswith(f"scale up now {cause}: target=0")
+        assert any(cause in r.getMessage() and "ScaleUp" in r.getMessage() for r in caplog.records)
+        assert any("event=minimum minimum=3 was=0" in r.getMessage() for r in caplog.records)
+        london["now"] = datetime(2026, 3, 2, 17, 59, 59, tzinfo=UTC)
+        controller.clock.now = 100.0
+        assert isinstance(await controller.step(), Hold)
+        london["now"] = datetime(2026, 3, 2, 18, 0, 0, tzinfo=UTC)
+        controller.clock.now = 101.0
+        decision = await controller.step()
+        assert isinstance(decision, Hold) and decision.reason.startswith("needed 3 within the last 30s")
+        assert controller.limits.minimum == 0  # --minimum again
+        controller.clock.now = 131.0
+        decision = await controller.step()
+        assert isinstance(decision, ScaleDown) and decision.wanted == 0
+
+    scenario(body, [], [], minimum_schedule=schedule, scale_down_delay="30s")
+
+
+def test_a_window_below_the_minimum_changes_nothing():
+    async def body(s, client, backend, controller):
+        controller.wall = lambda: datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+        decision = await controller.step()
+        assert decision == ScaleUp(2, decision.reason) and "(--minimum)" in decision.reason
+        assert controller.limits.minimum == 2
+
+    scenario(body, [], [], minimum="2", minimum_schedule="00:00-24:00 UTC=1")
