@@ -22,6 +22,7 @@ from dask_adaptive.backends.kubernetes.ranking import (
     LOWEST_COST,
     build_event,
     deletion_rank,
+    owned_by,
     parse_selector,
     plan_removal,
     pod_unit,
@@ -42,8 +43,22 @@ def pod(
     ready: bool = True,
     deleting: bool = False,
     cost: str | None = None,
+    labels: dict[str, str] | None = None,
+    owner: str | None = "workers-5d8f",
 ) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "annotations": {}, "serial": next(_serial)}
+    """A worker pod of Deployment `workers` (its ReplicaSet `workers-5d8f` owns it) unless told otherwise."""
+    template_hash = "5d8f"
+    meta: dict[str, Any] = {
+        "name": name,
+        "annotations": {},
+        "serial": next(_serial),
+        "labels": labels
+        if labels is not None
+        else {"app": "dask-worker", "pod-template-hash": template_hash},
+    }
+    if owner is not None:
+        ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner, "controller": True}
+        meta["ownerReferences"] = [ref]
     if cost is not None:
         meta["annotations"][DELETION_COST] = cost
     if deleting:
@@ -198,8 +213,14 @@ class FakeCluster:
     url = "memory://"
 
     def __init__(
-        self, ready: int = 0, pending: int = 0, honour_cost: bool = False, probe_lag: int = 1
+        self,
+        ready: int = 0,
+        pending: int = 0,
+        honour_cost: bool = False,
+        probe_lag: int = 1,
+        labels: dict[str, str] | None = None,  # of the pods the ReplicaSet makes
     ) -> None:
+        self.labels = labels
         self.pods: dict[str, dict[str, Any]] = {}
         self.replicas = 0
         self.honour_cost = honour_cost
@@ -213,9 +234,9 @@ class FakeCluster:
         self.errors = 0
         self._names = itertools.count(1)
         for _ in range(ready):
-            self._add(pod(self._next()))
+            self._add(pod(self._next(), labels=labels))
         for _ in range(pending):
-            self._add(pod(self._next(), node=None, phase="Pending"))
+            self._add(pod(self._next(), node=None, phase="Pending", labels=labels))
         self.replicas = len(self.pods)
 
     def _next(self) -> str:
@@ -235,9 +256,13 @@ class FakeCluster:
             raise self.fail[op]
 
     def _reconcile(self) -> None:
-        live = [p for p in self.pods.values() if "deletionTimestamp" not in p["metadata"]]
+        live = [
+            p
+            for p in self.pods.values()
+            if "deletionTimestamp" not in p["metadata"] and owned_by(p, "workers")  # the ReplicaSet's own
+        ]
         while len(live) < self.replicas:
-            p = pod(self._next(), node=None, phase="Pending")
+            p = pod(self._next(), node=None, phase="Pending", labels=self.labels)
             self._add(p)
             live.append(p)
         excess = len(live) - self.replicas
@@ -269,7 +294,8 @@ class FakeCluster:
             self.retired[n] -= 1
             if self.retired[n] <= 0 and n in self.pods:
                 self.pods[n]["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
-        return [dict(p) for p in self.pods.values()]
+        # like the apiserver: only pods whose labels match the selector
+        return [dict(p) for p in self.pods.values() if selector_matches(selector, p["metadata"]["labels"])]
 
     async def annotate_pod(self, ns, name, annotations):
         self._check("annotate_pod")
@@ -503,6 +529,63 @@ def test_a_named_pod_already_gone_does_not_lower_scale_for_it():
     assert report.removed == ("w-1", "w-2") and report.wrong == ()
     assert scale_writes(cluster) == [3]  # lowered for w-1 only: the replacement w-5 is not taken blindly
     assert sorted(cluster.pods) == ["w-3", "w-4", "w-5"]
+
+
+# the stack's labels (infra/k8s/dask_objects.py): headroom placeholders differ only in the component
+STACK = {
+    "app.kubernetes.io/name": "dask",
+    "app.kubernetes.io/instance": "ns",
+    "app.kubernetes.io/part-of": "x",
+}
+WORKER_SELECTOR = (
+    "app.kubernetes.io/name=dask,app.kubernetes.io/instance=ns,app.kubernetes.io/component=worker"
+)
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        WORKER_SELECTOR,  # the program's: the apiserver leaves placeholders out
+        "app.kubernetes.io/name=dask,app.kubernetes.io/instance=ns",  # too broad: ownership leaves them out
+    ],
+)
+def test_headroom_placeholders_are_never_counted_ranked_retired_or_deleted(selector, caplog):
+    """Issue 13 §2: placeholder pods share the namespace and the stack's labels. Counted as units they
+    would look like pods still Pending (cancelled by the next scale-down, or removed as orphans), and,
+    Pending after a burst preempts them, would outrank every retired pod."""
+    worker = {**STACK, "app.kubernetes.io/component": "worker", "pod-template-hash": "5d8f"}
+    cluster = FakeCluster(ready=3, labels=worker)
+    headroom = {**STACK, "app.kubernetes.io/component": "headroom", "pod-template-hash": "77aa"}
+    cluster._add(pod("headroom-1", labels=headroom, owner="headroom-77aa"))  # running, by its Deployment
+    cluster._add(pod("headroom-2", node=None, phase="Pending", labels=headroom, owner="headroom-77aa"))
+    cluster._add(pod("bare", node=None, phase="Pending", labels=dict(headroom), owner=None))  # no owner
+    placeholders = ("headroom-1", "headroom-2", "bare")
+    b = KubernetesBackend("ns", "workers", selector, api=cluster, **TIMEOUTS)  # type: ignore[arg-type]
+    obs = go(b.observe())
+    assert obs.requested == 3 and sorted(u.name for u in obs.units) == ["w-1", "w-2", "w-3"]
+    assert all(u.phase is Phase.RUNNING for u in obs.units)  # nothing Pending to cancel
+    cluster.retire("w-1")
+    report = go(b.remove(["w-1"]))  # Pending placeholders would outrank it: not waitable, deleted first
+    assert (report.removed, report.wrong) == (("w-1",), ()) and scale_writes(cluster) == [2]
+    assert not any(op == "delete_pod" for op, _ in cluster.calls), "w-1 went by the scale-down alone"
+    # asked by name (never happens: not a unit), a placeholder is "already gone": untouched, scale kept
+    report = go(b.remove(["headroom-2"]))
+    assert scale_writes(cluster) == [2] and set(placeholders) <= set(cluster.pods)
+    assert all(DELETION_COST not in cluster.pods[n]["metadata"]["annotations"] for n in placeholders)
+    warned = [r.getMessage() for r in caplog.records if "does not own" in r.getMessage()]
+    assert bool(warned) == (selector != WORKER_SELECTOR)
+    assert all("bare,headroom-1,headroom-2" in m for m in warned)
+
+
+def test_a_pod_belongs_to_the_deployment_only_through_its_replicaset():
+    assert owned_by(pod("w"), "workers")
+    assert not owned_by(pod("w", owner="workers-77aa"), "workers")  # another template's hash
+    assert not owned_by(pod("w", owner="workers-headroom-5d8f"), "workers")  # a longer name
+    assert not owned_by(pod("w", owner=None), "workers")  # made by hand
+    assert not owned_by(pod("w", labels={"app": "dask-worker"}), "workers")  # no template hash
+    job = pod("w")
+    job["metadata"]["ownerReferences"][0]["kind"] = "Job"
+    assert not owned_by(job, "workers")
 
 
 def test_nothing_is_written_when_every_named_pod_is_gone():

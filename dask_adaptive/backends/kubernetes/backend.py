@@ -53,6 +53,7 @@ from dask_adaptive.backends.kubernetes.ranking import (
     LOWEST_COST,
     RemovalPlan,
     build_event,
+    owned_by,
     plan_removal,
     pod_name,
     pod_ready,
@@ -117,6 +118,7 @@ class KubernetesBackend:
         self.counters = Counters()
         self._deployment_doc: dict[str, Any] = {"metadata": {"name": deployment}}
         self._seen_ready: set[str] = set()
+        self._strangers: list[str] = []  # pods the selector matched that the Deployment does not own
         self._scale_lock = asyncio.Lock()  # held for one read + write of /scale, never for a wait
         self._departures = Departures()  # the units of unfinished remove() calls (module docstring)
         self._raised = 0  # replicas added by scale_up() so far: a removal's verify follows its target
@@ -198,8 +200,22 @@ class KubernetesBackend:
     # -- observe / scale up ----------------------------------------------------------------------
 
     async def list_pods(self) -> list[dict[str, Any]]:
-        """The worker pods now, remembering which were ever Ready (a retired worker's readiness drops)."""
-        pods = await self._require_api().list_pods(self.namespace, self.selector)
+        """The worker pods now, remembering which were ever Ready (a retired worker's readiness drops).
+
+        Only pods the Deployment owns (ranking.owned_by): headroom placeholders share the namespace and
+        the stack's labels, and would otherwise count as units and, Pending after a preemption, outrank
+        the retired pods of every removal."""
+        listed = await self._require_api().list_pods(self.namespace, self.selector)
+        pods = [p for p in listed if owned_by(p, self.deployment)]
+        strangers = sorted(pod_name(p) for p in listed if not owned_by(p, self.deployment))
+        if strangers and strangers != self._strangers:
+            logger.warning(
+                "kubernetes backend: ignoring pods matching %s that Deployment %s does not own: %s",
+                self.selector,
+                self.deployment,
+                ",".join(strangers),
+            )
+        self._strangers = strangers
         names = {pod_name(p) for p in pods}
         self._seen_ready = {n for n in self._seen_ready if n in names}
         self._seen_ready |= {pod_name(p) for p in pods if pod_ready(p) and not pod_terminating(p)}

@@ -47,6 +47,22 @@ def pod_marked(pod: Pod) -> bool:
     return (pod.get("metadata", {}).get("annotations") or {}).get(DELETION_COST) == LOWEST_COST
 
 
+def owned_by(pod: Pod, deployment: str) -> bool:
+    """Whether the pod is one of `deployment`'s: its controller is the Deployment's ReplicaSet, which
+    Kubernetes names `<deployment>-<pod-template-hash>`. The label selector alone also admits any pod
+    carrying the same labels (a headroom placeholder with the stack's labels, a pod made by hand, a
+    selector written too broadly), and such a pod must never be counted, ranked, retired or deleted."""
+    meta = pod.get("metadata", {})
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if not template_hash:
+        return False
+    owner = f"{deployment}-{template_hash}"
+    return any(
+        ref.get("controller") and ref.get("kind") == "ReplicaSet" and ref.get("name") == owner
+        for ref in meta.get("ownerReferences") or []
+    )
+
+
 def pod_unit(pod: Pod, was_ready: bool = False) -> Unit:
     """Map a pod to the phase the controller reasons with.
 
