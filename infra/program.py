@@ -135,6 +135,7 @@ def build_dask(settings: Settings, provider: k8s.Provider, ready: list[pulumi.Re
     pulumi.export("daskDashboard", dask.dashboard)
     pulumi.export("daskWorkerDeployment", dask.worker_deployment)
     pulumi.export("daskWorkerSelector", dask.worker_selector)
+    pulumi.export("daskClientSetup", dask.client_setup)
     return dask
 
 

@@ -113,6 +113,37 @@ def sign_leaf(
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+def make_csr(key_pem: str, common_name: str, dns_names: tuple[str, ...] = ()) -> str:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(_name(common_name))
+    if dns_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(d) for d in dns_names]), critical=False
+        )
+    return builder.sign(load_key(key_pem), hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def sign_csr(ca: Pem, csr_pem: str, allowed_uses: tuple[str, ...]) -> str:
+    """What pulumi-tls's LocallySignedCert does with a CSR: subject and SANs kept, usages as named."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    try:
+        sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = tuple(sans.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        dns = ()
+    common_name = str(csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+    public = csr.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return sign_leaf(
+        ca,
+        public.decode(),
+        common_name,
+        dns,
+        server="server_auth" in allowed_uses,
+        client="client_auth" in allowed_uses,
+    )
+
+
 def public_key_of(key_pem: str) -> str:
     return (
         load_key(key_pem)
@@ -163,3 +194,9 @@ def write_tls_files(directory: Path, ca: Pem, leaf: Pem) -> TlsFiles:
     paths.key.write_text(leaf.key)
     paths.key.chmod(0o600)
     return paths
+
+
+def make_service_leaf(ca: Pem, common_name: str, dns_names: tuple[str, ...]) -> Pem:
+    """A leaf naming only `dns_names` (no localhost, no IP): what the stack's scheduler certificate is."""
+    _, key_pem = private_key_pem()
+    return Pem(sign_leaf(ca, public_key_of(key_pem), common_name, dns_names), key_pem)

@@ -58,6 +58,8 @@ DASK_DEFAULTS: dict[str, Any] = {
     "allowedClientNamespaces": [],
     "allowedClientPods": [],
     "admissionPolicy": True,
+    "tls": True,
+    "clientGroups": [],
 }
 AUTOSCALER_DEFAULTS: dict[str, Any] = {
     "scaleDownUnneededTime": "5m",
@@ -138,6 +140,28 @@ def _admission_policy(s: Section, target: str) -> bool:
             "only the local target may turn it off, for clusters older than 1.30"
         )
     return enabled
+
+
+def _tls(s: Section, production: bool) -> bool:
+    """Mutual TLS on every Dask connection; off only for throwaway clusters, never in production: without
+    it any pod that reaches the scheduler port can run code as the scheduler."""
+    enabled = s["tls"].boolean()
+    if not enabled and production:
+        raise s["tls"].fail(
+            f"must stay true in a production stack ({PROJECT}:production=true); "
+            "plaintext Dask is for throwaway clusters only"
+        )
+    return enabled
+
+
+def _client_groups(field: Field) -> tuple[str, ...]:
+    """Kubernetes groups (e.g. from EKS access entries) allowed to read the client certificate and
+    port-forward to the scheduler: being able to connect is what the client Role grants."""
+    groups = field.strings(unique=True)
+    for item in field.items():
+        if not item.value.strip() or item.value.startswith("system:"):
+            raise item.fail("must be a group name of your own (not empty, not a built-in 'system:' group)")
+    return groups
 
 
 def _worker_instance_types(aws: AwsConfig) -> list[str]:
@@ -255,7 +279,9 @@ def _check_scheduler_fits(s: Section, aws: AwsConfig, cpu: int, memory_mib: int)
     )
 
 
-def parse_dask(s: Section, *, target: str, aws: AwsConfig | None, default_namespace: str) -> DaskSettings:
+def parse_dask(
+    s: Section, *, target: str, aws: AwsConfig | None, default_namespace: str, production: bool = False
+) -> DaskSettings:
     """`adaptive-dask:dask`; `aws` carries the worker and system groups (None for the local target)."""
     namespace = s["namespace"].optional_string() or default_namespace
     if len(namespace) > 63 or not _LABEL.match(namespace):
@@ -308,6 +334,8 @@ def parse_dask(s: Section, *, target: str, aws: AwsConfig | None, default_namesp
         client_namespace_selectors=_selectors(s["allowedClientNamespaces"]),
         client_pod_selectors=_selectors(s["allowedClientPods"]),
         admission_policy=_admission_policy(s, target),
+        tls=_tls(s, production),
+        client_groups=_client_groups(s["clientGroups"]),
         kubernetes_version=aws.cluster.version if aws else None,
     )
 
@@ -346,11 +374,20 @@ def parse_autoscaler(s: Section, *, aws: AwsConfig) -> AutoscalerSettings:
 
 
 def parse_kubernetes(
-    cfg: ConfigReader, *, target: str, aws: AwsConfig | None, default_namespace: str
+    cfg: ConfigReader,
+    *,
+    target: str,
+    aws: AwsConfig | None,
+    default_namespace: str,
+    production: bool = False,
 ) -> tuple[DaskSettings, AutoscalerSettings | None, str | None]:
     """The three keys of this layer, each refused where the target has no use for it."""
     dask = parse_dask(
-        cfg.section("dask", DASK_DEFAULTS), target=target, aws=aws, default_namespace=default_namespace
+        cfg.section("dask", DASK_DEFAULTS),
+        target=target,
+        aws=aws,
+        default_namespace=default_namespace,
+        production=production,
     )
     autoscaler = None
     if aws is not None:

@@ -42,7 +42,9 @@ def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) 
     aws = None
     if target == "aws":
         aws = parse_aws(cfg, reader_factory("aws").raw("region", DEFAULT_REGION), production)
-    dask, autoscaler, kube_context = parse_kubernetes(cfg, target=target, aws=aws, default_namespace=name)
+    dask, autoscaler, kube_context = parse_kubernetes(
+        cfg, target=target, aws=aws, default_namespace=name, production=production
+    )
     return Settings(
         project=PROJECT,
         stack=stack,

@@ -117,6 +117,8 @@ class DaskSettings:
     client_namespace_selectors: tuple[Mapping[str, str], ...] = ()
     client_pod_selectors: tuple[Mapping[str, str], ...] = ()
     admission_policy: bool = True  # the scheduler's ValidatingAdmissionPolicy (Kubernetes >= 1.30)
+    tls: bool = True  # mutual TLS on every Dask connection (per-stack CA; infra/k8s/tls.py)
+    client_groups: tuple[str, ...] = ()  # Kubernetes groups bound to the client Role (cert + port-forward)
     kubernetes_version: str | None = None  # the cluster's minor when known (aws); None: any (local)
     dask_version: str = DASK_VERSION
 

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_tls
 
 from infra.config.settings import DaskSettings
-from infra.k8s import admission, guards, network_policies, rbac
+from infra.k8s import admission, guards, network_policies, rbac, tls
 from infra.k8s import dask_objects as k8s_dask
 from infra.k8s import preload as k8s_preload
 from infra.k8s.objects import create, patch
@@ -27,6 +28,7 @@ class DaskCluster(pulumi.ComponentResource):
     dashboard: pulumi.Output[str]
     worker_deployment: pulumi.Output[str]
     worker_selector: pulumi.Output[str]
+    client_setup: pulumi.Output[str]
 
     def __init__(
         self,
@@ -38,7 +40,7 @@ class DaskCluster(pulumi.ComponentResource):
     ) -> None:
         """`depends_on`: what must exist before any pod is created (e.g. the node groups)."""
         super().__init__("adaptive-dask:kubernetes:DaskCluster", name, None, opts)
-        names = k8s_dask.Names(namespace=settings.namespace)
+        names = k8s_dask.Names.of(settings)
         version = settings.dask_version
         files = k8s_preload.collect()
         preload_hash = k8s_preload.content_hash(files)
@@ -90,16 +92,39 @@ class DaskCluster(pulumi.ComponentResource):
         role = create(f"{name}-role", rbac.role(names, version), opts_(ns))
         binding = create(f"{name}-rolebinding", rbac.role_binding(names, version), opts_(role, scheduler_sa))
         preload = create(f"{name}-preload", k8s_dask.preload_configmap(names, version, files), opts_(ns))
+        # Mutual TLS: the certificates exist (in Secrets) before any Dask pod, which mounts them.
+        rollout: pulumi.Input[str] = ""
+        tls_ready: list[pulumi.Resource] = []
+        client_setup: pulumi.Input[str] = "plaintext Dask (dask.tls=false): Client('tcp://localhost:8786')"
+        if settings.tls:
+            # An explicit provider like every other (it only computes: keys and certificates in state).
+            tls_provider = pulumi_tls.Provider(f"{name}-tls", opts=pulumi.ResourceOptions(parent=self))
+            material = tls.make_material(
+                name, names, pulumi.ResourceOptions(parent=self, provider=tls_provider)
+            )
+            rollout = material.rollout
+            tls_ready = [
+                create(f"{name}-{secret['metadata']['name']}", secret, opts_(ns))
+                for secret in tls.secrets(material, names, version)
+            ]
+            client_role = create(f"{name}-client-role", tls.client_role(names, version), opts_(ns))
+            if settings.client_groups:
+                create(
+                    f"{name}-client-rolebinding",
+                    tls.client_role_binding(names, version, settings.client_groups),
+                    opts_(client_role),
+                )
+            client_setup = tls.client_instructions(names)
         workers = create(
             f"{name}-workers",
-            k8s_dask.worker_deployment(settings, names, files, preload_hash),
-            opts_(preload, worker_sa, *fences, ignore_changes=WORKER_IGNORE_CHANGES),
+            k8s_dask.worker_deployment(settings, names, files, preload_hash, rollout),
+            opts_(preload, worker_sa, *fences, *tls_ready, ignore_changes=WORKER_IGNORE_CHANGES),
         )
         # The preload exits at start if the worker Deployment or its RBAC is missing: create them first.
         scheduler = create(
             f"{name}-scheduler",
-            k8s_dask.scheduler_deployment(settings, names, files, preload_hash),
-            opts_(preload, binding, workers, *scheduler_fences),
+            k8s_dask.scheduler_deployment(settings, names, files, preload_hash, rollout),
+            opts_(preload, binding, workers, *scheduler_fences, *tls_ready),
         )
         service = create(f"{name}-scheduler-svc", k8s_dask.scheduler_service(names, version), opts_(ns))
 
@@ -117,6 +142,7 @@ class DaskCluster(pulumi.ComponentResource):
         self.namespace = ns.metadata.name  # type: ignore[attr-defined]
         self.scheduler_address = service.metadata.apply(lambda _: names.scheduler_address)  # type: ignore[attr-defined]
         self.dashboard = pulumi.Output.from_input(dashboard)
+        self.client_setup = pulumi.Output.from_input(client_setup)
         self.worker_deployment = workers.metadata.apply(lambda _: names.worker)  # type: ignore[attr-defined]
         self.worker_selector = pulumi.Output.from_input(
             k8s_dask.selector_string(k8s_dask.selector_labels(names, "worker"))
@@ -130,6 +156,7 @@ class DaskCluster(pulumi.ComponentResource):
                 "dashboard": self.dashboard,
                 "workerDeployment": self.worker_deployment,
                 "workerSelector": self.worker_selector,
+                "clientSetup": self.client_setup,
             }
         )
 

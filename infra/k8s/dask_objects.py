@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from infra.config.settings import DaskSettings
 from infra.facts.placement import POOL_LABEL, SYSTEM_POOL, pool_placement, tolerations
 from infra.facts.quantity import format_cpu_millicores, format_memory_mib
+from infra.k8s import tls_mount
 from infra.k8s.preload import HASH_ANNOTATION, MOUNT_PATH, PreloadFile, configmap_data, volume
 
 SCHEDULER_PORT = 8786
@@ -37,6 +38,12 @@ class Names:
     dashboard: str = "dask-dashboard"  # optional LoadBalancer Service
     preload: str = "dask-adaptive-preload"  # ConfigMap
     role: str = "dask-scheduler-scaler"  # Role and RoleBinding
+    client_role: str = "dask-client"  # Role and RoleBinding for users (client certificate, port-forward)
+    protocol: str = "tcp"  # "tls" when the stack runs mutual TLS
+
+    @classmethod
+    def of(cls, settings: DaskSettings) -> Names:
+        return cls(namespace=settings.namespace, protocol="tls" if settings.tls else "tcp")
 
     @property
     def scheduler_priority_class(self) -> str:
@@ -49,7 +56,7 @@ class Names:
 
     @property
     def scheduler_address(self) -> str:
-        return f"tcp://{self.scheduler_host}:{SCHEDULER_PORT}"
+        return f"{self.protocol}://{self.scheduler_host}:{SCHEDULER_PORT}"
 
 
 # ---------------------------------------------------------------- labels
@@ -118,6 +125,7 @@ def scheduler_command(settings: DaskSettings, names: Names) -> list[str]:
         str(SCHEDULER_PORT),
         "--dashboard-address",
         f":{DASHBOARD_PORT}",
+        *(["--protocol", "tls"] if settings.tls else []),
         "--preload",
         "dask_adaptive.preload",
         "--backend",
@@ -209,14 +217,19 @@ def _http_probe(path: str, port: str, period: int, timeout: int, failures: int, 
     }
 
 
-def _template_annotations(preload_hash: str, extra: dict[str, str]) -> dict[str, str]:
+def _template_annotations(preload_hash: str, extra: dict) -> dict:
     return {HASH_ANNOTATION: preload_hash, **extra}
 
 
 def scheduler_deployment(
-    settings: DaskSettings, names: Names, files: tuple[PreloadFile, ...], preload_hash: str
+    settings: DaskSettings,
+    names: Names,
+    files: tuple[PreloadFile, ...],
+    preload_hash: str,
+    tls_rollout: object = "",
 ) -> dict:
     version = settings.dask_version
+    tls = tls_mount.tls_pod(settings, tls_rollout)
     placement: dict = {}
     if settings.target == "aws":
         placement = {"nodeSelector": {POOL_LABEL: SYSTEM_POOL}}  # untainted: no toleration needed
@@ -226,7 +239,7 @@ def scheduler_deployment(
         "imagePullPolicy": "IfNotPresent",
         # `command`, not `args`: skips the image's entrypoint, which pip-installs EXTRA_PIP_PACKAGES.
         "command": scheduler_command(settings, names),
-        "env": _env([{"name": "DASK_TEMPORARY_DIRECTORY", "value": "/tmp"}]),
+        "env": _env([{"name": "DASK_TEMPORARY_DIRECTORY", "value": "/tmp"}, *tls.env]),
         "ports": [
             {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
             {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
@@ -241,6 +254,7 @@ def scheduler_deployment(
         "volumeMounts": [
             {"name": "preload", "mountPath": MOUNT_PATH, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            *tls.mounts,
         ],
     }
     return {
@@ -256,7 +270,9 @@ def scheduler_deployment(
                 "metadata": {
                     "labels": labels(names, "scheduler", version),
                     # data-holding and not replicable: cluster-autoscaler must not move it
-                    "annotations": _template_annotations(preload_hash, {SAFE_TO_EVICT: "false"}),
+                    "annotations": _template_annotations(
+                        preload_hash, {SAFE_TO_EVICT: "false", **tls.annotations}
+                    ),
                 },
                 "spec": {
                     "serviceAccountName": names.scheduler,
@@ -267,6 +283,7 @@ def scheduler_deployment(
                     "volumes": [
                         volume("preload", names.preload, files),
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                        *tls.volumes,
                     ],
                     **placement,
                 },
@@ -290,9 +307,14 @@ def pack_with_workers(names: Names) -> dict:
 
 
 def worker_deployment(
-    settings: DaskSettings, names: Names, files: tuple[PreloadFile, ...], preload_hash: str
+    settings: DaskSettings,
+    names: Names,
+    files: tuple[PreloadFile, ...],
+    preload_hash: str,
+    tls_rollout: object = "",
 ) -> dict:
     version = settings.dask_version
+    tls = tls_mount.tls_pod(settings, tls_rollout)
     placement: dict = {}
     if settings.placement is not None:
         placement = pool_placement(settings.placement.pools)
@@ -310,6 +332,7 @@ def worker_deployment(
                 {"name": "DASK_TEMPORARY_DIRECTORY", "value": SCRATCH_PATH},
                 # the worker preload's own deadline for a graceful retirement, inside the grace period
                 {"name": "DASK_ADAPTIVE__WORKER__SIGTERM_TIMEOUT", "value": f"{sigterm_timeout}s"},
+                *tls.env,
             ]
         ),
         "ports": [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}],
@@ -325,6 +348,7 @@ def worker_deployment(
             {"name": "preload", "mountPath": MOUNT_PATH, "readOnly": True},
             {"name": "scratch", "mountPath": SCRATCH_PATH},
             {"name": "tmp", "mountPath": "/tmp"},
+            *tls.mounts,
         ],
     }
     return {
@@ -343,7 +367,7 @@ def worker_deployment(
                     "labels": labels(names, "worker", version),
                     # Spill data is moved on SIGTERM, so the emptyDirs need not block node scale-down.
                     "annotations": _template_annotations(
-                        preload_hash, {SAFE_TO_EVICT_LOCAL_VOLUMES: "scratch,tmp"}
+                        preload_hash, {SAFE_TO_EVICT_LOCAL_VOLUMES: "scratch,tmp", **tls.annotations}
                     ),
                 },
                 "spec": {
@@ -359,6 +383,7 @@ def worker_deployment(
                             "emptyDir": {"sizeLimit": format_memory_mib(settings.scratch_mib)},
                         },
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                        *tls.volumes,
                     ],
                     **placement,
                 },

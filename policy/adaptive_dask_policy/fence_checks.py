@@ -116,3 +116,35 @@ def check_scheduler_admission(resources: Sequence[PolicyResource]) -> list[tuple
             if "Deny" not in as_list(get_path(binding.props, "spec.validationActions")):
                 found.append((binding.urn, f"the scheduler's admission policy binding must Deny ({user})"))
     return found
+
+
+def check_dask_mutual_tls(props: Mapping[str, Any]) -> list[str]:
+    """A Dask pod that accepts or makes plaintext connections lets anyone who reaches it run code: every
+    container of a Dask Deployment requires encryption with a CA, and the scheduler listens on tls://."""
+    labels = labels_of(props)
+    if labels.get("app.kubernetes.io/name") != "dask" and not is_dask_worker_deployment(props):
+        return []
+    found = []
+    for container in as_list(get_path(props, "spec.template.spec.containers")):
+        name = container.get("name", "?")
+        env = {e.get("name"): str(e.get("value", "")) for e in as_list(container.get("env"))}
+        if env.get("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "").lower() != "true":
+            found.append(f"container {name!r} must set DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True")
+        if not env.get("DASK_DISTRIBUTED__COMM__TLS__CA_FILE"):
+            found.append(
+                f"container {name!r} must name the stack's CA (DASK_DISTRIBUTED__COMM__TLS__CA_FILE)"
+            )
+        command = [str(a) for a in as_list(container.get("command")) + as_list(container.get("args"))]
+        if "scheduler" in command[:2]:
+            listens_tls = (
+                any(
+                    a == "--protocol" and i + 1 < len(command) and command[i + 1] == "tls"
+                    for i, a in enumerate(command)
+                )
+                or "--protocol=tls" in command
+            )
+            if not listens_tls:
+                found.append(f"container {name!r}: the scheduler must listen with --protocol tls")
+        if any(a.startswith("tcp://") for a in command):
+            found.append(f"container {name!r} connects over plaintext tcp://")
+    return found

@@ -41,7 +41,12 @@ from .checks import (
     check_service_exposure,
     check_worker_replicas,
 )
-from .fence_checks import check_dask_default_deny, check_scheduler_admission, check_vpc_cni_network_policy
+from .fence_checks import (
+    check_dask_default_deny,
+    check_dask_mutual_tls,
+    check_scheduler_admission,
+    check_vpc_cni_network_policy,
+)
 from .props import (
     ADDON,
     ASG,
@@ -202,6 +207,14 @@ RULES: tuple[Rule, ...] = (
         M,
         A,
         stack_check=check_scheduler_admission,
+    ),
+    Rule(
+        "dask-mutual-tls",
+        "Every Dask pod requires encryption with the stack's CA; the scheduler listens on tls://.",
+        M,
+        A,
+        frozenset({DEPLOYMENT}),
+        lambda a: check_dask_mutual_tls(a.props),
     ),
 )
 

@@ -85,10 +85,15 @@ def dask(
     target: str = "aws",
     cluster: AwsConfig | None = None,
     namespace: str = "adask-dev",
+    production: bool = False,
 ) -> DaskSettings:
     """`adaptive-dask:dask` as the CLI hands it (JSON text, a dict, or None) for a target."""
     return parse_dask(
-        section(DASK_KEY, raw, DASK_DEFAULTS), target=target, aws=cluster, default_namespace=namespace
+        section(DASK_KEY, raw, DASK_DEFAULTS),
+        target=target,
+        aws=cluster,
+        default_namespace=namespace,
+        production=production,
     )
 
 

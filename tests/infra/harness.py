@@ -31,8 +31,10 @@ Public API (also used by the Kubernetes-layer tests):
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import runpy
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +44,19 @@ from typing import Any
 import pulumi
 import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
+
+
+def _load_pki() -> Any:
+    """tests/pki.py by path: this harness also runs where the repo root is not importable (the CLI test)."""
+    spec = importlib.util.spec_from_file_location("_harness_pki", Path(__file__).parents[1] / "pki.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+pki = _load_pki()
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
@@ -155,6 +170,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "defaultVersion": 1,
                 "name": a.inputs.get("name") or _physical(a.name),
             },
+            # pulumi-tls: real PEMs (tests/pki.py), so Secrets carry material Dask and ssl can load
+            "tls:index/privateKey:PrivateKey": self._private_key,
+            "tls:index/selfSignedCert:SelfSignedCert": self._self_signed,
+            "tls:index/certRequest:CertRequest": self._cert_request,
+            "tls:index/locallySignedCert:LocallySignedCert": self._locally_signed,
         }
         self.invokes: dict[str, Callable[[MockCallArgs], dict]] = {
             "aws:index/getAvailabilityZones:getAvailabilityZones": self._zones,
@@ -297,6 +317,27 @@ class RecordingMocks(pulumi.runtime.Mocks):
         # AWS maps an assumed-role session ARN to its role ARN and passes any other ARN through.
         issuer = self.issuer_arn if ":assumed-role/" in str(arn) else arn
         return {"id": arn, "arn": arn, "issuerArn": issuer, "issuerId": "AROAEX", "issuerName": "deployer"}
+
+    def _private_key(self, a: MockResourceArgs) -> dict:
+        _, key_pem = pki.private_key_pem()
+        return {"privateKeyPem": key_pem, "publicKeyPem": pki.public_key_of(key_pem)}
+
+    def _self_signed(self, a: MockResourceArgs) -> dict:
+        inputs = unsecret(a.inputs)
+        name = (inputs.get("subject") or {}).get("commonName", a.name)
+        return {"certPem": pki.make_ca(name, key_pem=inputs["privateKeyPem"]).cert, "readyForRenewal": False}
+
+    def _cert_request(self, a: MockResourceArgs) -> dict:
+        inputs = unsecret(a.inputs)
+        name = (inputs.get("subject") or {}).get("commonName", a.name)
+        csr = pki.make_csr(inputs["privateKeyPem"], name, tuple(inputs.get("dnsNames") or ()))
+        return {"certRequestPem": csr}
+
+    def _locally_signed(self, a: MockResourceArgs) -> dict:
+        inputs = unsecret(a.inputs)
+        ca = pki.Pem(inputs["caCertPem"], inputs["caPrivateKeyPem"])
+        cert = pki.sign_csr(ca, inputs["certRequestPem"], tuple(inputs.get("allowedUses") or ()))
+        return {"certPem": cert, "readyForRenewal": False}
 
     # -- Mocks API ---------------------------------------------------------------------------------
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:

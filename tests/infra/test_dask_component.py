@@ -96,13 +96,20 @@ def test_every_kubernetes_object_uses_the_explicit_provider_and_the_component_as
     objects = kube(graph_aws)
     # ns, default-SA patch, 2 SAs, Role, RoleBinding, ConfigMap, 2 Deployments, 2 Services (with the
     # dashboard), 4 NetworkPolicies (deny, scheduler<-workers, workers<-dask, dashboard), ResourceQuota,
-    # PriorityClass, admission policy + binding
-    assert len(objects) == 19
+    # PriorityClass, admission policy + binding, 2 TLS Secrets + the client Role (no groups: no binding)
+    assert len(objects) == 22
     kinds = sorted(n.type.rsplit(":", 1)[1] for n in objects)
     assert kinds.count("NetworkPolicy") == 4 and kinds.count("ServiceAccountPatch") == 1
+    assert kinds.count("Secret") == 2 and kinds.count("Role") == 2 and kinds.count("RoleBinding") == 1
     for node in objects:
         assert node.provider_urn == provider.urn, node.name
         assert node.parent == component.urn, node.name
+    # the certificates come from an explicit pulumi-tls provider of the component, never a default one
+    [tls_provider] = graph_aws.of_type("pulumi:providers:tls")
+    assert tls_provider.parent == component.urn
+    certs = [n for n in graph_aws.nodes if n.type.startswith("tls:")]
+    assert len(certs) == 8  # CA key + cert; per leaf: key, CSR, signed cert
+    assert all(n.provider_urn == tls_provider.urn and n.parent == component.urn for n in certs)
 
 
 CLUSTER_SCOPED = ("PriorityClass", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
@@ -204,7 +211,7 @@ def test_every_registered_object_passes_the_openapi_schema(graph_aws):
 
 
 def test_role_grants_exactly_what_the_preload_needs(graph_aws):
-    role = graph_aws.one("kubernetes:rbac.authorization.k8s.io/v1:Role")
+    role = graph_aws.one("kubernetes:rbac.authorization.k8s.io/v1:Role", "dask-role")
     rules = role.inputs["rules"]
     assert rules == [
         {
@@ -230,7 +237,7 @@ def test_role_grants_exactly_what_the_preload_needs(graph_aws):
 
 def test_binding_gives_the_role_to_the_scheduler_service_account_only(graph_aws):
     binding = graph_aws.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
-    role = graph_aws.one("kubernetes:rbac.authorization.k8s.io/v1:Role")
+    role = graph_aws.one("kubernetes:rbac.authorization.k8s.io/v1:Role", "dask-role")
     sched_sa = pod(graph_aws, "scheduler")["spec"]["serviceAccountName"]
     assert binding.inputs["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -301,6 +308,8 @@ def test_scheduler_pod(graph_aws):
         "8786",
         "--dashboard-address",
         ":8787",
+        "--protocol",
+        "tls",
         "--preload",
         "dask_adaptive.preload",
         "--backend",
@@ -403,7 +412,7 @@ def test_worker_pod(graph_aws):
     assert c["command"] == [
         "dask",
         "worker",
-        "tcp://dask-scheduler.adask-test.svc.cluster.local:8786",
+        "tls://dask-scheduler.adask-test.svc.cluster.local:8786",
         "--name",
         "$(POD_NAME)",
         "--nthreads",
@@ -497,7 +506,7 @@ def test_single_worker_group_uses_a_node_selector():
 def test_outputs_give_the_in_cluster_address_and_the_worker_contract():
     graph, box = run(aws())
     cluster = box["cluster"]
-    assert resolve(cluster.scheduler_address) == "tcp://dask-scheduler.adask-test.svc.cluster.local:8786"
+    assert resolve(cluster.scheduler_address) == "tls://dask-scheduler.adask-test.svc.cluster.local:8786"
     assert resolve(cluster.namespace) == "adask-test"
     assert resolve(cluster.worker_deployment) == "dask-worker"
     selector = dict(kv.split("=") for kv in resolve(cluster.worker_selector).split(","))
@@ -522,5 +531,5 @@ def test_local_target_has_no_node_constraints_and_a_private_dashboard():
 
 def test_preview_with_unknown_provider_outputs_still_registers_everything():
     graph, _ = run(aws(), preview=True)
-    assert len(kube(graph)) == 17  # the aws graph above less the dashboard Service and its NetworkPolicy
+    assert len(kube(graph)) == 20  # the aws graph above less the dashboard Service and its NetworkPolicy
     assert deployment(graph, "worker").ignore_changes == ["spec.replicas"]

@@ -173,6 +173,17 @@ def _move_workers(r: Res) -> None:
     _both(r, lambda d: _set(d, "metadata.namespace", "somewhere-else"))
 
 
+def _plaintext_scheduler(r: Res) -> None:
+    """The scheduler as `dask.tls: false` would build it: no --protocol tls."""
+
+    def drop(d: dict) -> None:
+        [c] = d["spec"]["template"]["spec"]["containers"]
+        i = c["command"].index("--protocol")
+        del c["command"][i : i + 2]
+
+    _both(r, drop)
+
+
 def _audit_only(r: Res) -> None:
     _both(r, lambda d: _set(d, "spec.validationActions", ["Audit"]))
 
@@ -187,6 +198,7 @@ VARIANTS.update(
             lambda r: _both(r, lambda d: d.pop("configurationValues", None)),
         ),
         "dask-scheduler-admission-policy": (R.ADMISSION_BINDING, lambda r: True, _audit_only),
+        "dask-mutual-tls": (R.DEPLOYMENT, lambda r: _dask_component(r, "scheduler"), _plaintext_scheduler),
     }
 )
 

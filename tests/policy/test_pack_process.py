@@ -86,7 +86,7 @@ def levels(stub: analyzer_pb2_grpc.AnalyzerStub) -> dict[str, int]:
 
 def test_prod_pack_is_all_mandatory_and_dev_relaxes_only_security(start_pack):
     prod = levels(start_pack("prod"))
-    assert len(prod) == 13 and set(prod.values()) == {MANDATORY}
+    assert len(prod) == 14 and set(prod.values()) == {MANDATORY}
     dev = levels(start_pack("dev"))
     assert dev["eks-audit-logging"] == ADVISORY and dev["imdsv2-required"] == ADVISORY
     assert dev["dask-namespace-default-deny"] == ADVISORY

@@ -437,6 +437,7 @@ SECURITY = {
     "dask-namespace-default-deny",
     "vpc-cni-enforces-network-policy",
     "dask-scheduler-admission-policy",
+    "dask-mutual-tls",
 }
 CORRECTNESS = {
     "dask-worker-replicas-unmanaged",
