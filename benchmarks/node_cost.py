@@ -1,0 +1,708 @@
+"""Node cost of a bursty workload on a real Kubernetes 1.20.2 control plane: what the bill counts (issue 13).
+
+On EKS the bill is EC2 node-seconds, not worker-seconds. This runs Dask -> pods -> nodes together: the real
+apiserver, ReplicaSet controller and kube-scheduler (with its preemption), the dev stack's own objects
+(recorded from the Pulumi program under mocks: tests/dask_adaptive/kube_fixtures.py), the real scheduler
+preload with its kubernetes backend, real `dask worker` processes as pods (tests/kube kubelet harness), and
+the node provisioner playing cluster-autoscaler + the Auto Scaling Group (tests/kube/provisioner.py):
+it asks for a node when worker pods stay Unschedulable, the node joins after a boot delay (billed from the
+ask), and an empty node goes after the unneeded time. Node-seconds = the provisioner's bill.
+
+Contenders, in one run, interleaved per repeat (same workload, same stack config):
+- `today`: the behaviour before issue 13 - the program's worker Deployment with its packing pod affinity
+  stripped (`affinity.podAffinity` deleted) and the preload's node-aware victims off
+  (`DASK_ADAPTIVE__NODE_PACKING=False` in the scheduler pod's env): kube-scheduler spreads, the scheduler's
+  `workers_to_close` order alone picks victims;
+- `packed`: the program's objects as shipped (pod affinity + node-aware victims);
+- `headroom`: as shipped, plus warm headroom of one node (`dask.headroomWorkers` = workersPerNode:
+  placeholder pods at a negative PriorityClass, built by infra/k8s/headroom.py) - only when the program
+  has that key.
+Documented overrides of the shipped objects, all of them: the harness's (kube_fixtures.py: bare scheduler
+Pod, repository on PYTHONPATH, `--no-nanny`), the `today` strip/env above, and `tls: false` when the
+program has that key (TLS is orthogonal to node cost; the client here would need the stack's client
+certificate).
+
+Time is compressed by `--compression` (default 20): the EKS durations below are divided by it.
+  node boot + join            90 s (EKS: ~60-120 s)          -> boot_delay
+  cluster-autoscaler reaction 10 s (its scan interval)        -> scale_up_delay
+  scale-down-unneeded-time    the program's CA setting (5m)  -> scale_down_delay (also delay-after-add)
+  preload scaleDownDelay      the program's default (60 s)   -> --scale-down-delay
+  preload targetDuration      the program's default (5 s)    -> --target-duration
+  tasks                       30 s .. 3 min                  -> 1.5 .. 9 s
+Not compressed: the preload interval (0.25 s; default 1 s) and pod start (a `dask worker` process on this
+shared 2-core machine: 2-5 s, i.e. 40-100 s at 20x - slower than a pulled image on EKS).
+
+Workload: bursts submitted on a fixed period (gaps longer than scale-down window + unneeded time), each a
+map of sleeping tasks with durations spread evenly over the task range (a wide start, a narrowing tail);
+results are held until the burst is done (retirements during its tail move them), then read back and
+released, as `compute()` does; one file per execution shows any recomputation.
+Measured per contender: node-seconds from the first submit to the end of the last period (or later, until
+the node count is back at its baseline), makespan per burst, time from each submit to the first worker
+that joined after it, node launches/removals, workers added/removed, tasks lost or recomputed.
+Cold bursts (issue 13 §6): at each submit (no worker connected) distributed's raw `adaptive_target()`
+(it counts cores from zero), what the preload asked for (peak replicas before the first worker joined,
+divided by --worker-threads) and the nodes launched for the burst; with 1 thread per worker (workersPerNode
+4) and with 4 (workersPerNode 1, the aws default shape: one worker with the node's cores).
+
+Usage: .venv/bin/python benchmarks/node_cost.py [--repeats 3] [--contenders today,packed,headroom]
+         [--sanity] [--write-results] [--png benchmarks/node_cost.png] [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BENCH, Tee, load, table, write_section
+
+from infra.config.kubernetes import AUTOSCALER_DEFAULTS, DASK_DEFAULTS
+from infra.facts.instance_types import pod_capacity
+from tests.dask_adaptive import kube_driver as e2e
+from tests.dask_adaptive.kube_fixtures import SCHEDULER, STACK, WORKERS, DaskLayer
+from tests.kube.control_plane import ControlPlane, find_binaries, wait_for
+from tests.kube.kubelet import Kubelet, pod_ready
+from tests.kube.nodes import NodeGroup, NodeSpec
+from tests.kube.provisioner import node_count_steps, node_seconds
+from tests.kube.stack_apply import object_path, record_stack
+
+CONTENDERS = ("today", "packed", "headroom")
+EKS_BOOT_S = 90.0
+EKS_CA_SCAN_S = 10.0
+EKS_TASK_RANGE_S = (30.0, 180.0)
+
+
+def _seconds(text: str | float) -> float:
+    if isinstance(text, int | float):
+        return float(text)
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * units[suffix]
+    return float(text)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The EKS durations divided by the compression factor."""
+
+    compression: float
+    boot: float
+    reaction: float
+    unneeded: float
+    scale_down_delay: float
+    target_duration: float
+    interval: float
+    task_range: tuple[float, float]
+
+    @classmethod
+    def compressed(cls, factor: float, interval: float = 0.25) -> Timing:
+        return cls(
+            compression=factor,
+            boot=EKS_BOOT_S / factor,
+            reaction=EKS_CA_SCAN_S / factor,
+            unneeded=_seconds(AUTOSCALER_DEFAULTS["scaleDownUnneededTime"]) / factor,
+            scale_down_delay=round(_seconds(DASK_DEFAULTS["scaleDownDelay"]) / factor, 3),
+            # the config's own lower bound is 0.1 s
+            target_duration=max(0.1, round(_seconds(DASK_DEFAULTS["targetDuration"]) / factor, 3)),
+            interval=interval,
+            task_range=(EKS_TASK_RANGE_S[0] / factor, EKS_TASK_RANGE_S[1] / factor),
+        )
+
+    def describe(self) -> str:
+        f = self.compression
+        return (
+            f"time compressed {f:g}x: node boot {self.boot:g} s (EKS {self.boot * f:g} s), CA reaction "
+            f"{self.reaction:g} s ({self.reaction * f:g} s), scale-down-unneeded-time {self.unneeded:g} s "
+            f"({self.unneeded * f:g} s, the program's CA setting), preload scaleDownDelay "
+            f"{self.scale_down_delay:g} s ({self.scale_down_delay * f:g} s), targetDuration "
+            f"{self.target_duration:g} s ({self.target_duration * f:g} s), interval {self.interval:g} s "
+            f"(not compressed), tasks {self.task_range[0]:g}-{self.task_range[1]:g} s "
+            f"({self.task_range[0] * f:g}-{self.task_range[1] * f:g} s)"
+        )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    workers_per_node: int
+    instance_type: str
+    max_workers: int
+    node_max: int
+    bursts: tuple[int, ...]  # tasks per burst
+    min_workers: int = 0
+    worker_threads: int | None = None  # None: the program's default (the worker's CPU in whole cores)
+
+
+@dataclass
+class Burst:
+    tasks: int
+    makespan: float | None = None
+    first_worker: float | None = None  # submit -> first worker joined after the submit
+    raw_target: int | None = None  # distributed's adaptive_target() right after the submit
+    workers_at_submit: int = 0
+    requested: int = 0  # peak replicas the preload asked for before the first new worker joined
+    nodes_launched: int = 0
+
+
+@dataclass
+class Run:
+    scenario: str
+    contender: str
+    repeat: int
+    threads: int = 1
+    bursts: list[Burst] = field(default_factory=list)
+    node_seconds: float = 0.0
+    window: float = 0.0
+    baseline_nodes: int = 0
+    launches: int = 0
+    removals: int = 0
+    workers_added: int = 0
+    workers_removed: int = 0
+    lost: int = 0
+    recomputed: int = 0
+    steps: list[tuple[float, int]] = field(default_factory=list)  # (s since first submit, billed nodes)
+    submits: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def timed_task(i: int, seconds: float, folder: str) -> int:
+    """Sleeps like an I/O-bound task and leaves one file per execution (a recomputation would show)."""
+    import time
+    import uuid
+    from pathlib import Path
+
+    time.sleep(seconds)
+    (Path(folder) / f"{i}.{uuid.uuid4().hex}").touch()
+    return i * i
+
+
+def raw_target(dask_scheduler: Any, target_duration: float) -> tuple[int, int]:
+    """distributed's own answer and the workers it had (runs in the scheduler)."""
+    return dask_scheduler.adaptive_target(target_duration), len(dask_scheduler.workers)
+
+
+def durations(n: int, lo: float, hi: float) -> list[float]:
+    """Evenly spread, longest first (submitted first, so the tail is the short ones' absence)."""
+    if n == 1:
+        return [hi]
+    return [hi - (hi - lo) * i / (n - 1) for i in range(n)]
+
+
+def has_dask_key(key: str) -> bool:
+    return key in DASK_DEFAULTS
+
+
+def record(ns: str, scenario: Scenario, timing: Timing, contender: str) -> DaskLayer:
+    """The dev stack's Dask layer with stack config overrides only (the program builds every object)."""
+    dask: dict[str, Any] = {
+        "namespace": ns,
+        "minWorkers": scenario.min_workers,
+        "maxWorkers": scenario.max_workers,
+        "interval": timing.interval,
+        "targetDuration": timing.target_duration,
+        "scaleDownDelay": timing.scale_down_delay,
+        "workersPerNode": scenario.workers_per_node,
+    }
+    if scenario.worker_threads is not None:
+        dask["workerThreads"] = scenario.worker_threads
+    if has_dask_key("tls"):
+        dask["tls"] = False
+    if contender == "headroom":
+        dask["headroomWorkers"] = scenario.workers_per_node  # one node's worth
+    group = {"name": "workers", "instanceTypes": [scenario.instance_type], "minSize": 0}
+    overrides = {
+        "adaptive-dask:dask": json.dumps(dask),
+        "adaptive-dask:workerGroups": json.dumps([{**group, "maxSize": scenario.node_max}]),
+    }
+    layer = DaskLayer(record_stack(STACK, overrides))
+    assert layer.namespace == ns, (layer.namespace, ns)
+    return layer
+
+
+def placeholder_objects(layer: DaskLayer) -> list[tuple[str, dict[str, Any]]]:
+    """Whatever Deployments the program registers besides the scheduler and the workers (the headroom's
+    placeholders), as built."""
+    return [
+        (object_path(o), o)
+        for o in layer.stack.objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] not in (WORKERS, SCHEDULER)
+    ]
+
+
+class Watch:
+    """Background look at the worker Deployment's replicas (what the preload asks for), 10 times a second."""
+
+    def __init__(self, kube: ControlPlane, ns: str) -> None:
+        self.rest, self.ns = kube.rest(), ns
+        self.replicas: list[tuple[float, int]] = []  # (monotonic, spec.replicas)
+
+    def poll(self) -> None:
+        scale = self.rest.get(f"/apis/apps/v1/namespaces/{self.ns}/deployments/{WORKERS}/scale")
+        self.replicas.append((time.monotonic(), scale["spec"].get("replicas", 0)))
+
+    def peak(self, start: float, end: float) -> int:
+        return max((r for t, r in self.replicas if start <= t <= end), default=0)
+
+
+def run_one(
+    kube: ControlPlane,
+    scenario: Scenario,
+    contender: str,
+    repeat: int,
+    timing: Timing,
+    period: float,
+    workdir: Path,
+    out: Tee,
+) -> Run:
+    from distributed import Client
+
+    result = Run(scenario.name, contender, repeat)
+    runs = workdir / f"runs-{scenario.name}-{contender}-{repeat}-{uuid.uuid4().hex[:4]}"
+    runs.mkdir()
+    with kube.namespace(f"cost-{contender}") as ns:
+        layer = record(ns, scenario, timing, contender)
+        path, workers = layer.worker_deployment(nanny=False)
+        pod_spec = workers["spec"]["template"]["spec"]
+        pool = pod_spec["nodeSelector"]["adaptive-dask/pool"]
+        if contender == "today":
+            pod_spec["affinity"].pop("podAffinity")
+            if not pod_spec["affinity"]:
+                del pod_spec["affinity"]
+        env = {"DASK_ADAPTIVE__NODE_PACKING": "False"} if contender == "today" else None
+        (container,) = pod_spec["containers"]
+        cmd = container["command"]
+        result.threads = int(cmd[cmd.index("--nthreads") + 1])
+        cap = pod_capacity(scenario.instance_type)  # what a node leaves for our pods (EKS AMI + DaemonSets)
+        group = NodeGroup(
+            pool,
+            worker=True,
+            cpu=f"{cap.cpu_millicores}m",
+            memory=f"{cap.memory_mib}Mi",
+            max_size=scenario.node_max,
+            scale_up_delay=timing.reaction,
+            scale_down_delay=timing.unneeded,
+            boot_delay=timing.boot,
+        )
+        system = NodeSpec.pool(f"system-{uuid.uuid4().hex[:5]}", "system", cpu="4", memory="16Gi")
+        kubelet = Kubelet(
+            kube, [system], namespaces=[ns], probe_period_scale=0.5, node_groups=[group]
+        ).start()
+        prov = kubelet.provisioner
+        assert prov is not None
+        try:
+            headroom = placeholder_objects(layer)
+            if contender == "headroom" and not headroom:
+                raise RuntimeError("headroomWorkers set but the program registered no placeholder Deployment")
+            e2e.apply(kube, layer.rbac())
+            e2e.apply(kube, [*layer.supporting(), (path, workers), *headroom])
+            kube.wait_service_account(ns, SCHEDULER)
+            e2e.apply(kube, [layer.scheduler_pod(env=env)])
+            address = e2e.scheduler_address(kube, kubelet, ns)
+            if headroom:
+                result.baseline_nodes = math.ceil(
+                    sum(d["spec"]["replicas"] for _, d in headroom) / scenario.workers_per_node
+                )
+                wait_for(
+                    lambda: prov.billed() == result.baseline_nodes and placeholders_ready(kube, ns, headroom),
+                    120,
+                    message="the warm headroom node up with its placeholders Running",
+                )
+            watch = Watch(kube, ns)
+            with Client(address, timeout="30s") as client, e2e.polling(watch.poll, name="replicas"):
+                submitted = 0
+                t0 = time.monotonic()
+                wall0 = time.time()
+                offset = 0
+                lo, hi = timing.task_range
+                for b, n in enumerate(scenario.bursts):
+                    burst = Burst(n)
+                    result.bursts.append(burst)
+                    delay = t0 + b * period - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    submit, submit_wall = time.monotonic(), time.time()
+                    result.submits.append(submit - t0)
+                    ids = list(range(offset, offset + n))
+                    offset += n
+                    batch = [
+                        client.submit(timed_task, i, d, str(runs), pure=False)
+                        for i, d in zip(ids, durations(n, lo, hi), strict=True)
+                    ]
+                    submitted += n
+                    with contextlib.suppress(AssertionError):
+                        burst.raw_target, burst.workers_at_submit = wait_for(
+                            lambda: queued_target(client, timing.target_duration),
+                            5,
+                            0.05,
+                            message="tasks queued at the scheduler",
+                        )
+                    try:
+                        wait_for(
+                            lambda batch=batch: all(f.done() for f in batch),
+                            max(120.0, period * 3),
+                            0.1,
+                            message=f"burst {b}: {n} tasks done",
+                        )
+                        burst.makespan = time.monotonic() - submit
+                    except AssertionError as exc:
+                        result.failures.append(str(exc).splitlines()[0])
+                        break
+                    joins = [
+                        t
+                        for t, msg in client.get_events("all")
+                        if msg.get("action") == "add-worker" and t >= submit_wall
+                    ]
+                    if joins:
+                        burst.first_worker = min(joins) - submit_wall
+                        first_mono = submit + burst.first_worker
+                        burst.requested = watch.peak(submit, first_mono)
+                    burst.nodes_launched = sum(
+                        1 for n_ in prov.launches if submit <= n_.launched <= submit + burst.makespan
+                    )
+                    # Read the results back, then let them go (as `compute()` does): with nothing held,
+                    # the idle gap can go down to the minimum - the last worker is never retired while
+                    # it holds results that have nowhere else to go.
+                    values = client.gather(batch, errors="skip")
+                    result.lost += sum(1 for f in batch if f.status != "finished")
+                    result.lost += sum(1 for v, i in zip(values, ids, strict=False) if v != i * i)
+                    del batch
+                horizon = t0 + len(scenario.bursts) * period
+                with contextlib.suppress(AssertionError):
+                    wait_for(lambda: time.monotonic() >= horizon, period * 2, 0.5, message="the horizon")
+                try:
+                    wait_for(
+                        lambda: prov.billed() == result.baseline_nodes,
+                        max(60.0, 4 * timing.unneeded),
+                        0.2,
+                        message=f"back at {result.baseline_nodes} node(s)",
+                    )
+                except AssertionError as exc:
+                    result.failures.append(str(exc).splitlines()[0])
+                end = max(horizon, time.monotonic())
+                result.window = end - t0
+                result.node_seconds = node_seconds(prov.launches, t0, end)
+                result.steps = [(t - t0, c) for t, c in node_count_steps(prov.launches, t0, end)]
+                result.steps.append((end - t0, prov.billed()))
+                result.launches = sum(1 for n_ in prov.launches if t0 <= n_.launched <= end)
+                result.removals = sum(
+                    1 for n_ in prov.launches if n_.removed is not None and n_.removed >= t0
+                )
+                events = [m for t, m in client.get_events("all") if t >= wall0]
+                result.workers_added = sum(1 for m in events if m.get("action") == "add-worker")
+                result.workers_removed = sum(1 for m in events if m.get("action") == "remove-worker")
+                ran = e2e.executions(runs)
+                result.recomputed = sum(c - 1 for c in ran.values())
+                result.lost += submitted - len(ran)  # never ran at all
+        finally:
+            kubelet.stop()
+    out(
+        f"  {scenario.name:5} {contender:8} #{repeat + 1}: node-s {result.node_seconds:6.1f} over "
+        f"{result.window:5.1f} s; makespans "
+        + " ".join(f"{b.makespan:.1f}" if b.makespan else "-" for b in result.bursts)
+        + "; first worker "
+        + " ".join(f"{b.first_worker:.1f}" if b.first_worker is not None else "-" for b in result.bursts)
+        + f"; nodes +{result.launches}/-{result.removals}; lost {result.lost}, recomputed {result.recomputed}"
+        + (f"; FAILED: {result.failures}" if result.failures else "")
+    )
+    return result
+
+
+def queued_target(client: Any, target_duration: float) -> tuple[int, int] | None:
+    """distributed's raw target once the burst's tasks reached the scheduler."""
+    got = client.run_on_scheduler(raw_target, target_duration=target_duration)
+    return tuple(got) if got[0] > 0 else None  # type: ignore[return-value]
+
+
+def placeholders_ready(kube: ControlPlane, ns: str, headroom: list[tuple[str, dict[str, Any]]]) -> bool:
+    want = sum(d["spec"]["replicas"] for _, d in headroom)
+    pods = kube.rest().items(f"/api/v1/namespaces/{ns}/pods")
+    names = {d["metadata"]["name"] for _, d in headroom}
+    ours = [p for p in pods if any(p["metadata"]["name"].startswith(f"{n}-") for n in names)]
+    return sum(1 for p in ours if pod_ready(p) or p["status"].get("phase") == "Running") >= want
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def med(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x: float | None, spec: str = ".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
+    """The table for one scenario; returns the median node-seconds ratio per contender (vs today)."""
+    names = [c for c in CONTENDERS if any(r.contender == c and r.scenario == scenario.name for r in runs)]
+    by = {c: [r for r in runs if r.contender == c and r.scenario == scenario.name] for c in names}
+    base = {r.repeat: r for r in by.get("today", [])}
+    rows, ratios = [], {}
+    for c in names:
+        rs = by[c]
+        ns_ratio = [r.node_seconds / base[r.repeat].node_seconds for r in rs if r.repeat in base]
+        span_ratio = []
+        for r in rs:
+            b = base.get(r.repeat)
+            if b and all(x.makespan for x in r.bursts + b.bursts) and len(r.bursts) == len(b.bursts):
+                span_ratio.append(sum(x.makespan for x in r.bursts) / sum(x.makespan for x in b.bursts))  # type: ignore[misc]
+        ratios[c] = med(ns_ratio) or 0.0
+        per_burst = [
+            med([r.bursts[i].makespan for r in rs if len(r.bursts) > i and r.bursts[i].makespan])
+            for i in range(len(scenario.bursts))
+        ]
+        first = [
+            med(
+                [
+                    r.bursts[i].first_worker
+                    for r in rs
+                    if len(r.bursts) > i and r.bursts[i].first_worker is not None
+                ]
+            )
+            for i in range(len(scenario.bursts))
+        ]
+        rows.append(
+            [
+                c,
+                len(rs),
+                " / ".join(f"{r.node_seconds:.0f}" for r in rs),
+                fmt(med(ns_ratio), ".2f")
+                + (f" ({min(ns_ratio):.2f}-{max(ns_ratio):.2f})" if ns_ratio else ""),
+                fmt(med(span_ratio), ".2f")
+                + (f" ({min(span_ratio):.2f}-{max(span_ratio):.2f})" if span_ratio else ""),
+                " / ".join(fmt(x) for x in per_burst),
+                " / ".join(fmt(x) for x in first),
+                f"+{sum(r.launches for r in rs)}/-{sum(r.removals for r in rs)}",
+                f"+{sum(r.workers_added for r in rs)}/-{sum(r.workers_removed for r in rs)}",
+                sum(r.lost for r in rs),
+                sum(r.recomputed for r in rs),
+                sum(len(r.failures) for r in rs),
+            ]
+        )
+    out(
+        f"\n### {scenario.name}: workersPerNode {scenario.workers_per_node} on {scenario.instance_type}, "
+        f"{runs[0].threads if runs else '?'} thread(s) per worker, minWorkers {scenario.min_workers}, "
+        f"maxWorkers {scenario.max_workers}, node group max {scenario.node_max}, bursts of "
+        f"{'/'.join(map(str, scenario.bursts))} tasks\n"
+    )
+    out(
+        table(
+            [
+                "contender",
+                "runs",
+                "node-s per run",
+                "node-s / today",
+                "makespan / today",
+                "makespan per burst s",
+                "first new worker s",
+                "node launches/removals",
+                "workers added/removed",
+                "lost",
+                "recomputed",
+                "failed",
+            ],
+            rows,
+        )
+    )
+    out("(ratios: median over repeats, each run against `today` of the same repeat; range in brackets)")
+    return ratios
+
+
+def report_cold(runs: list[Run], scenarios: list[Scenario], out: Tee) -> None:
+    """Issue 13 §6: what a cold burst asks for, by threads per worker."""
+    rows = []
+    for s in scenarios:
+        for r in runs:
+            if r.scenario != s.name:
+                continue
+            for i, b in enumerate(r.bursts):
+                if b.workers_at_submit or b.raw_target is None:
+                    continue  # not cold
+                raw_nodes = math.ceil(min(b.raw_target, s.max_workers) / s.workers_per_node)
+                rows.append(
+                    [
+                        s.name,
+                        r.threads,
+                        r.contender,
+                        f"{r.repeat + 1}.{i + 1}",
+                        b.tasks,
+                        b.raw_target,
+                        min(b.raw_target, s.max_workers),
+                        raw_nodes,
+                        b.requested,
+                        math.ceil(b.requested / s.workers_per_node),
+                        b.nodes_launched,
+                    ]
+                )
+    out("\n### Cold bursts (issue 13 §6): nodes asked for from zero workers\n")
+    out(
+        table(
+            [
+                "scenario",
+                "threads/worker",
+                "contender",
+                "run.burst",
+                "tasks",
+                "raw adaptive_target",
+                "raw, clamped",
+                "nodes raw would need",
+                "preload asked (workers)",
+                "nodes for that",
+                "nodes launched in burst",
+            ],
+            rows,
+        )
+    )
+
+
+def plot(runs: list[Run], scenario: Scenario, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    colours = {"today": "tab:red", "packed": "tab:blue", "headroom": "tab:green"}
+    for c in CONTENDERS:
+        r = next(
+            (r for r in runs if r.contender == c and r.scenario == scenario.name and r.repeat == 0), None
+        )
+        if r is None or not r.steps:
+            continue
+        xs = [t for t, _ in r.steps]
+        ys = [n for _, n in r.steps]
+        ax.step(
+            xs,
+            ys,
+            where="post",
+            label=f"{c} ({r.node_seconds:.0f} node-s)",
+            color=colours[c],
+            lw=2,
+            alpha=0.8,
+        )
+        for s in r.submits:
+            ax.axvline(s, color="grey", ls=":", lw=1)
+    ax.set_xlabel("seconds since the first burst (dotted: burst submits)")
+    ax.set_ylabel("billed worker nodes")
+    ax.set_title(
+        f"Worker nodes over time, {scenario.name} (workersPerNode {scenario.workers_per_node}), repeat 1"
+    )
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--contenders", default=",".join(CONTENDERS))
+    ap.add_argument("--compression", type=float, default=20.0, help="EKS time / benchmark time [20]")
+    ap.add_argument("--bursts", default="8,6,8", help="tasks per burst [8,6,8]")
+    ap.add_argument("--period", type=float, default=None, help="seconds between submits [derived]")
+    ap.add_argument("--min-workers", type=int, default=0)
+    ap.add_argument(
+        "--sanity", action="store_true", help="also workersPerNode 1 (4 threads), today vs packed"
+    )
+    ap.add_argument("--tiny", action="store_true", help="smoke size: one burst of 3 tasks, 60x, 1 repeat")
+    ap.add_argument("--png", type=Path, default=BENCH / "node_cost.png")
+    ap.add_argument("--write-results", action="store_true", help="replace this section of RESULTS.md")
+    args = ap.parse_args(argv)
+    timing = Timing.compressed(args.compression)
+    bursts = tuple(int(x) for x in args.bursts.split(","))
+    contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    if args.tiny:  # the smoke run of the suite: one small burst, seconds instead of minutes
+        timing = Timing.compressed(60.0)
+        bursts, args.repeats, args.sanity, args.period = (3,), 1, False, args.period or 1.0
+    unknown = set(contenders) - set(CONTENDERS)
+    if unknown:
+        ap.error(f"unknown contenders {sorted(unknown)}")
+    skipped = ""
+    if "headroom" in contenders and not has_dask_key("headroomWorkers"):
+        contenders.remove("headroom")
+        skipped = "headroom: skipped - the program has no dask.headroomWorkers key (infra/k8s/headroom.py)"
+    main_s = Scenario(
+        "wpn4", 4, "m6i.xlarge", max_workers=8, node_max=3, bursts=bursts, min_workers=args.min_workers
+    )
+    scenarios = [main_s]
+    if args.sanity:
+        # The aws default shape: one worker per node with the node's cores as threads; same capacity.
+        scenarios.append(
+            Scenario(
+                "wpn1",
+                1,
+                "m6i.xlarge",
+                max_workers=4,
+                node_max=4,
+                bursts=bursts,
+                min_workers=args.min_workers,
+            )
+        )
+    period = args.period or (
+        timing.boot + 5 + timing.task_range[1] + timing.scale_down_delay + timing.unneeded + 8
+    )
+    bin_dir, why = find_binaries()
+    if bin_dir is None:
+        print(f"node_cost: no Kubernetes binaries: {why}", file=sys.stderr)
+        return 2
+    out = Tee()
+    started = time.monotonic()
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-nodecost-") as tmp:
+        out(f"load average at start: {load()}")
+        kube = ControlPlane(bin_dir=bin_dir, workdir=Path(tmp, "kube"))
+        kube.start()
+        try:
+            out(f"node_cost: Kubernetes 1.20.2 control plane started in {kube.started_in:.1f} s")
+            out(timing.describe())
+            out(f"bursts every {period:.0f} s; {args.repeats} repeat(s), contenders interleaved per repeat")
+            if skipped:
+                out(skipped)
+            for s in scenarios:
+                names = contenders if s is main_s else [c for c in contenders if c != "headroom"]
+                for rep in range(args.repeats if s is main_s else 1):
+                    for c in names:
+                        runs.append(run_one(kube, s, c, rep, timing, period, Path(tmp), out))
+        finally:
+            kube.stop()
+    ratios = {}
+    for s in scenarios:
+        r = report(runs, s, out)
+        if s is main_s:
+            ratios = r
+    report_cold(runs, scenarios, out)
+    lost = sum(r.lost + r.recomputed for r in runs)
+    failed = sum(len(r.failures) for r in runs)
+    out(f"\ntasks lost or recomputed, all runs: {lost}; runs with failures: {failed}")
+    if "packed" in ratios and "today" in ratios:
+        out(f"packed / today node-seconds (median): {ratios['packed']:.2f} (goal <= 0.8)")
+    if "headroom" in ratios:
+        out(f"headroom / today node-seconds (median): {ratios['headroom']:.2f}")
+    out(f"load average at end: {load()}; took {time.monotonic() - started:.0f} s")
+    if args.png:
+        plot(runs, main_s, args.png)
+        out(f"plot: {args.png}")
+    if args.write_results:
+        cmd = "python benchmarks/node_cost.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        extra = "![worker nodes over time per contender](node_cost.png)\n\n" if args.png else ""
+        write_section("node_cost", "Node cost of bursts (Kubernetes 1.20.2)", cmd.strip(), out.text(), extra)
+    return 1 if lost or failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
