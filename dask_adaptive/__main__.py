@@ -1,4 +1,6 @@
-"""`python -m dask_adaptive demo` (console script `dask-adaptive demo`); `config-doc` prints CONFIG.md."""
+"""`python -m dask_adaptive demo` (console script `dask-adaptive demo`); `config-doc` prints CONFIG.md;
+`client-config --namespace NS` writes a laptop's client certificate and dask config (client_config.py).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +21,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     demo.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
     sub.add_parser("config-doc", help="print the configuration reference (dask_adaptive/CONFIG.md)")
+    from dask_adaptive import client_config  # stdlib at import; the kubernetes client only when run
+
+    client_config.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "client-config":
+        return client_config.main(args)
     if args.command == "config-doc":
         from dask_adaptive.config import config_markdown
 
