@@ -157,7 +157,7 @@ def run_contender(
             address = e2e.scheduler_address(kube, kubelet, ns)
             with (
                 e2e.PodWatch(kube, ns).running() as watch,
-                Client(address, timeout="30s") as client,
+                Client(address, security=e2e.client_security(kube, ns), timeout="30s") as client,
                 WorkerNames(client).running() as hosts,
             ):
                 driver = e2e.Cycles(client, kube, ns, runs, k=2 * maximum, maximum=maximum)

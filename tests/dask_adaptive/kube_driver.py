@@ -7,6 +7,7 @@ Test code, not a test module: nothing here is collected by pytest.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dask_adaptive.backends.kubernetes.ranking import DELETION_COST, LOWEST_COST, pod_ready
+from infra.k8s.tls_mount import CLIENT_SECRET
 from tests.dask_adaptive.kube_fixtures import SCHEDULER, WORKERS, DaskLayer, dask_layer, held_execution
 from tests.kube import stack_apply
 from tests.kube.control_plane import wait_for
@@ -126,11 +128,36 @@ def deploy_dask(
 
 
 def scheduler_address(kube: Any, kubelet: Any, ns: str) -> str:
-    def ready() -> bool:
-        return pod_ready(kube.rest().get(f"/api/v1/namespaces/{ns}/pods/{SCHEDULER}"))
+    """The scheduler's address on this machine, `tls://` when the program's scheduler listens with TLS."""
 
-    wait_for(ready, 90, message=lambda: f"scheduler ready; log:\n{kubelet.log_text(ns, SCHEDULER)[-3000:]}")
-    return "tcp://" + kubelet.service_address(ns, SCHEDULER, 8786)
+    def ready() -> dict[str, Any] | None:
+        pod = kube.rest().get(f"/api/v1/namespaces/{ns}/pods/{SCHEDULER}")
+        return pod if pod_ready(pod) else None
+
+    pod = wait_for(
+        ready, 90, message=lambda: f"scheduler ready; log:\n{kubelet.log_text(ns, SCHEDULER)[-3000:]}"
+    )
+    (container,) = pod["spec"]["containers"]
+    command = container["command"]
+    protocol = command[command.index("--protocol") + 1] if "--protocol" in command else "tcp"
+    return f"{protocol}://" + kubelet.service_address(ns, SCHEDULER, 8786)
+
+
+def client_security(kube: Any, ns: str) -> Any:
+    """A client's `Security` from the stack's client Secret, read through the API as a user would (the
+    program's mutual TLS); None when the stack runs plaintext (no such Secret)."""
+    from distributed.security import Security
+
+    secret = kube.rest().get_or_none(f"/api/v1/namespaces/{ns}/secrets/{CLIENT_SECRET}")
+    if secret is None:
+        return None
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    return Security(
+        require_encryption=True,
+        tls_ca_file=data["ca.crt"],  # distributed takes PEM text as well as paths
+        tls_client_cert=data["tls.crt"],
+        tls_client_key=data["tls.key"],
+    )
 
 
 def adaptive_events(client) -> dict[str, set[str]]:

@@ -25,6 +25,7 @@ from tests.dask_adaptive.kube_driver import (
     PodWatch,
     adaptive_events,
     apply,
+    client_security,
     deploy_dask,
     executions,
     live_pods,
@@ -204,7 +205,10 @@ def test_preload_scales_a_workload_up_and_down_removing_exactly_the_retired_pods
     deploy_dask(kube, namespace, minWorkers=0, maxWorkers=4, interval=0.5, targetDuration=1, scaleDownDelay=3)
     address = scheduler_address(kube, kubelet, namespace)
     peak = 0
-    with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
+    with (
+        PodWatch(kube, namespace).running() as watch,
+        Client(address, security=client_security(kube, namespace), timeout="30s") as client,
+    ):
         # The 24 tasks hold until 3 workers are connected: the queue keeps the target up, so the preload
         # must scale up, and a slow pod start under CPU load cannot let one worker finish the work first.
         gate = Event(f"updown-{time.time_ns()}", client=client)
@@ -277,7 +281,10 @@ def test_no_result_lost_across_20_scale_down_cycles(kube, namespace, kubelet_fac
     deploy_dask(kube, namespace, nanny=False, **FAST_CYCLES)
     address = scheduler_address(kube, kubelet, namespace)
     started = time.monotonic()
-    with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
+    with (
+        PodWatch(kube, namespace).running() as watch,
+        Client(address, security=client_security(kube, namespace), timeout="30s") as client,
+    ):
         cycles = Cycles(client, kube, namespace, runs, k=6, maximum=3)
         retired_per_cycle = []
         for _ in range(CYCLES):
@@ -351,7 +358,10 @@ def test_api_faults_are_survived_without_blind_action(
         outage["during"] = deployment_state(kube, namespace)
         outage["refused"] = outage["rule"].hits
 
-    with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
+    with (
+        PodWatch(kube, namespace).running() as watch,
+        Client(address, security=client_security(kube, namespace), timeout="30s") as client,
+    ):
         cycles = Cycles(client, kube, namespace, runs, k=6, maximum=3)
         faults_while_scaling_up()
         cycles.run(timeout=120)
@@ -429,7 +439,10 @@ def test_pending_pods_are_cancelled_and_retired_pods_still_go_exactly(
     )
     deploy_dask(kube, namespace, layer=layer, nanny=False)
     address = scheduler_address(kube, kubelet, namespace)
-    with PodWatch(kube, namespace).running() as watch, Client(address, timeout="30s") as client:
+    with (
+        PodWatch(kube, namespace).running() as watch,
+        Client(address, security=client_security(kube, namespace), timeout="30s") as client,
+    ):
         gate = Event(f"pending-{time.time_ns()}", client=client)
         futures = client.map(
             held_execution, range(16), folder=str(runs), event=gate.name, delay=1.0, pure=False

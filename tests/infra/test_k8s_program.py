@@ -105,7 +105,8 @@ def test_worker_replicas_are_created_at_zero_and_never_managed(stack):
 def test_rbac_is_namespaced_and_exact(stack):
     g = graph_of(stack)
     assert not [n for n in g.nodes if "ClusterRole" in n.type]
-    [role] = [n for n in g.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role") if n.name.endswith("-dask-role")]
+    roles = g.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+    [role] = [n for n in roles if n.name.endswith("-dask-role")]
     assert role.inputs["rules"][0]["resourceNames"] == [worker(g).inputs["metadata"]["name"]]
     assert "*" not in json.dumps(role.inputs["rules"])
 
@@ -125,7 +126,8 @@ def test_exports(stack):
     ns = g.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"]
     assert g.exports["daskNamespace"] == ns
     assert g.exports["daskSchedulerAddress"] == f"tls://dask-scheduler.{ns}.svc.cluster.local:8786"
-    assert g.exports["daskClientSetup"].startswith(f"kubectl -n {ns} port-forward svc/dask-scheduler 8786:8786")
+    forward = f"kubectl -n {ns} port-forward svc/dask-scheduler 8786:8786"
+    assert g.exports["daskClientSetup"].startswith(forward)
     assert f"python -m dask_adaptive client-config --namespace {ns}" in g.exports["daskClientSetup"]
     assert "port-forward svc/dask-scheduler 8787:8787" in g.exports["daskDashboard"]
     selector = dict(kv.split("=") for kv in g.exports["daskWorkerSelector"].split(","))

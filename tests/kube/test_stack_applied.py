@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from tests.dask_adaptive.kube_driver import client_security
 from tests.infra.harness import stack_names
 from tests.kube.control_plane import wait_for
 from tests.kube.kubelet import pod_ready
@@ -125,7 +126,10 @@ def _check(kube, k, objs: StackObjects, ns: str, other_ns: str) -> None:
     from distributed import Client
 
     address = k.service_address(ns, SCHEDULER, 8786)
-    with Client(f"tcp://{address}", timeout=30) as client:
+    # Mutual TLS on the program's own pods: plaintext is refused, the stack's client certificate works.
+    with pytest.raises(OSError):  # distributed's CommClosedError / connect timeout
+        Client(f"tcp://{address}", timeout=5)
+    with Client(f"tls://{address}", security=client_security(kube, ns), timeout=30) as client:
 
         def preload_origin():
             import sys
@@ -178,7 +182,7 @@ def _check(kube, k, objs: StackObjects, ns: str, other_ns: str) -> None:
     worker_pod = wait_for(
         worker_ready, 120, message=lambda: f"a Ready worker pod; kubelet: {k.log_tails(30)}"
     )
-    with Client(f"tcp://{address}", timeout=30) as client:
+    with Client(f"tls://{address}", security=client_security(kube, ns), timeout=30) as client:
         wait_for(
             lambda: worker_pod in {w["name"] for w in client.scheduler_info()["workers"].values()},
             60,

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tests.dask_adaptive.kube_driver import client_security
 from tests.kube.control_plane import wait_for
 from tests.kube.nodes import NodeGroup, NodeSpec
 from tests.kube.stack_apply import apply, record_stack
@@ -39,7 +40,9 @@ def test_work_grows_pods_and_nodes_then_everything_shrinks(kube, namespace, kube
 
         from distributed import Client
 
-        with Client(f"tcp://{k.service_address(ns, 'dask-scheduler', 8786)}", timeout=30) as client:
+        # the stack's mutual TLS: the client certificate from the stack's client Secret, as a user gets it
+        address = f"tls://{k.service_address(ns, 'dask-scheduler', 8786)}"
+        with Client(address, security=client_security(kube, ns), timeout=30) as client:
             import time
 
             futures = client.map(lambda i: time.sleep(1.0) or i, range(40), pure=False)
