@@ -56,6 +56,17 @@ def test_decision_cost_tiny():
     assert "tick (busy)" in out and "scale-down decision (idle)" in out
 
 
+def test_tls_cost_tiny():
+    out = run(
+        "tls_cost.py",
+        *("--max-workers", "2", "--seconds", "0.2", "--burst-leaves", "6", "--tiny", "40", "--repeats", "1"),
+    )
+    rows = [row for row in out.splitlines() if row.startswith("| 1 ")]
+    assert {row.split("|")[2].strip() for row in rows} == {"plain", "tls"}, rows
+    assert all(row.strip("|").split("|")[-1].strip() == "0" for row in rows), rows  # nothing run twice
+    assert "ratio of medians" in out and "burst makespan ratio tls/plain" in out
+
+
 @pytest.mark.kube
 def test_scale_down_safety_one_cycle():
     from tests.kube.control_plane import find_binaries
