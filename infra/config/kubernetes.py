@@ -22,7 +22,7 @@ from infra.config.settings import (
 )
 from infra.errors import ConfigError
 from infra.facts import instance_types, sizing
-from infra.facts.placement import WORKER_TAINT, is_label_key, is_label_value
+from infra.facts.placement import EXPENDABLE_PRIORITY_CUTOFF, WORKER_TAINT, is_label_key, is_label_value
 from infra.facts.versions import CA_IMAGE_TAGS, kubernetes_minor
 
 DASK_IMAGE_PYTHON = "3.12"
@@ -60,6 +60,8 @@ DASK_DEFAULTS: dict[str, Any] = {
     "admissionPolicy": True,
     "tls": True,
     "clientGroups": [],
+    "headroomWorkers": 0,
+    "minimumSchedule": "",
 }
 AUTOSCALER_DEFAULTS: dict[str, Any] = {
     "scaleDownUnneededTime": "5m",
@@ -69,6 +71,7 @@ AUTOSCALER_DEFAULTS: dict[str, Any] = {
     "balanceSimilarNodeGroups": True,
     "skipNodesWithLocalStorage": False,
     "skipNodesWithSystemPods": False,
+    "scaleDownUtilizationThreshold": "0.5",
 }
 
 
@@ -162,6 +165,20 @@ def _client_groups(field: Field) -> tuple[str, ...]:
         if not item.value.strip() or item.value.startswith("system:"):
             raise item.fail("must be a group name of your own (not empty, not a built-in 'system:' group)")
     return groups
+
+
+def _minimum_schedule(field: Field, max_workers: int) -> str:
+    """Validated here with the preload's own parser, so a bad schedule fails `pulumi preview`, not the pod."""
+    from dask_adaptive.schedule import parse_schedule  # stdlib only, like dask_adaptive.command
+
+    text = (field.optional_string() or "").strip()
+    try:
+        schedule = parse_schedule(text)
+    except ValueError as exc:
+        raise field.fail(str(exc)) from exc
+    if schedule.highest > max_workers:
+        raise field.fail(f"a window asks for {schedule.highest} workers, above maxWorkers ({max_workers})")
+    return str(schedule)
 
 
 def _worker_instance_types(aws: AwsConfig) -> list[str]:
@@ -336,6 +353,8 @@ def parse_dask(
         admission_policy=_admission_policy(s, target),
         tls=_tls(s, production),
         client_groups=_client_groups(s["clientGroups"]),
+        headroom_workers=s["headroomWorkers"].integer(0, max_workers),
+        minimum_schedule=_minimum_schedule(s["minimumSchedule"], max_workers),
         kubernetes_version=aws.cluster.version if aws else None,
     )
 
@@ -345,6 +364,18 @@ def choose_expander(configured: str, capacity_types: list[str]) -> str:
     if configured != "auto":
         return configured
     return "priority,least-waste" if {"SPOT", "ON_DEMAND"} <= set(capacity_types) else "least-waste"
+
+
+def _fraction(field: Field) -> str:
+    try:
+        value = float(str(field.value))
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise field.fail(
+            "must be a number in (0, 1], e.g. 0.5 (a node's requested share below which CA may drain it)"
+        )
+    return f"{value:g}"
 
 
 def parse_autoscaler(s: Section, *, aws: AwsConfig) -> AutoscalerSettings:
@@ -369,6 +400,9 @@ def parse_autoscaler(s: Section, *, aws: AwsConfig) -> AutoscalerSettings:
         "balance-similar-node-groups": str(s["balanceSimilarNodeGroups"].boolean()).lower(),
         "skip-nodes-with-local-storage": str(s["skipNodesWithLocalStorage"].boolean()).lower(),
         "skip-nodes-with-system-pods": str(s["skipNodesWithSystemPods"].boolean()).lower(),
+        "scale-down-utilization-threshold": _fraction(s["scaleDownUtilizationThreshold"]),
+        # pinned at CA's default: headroom placeholders stay above it (infra/facts/placement.py)
+        "expendable-pods-priority-cutoff": str(EXPENDABLE_PRIORITY_CUTOFF),
     }
     return AutoscalerSettings(kubernetes_version=minor, expander=resolved, flags=flags)
 

@@ -119,6 +119,8 @@ class DaskSettings:
     admission_policy: bool = True  # the scheduler's ValidatingAdmissionPolicy (Kubernetes >= 1.30)
     tls: bool = True  # mutual TLS on every Dask connection (per-stack CA; infra/k8s/tls.py)
     client_groups: tuple[str, ...] = ()  # Kubernetes groups bound to the client Role (cert + port-forward)
+    headroom_workers: int = 0  # placeholder pods holding warm room for this many workers (k8s/headroom.py)
+    minimum_schedule: str = ""  # time-varying minimum for the preload (dask_adaptive/schedule.py grammar)
     kubernetes_version: str | None = None  # the cluster's minor when known (aws); None: any (local)
     dask_version: str = DASK_VERSION
 

@@ -90,3 +90,10 @@ def pool_placement(pools: Sequence[str]) -> dict:
             "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
         }
     }
+
+
+# Pod priorities around cluster-autoscaler: pods below its `--expendable-pods-priority-cutoff` neither make
+# it add nodes nor keep nodes alive. Pinned at CA's default, with the headroom placeholders just above it
+# and below the workers (0): preempted by any worker, yet still worth a node (infra/k8s/headroom.py).
+EXPENDABLE_PRIORITY_CUTOFF = -10
+HEADROOM_PRIORITY = -1

@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 import pulumi_tls
 
 from infra.config.settings import DaskSettings
-from infra.k8s import admission, guards, network_policies, rbac, tls
+from infra.k8s import admission, guards, headroom, network_policies, rbac, tls
 from infra.k8s import dask_objects as k8s_dask
 from infra.k8s import preload as k8s_preload
 from infra.k8s.objects import create, patch
@@ -127,6 +127,16 @@ class DaskCluster(pulumi.ComponentResource):
             opts_(preload, binding, workers, *scheduler_fences, *tls_ready),
         )
         service = create(f"{name}-scheduler-svc", k8s_dask.scheduler_service(names, version), opts_(ns))
+        if settings.headroom_workers:
+            # After the workers' Deployment and the fences (the quota reserves the placeholders' share).
+            placeholders = create(
+                f"{name}-headroom-priority", headroom.priority_class(settings, names), opts_(*depends_on)
+            )
+            create(
+                f"{name}-headroom",
+                headroom.placeholder_deployment(settings, names),
+                opts_(placeholders, worker_sa, workers, *fences),
+            )
 
         dashboard: pulumi.Input[str] = k8s_dask.port_forward_instructions(names)
         if settings.dashboard_cidrs:

@@ -150,6 +150,7 @@ def scheduler_command(settings: DaskSettings, names: Names) -> list[str]:
         # workers asks for workers, not cores (dask_adaptive.policy.cold_target)
         "--worker-threads",
         str(settings.worker.threads),
+        *(["--minimum-schedule", settings.minimum_schedule] if settings.minimum_schedule else []),
     ]
 
 

@@ -34,8 +34,9 @@ class QuotaBudget:
 
 
 def quota_budget(settings: DaskSettings) -> QuotaBudget:
-    """max_workers workers + the scheduler + the margin above, at their configured sizes."""
-    workers = settings.max_workers + EXTRA_WORKERS
+    """max_workers workers + the scheduler + the margin above, at their configured sizes; headroom
+    placeholders are worker-sized and count too (or they would eat the workers' budget)."""
+    workers = settings.max_workers + EXTRA_WORKERS + settings.headroom_workers
     schedulers = 1 + EXTRA_SCHEDULERS
     return QuotaBudget(
         pods=workers + schedulers,

@@ -124,6 +124,8 @@ def check_dask_mutual_tls(props: Mapping[str, Any]) -> list[str]:
     labels = labels_of(props)
     if labels.get("app.kubernetes.io/name") != "dask" and not is_dask_worker_deployment(props):
         return []
+    if labels.get("app.kubernetes.io/component", "worker") not in ("scheduler", "worker"):
+        return []  # e.g. headroom placeholders: pause containers, no Dask connection at all
     found = []
     for container in as_list(get_path(props, "spec.template.spec.containers")):
         name = container.get("name", "?")

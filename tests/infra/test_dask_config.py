@@ -142,7 +142,20 @@ def test_autoscaler_defaults_are_tuned_for_dask():
         "balance-similar-node-groups": "true",
         "skip-nodes-with-local-storage": "false",
         "skip-nodes-with-system-pods": "false",
+        "scale-down-utilization-threshold": "0.5",
+        "expendable-pods-priority-cutoff": "-10",
     }
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "half", "-0.2"])
+def test_utilization_threshold_is_a_fraction(value):
+    with pytest.raises(ConfigError) as caught:
+        autoscaler({"scaleDownUtilizationThreshold": value})
+    assert caught.value.key == "adaptive-dask:autoscaler.scaleDownUtilizationThreshold"
+    assert (
+        autoscaler({"scaleDownUtilizationThreshold": "0.3"}).flags["scale-down-utilization-threshold"]
+        == "0.3"
+    )
 
 
 def test_autoscaler_overrides_as_the_cli_stores_them():

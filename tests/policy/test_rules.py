@@ -551,3 +551,20 @@ def test_default_deny_means_all_pods_ingress_and_no_rule():
         {"spec": {"podSelector": {"matchLabels": {"a": "b"}}, "policyTypes": ["Ingress"]}}
     )
     assert not is_default_deny({"spec": {"podSelector": {}, "policyTypes": ["Egress"]}})
+
+
+def test_headroom_placeholders_pass_the_rules_for_dask_pods():
+    """Pause pods with the stack's labels: no Dask connection to encrypt, replicas owned by Pulumi."""
+    from adaptive_dask_policy.checks import check_worker_replicas
+    from adaptive_dask_policy.fence_checks import check_dask_mutual_tls
+
+    from infra.k8s import headroom
+    from infra.k8s.dask_objects import Names
+    from tests.infra import builders
+
+    settings = builders.dask({"headroomWorkers": 1}, target="local")
+    held = headroom.placeholder_deployment(settings, Names.of(settings))
+    assert check_dask_mutual_tls(held) == []
+    assert check_worker_replicas(held, []) == []
+    worker_like = json.loads(json.dumps(held).replace('"headroom"', '"worker"'))
+    assert check_dask_mutual_tls(worker_like)  # the same pod labelled a worker would be flagged
