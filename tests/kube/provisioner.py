@@ -98,6 +98,10 @@ def pod_request(pod: dict[str, Any], res: str) -> list[Decimal]:
     ]
 
 
+def _needs(pod: dict[str, Any]) -> tuple[Decimal, Decimal, Decimal]:
+    return Decimal(sum(pod_request(pod, "cpu"))), Decimal(sum(pod_request(pod, "memory"))), Decimal(1)
+
+
 class NodeProvisioner:
     """Adds a node to a group when pods stay Unschedulable for `scale_up_delay` (joining `boot_delay`
     later), removes empty provisioned nodes after `scale_down_delay` — so Dask → pods → nodes scale
@@ -155,6 +159,31 @@ class NodeProvisioner:
         """Nodes launched and not removed (booting ones included)."""
         return sum(1 for n in self.launches if n.removed is None)
 
+    def _unplaced(
+        self, g: NodeGroup, ripe: list[dict[str, Any]], pods: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The pods of `ripe` that do not fit (first fit) the free room of the group's nodes and of its
+        booting nodes; `pods` are the live pods (the bound ones take room)."""
+        cap = [parse_quantity(g.cpu), parse_quantity(g.memory), Decimal(g.pods)]
+        room = {name: list(cap) for name in self.nodes[g.group]}
+        for p in pods:
+            node = p["spec"].get("nodeName")
+            if node in room and p["status"].get("phase") not in ("Succeeded", "Failed"):
+                for i, need in enumerate(_needs(p)):
+                    room[node][i] -= need
+        bins = [*room.values(), *(list(cap) for _ in self.booting[g.group])]
+        rest = []
+        for p in ripe:
+            needs = _needs(p)
+            for b in bins:
+                if all(have >= want for have, want in zip(b, needs, strict=True)):
+                    for i, want in enumerate(needs):
+                        b[i] -= want
+                    break
+            else:
+                rest.append(p)
+        return rest
+
     def step(self, pods: list[dict[str, Any]]) -> None:
         self._join_booted()
         now = time.monotonic()
@@ -176,24 +205,26 @@ class NodeProvisioner:
             if p["spec"].get("nodeName") and p["status"].get("phase") not in ("Succeeded", "Failed")
         }
         for g in self.groups:
-            empty = [n for n in self.nodes[g.group] if n not in busy]
             waiting = [p for p in unschedulable if pod_fits_group(p, g)]
             for p in waiting:
                 self.pending_since.setdefault(p["metadata"]["uid"], now)
             ripe = [p for p in waiting if now - self.pending_since[p["metadata"]["uid"]] >= g.scale_up_delay]
             size = len(self.nodes[g.group]) + len(self.booting[g.group])
             if ripe and size < g.max_size:
-                cpu = sum(sum(pod_request(p, "cpu")) for p in ripe)
-                mem = sum(sum(pod_request(p, "memory")) for p in ripe)
-                need = max(
-                    math.ceil(cpu / parse_quantity(g.cpu)),
-                    math.ceil(mem / parse_quantity(g.memory)),
-                    math.ceil(len(ripe) / g.pods),
-                    1,
-                )
-                # Nodes added but still empty, or still booting, are capacity on its way (the scheduler
-                # backs off Unschedulable pods for a few seconds): count them, as cluster-autoscaler does.
-                need -= len(empty) + len(self.booting[g.group])
+                # As cluster-autoscaler does, pods that fit the free room of the group's nodes, or of nodes
+                # still booting, need no new node: the scheduler backs Unschedulable pods off for seconds,
+                # so a node that just joined looks full of room while they wait.
+                rest = self._unplaced(g, ripe, pods)
+                need = 0
+                if rest:
+                    cpu = sum(sum(pod_request(p, "cpu")) for p in rest)
+                    mem = sum(sum(pod_request(p, "memory")) for p in rest)
+                    need = max(
+                        math.ceil(cpu / parse_quantity(g.cpu)),
+                        math.ceil(mem / parse_quantity(g.memory)),
+                        math.ceil(len(rest) / g.pods),
+                        1,
+                    )
                 for _ in range(max(0, min(need, g.max_size - size))):
                     self._add(g)
                 for p in ripe:

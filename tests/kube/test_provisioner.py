@@ -10,7 +10,7 @@ import pytest
 from tests.kube.control_plane import wait_for
 from tests.kube.kubelet import pod_ready
 from tests.kube.nodes import NodeGroup, NodeSpec
-from tests.kube.provisioner import Launch, expendable, node_count_steps, node_seconds
+from tests.kube.provisioner import Launch, NodeProvisioner, expendable, node_count_steps, node_seconds
 
 
 @pytest.mark.kube
@@ -140,3 +140,22 @@ def test_a_node_boots_before_it_joins_and_expendable_pods_ask_for_none(kube, nam
         assert billed >= 2.0 + 1.0  # the boot is paid, and the unneeded time after the node emptied
     finally:
         rest.delete(f"/apis/scheduling.k8s.io/v1/priorityclasses/{expendable_class}")
+
+
+def test_pods_that_fit_the_room_of_joined_or_booting_nodes_ask_for_no_new_node():
+    group = NodeGroup("w", cpu="4", memory="16Gi", max_size=3, boot_delay=60.0)
+    prov = NodeProvisioner(None, [group])  # type: ignore[arg-type]  # no node is added in this test
+
+    def pod(node=None, cpu="1"):
+        spec = {"containers": [{"resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}}]}
+        return {"spec": {**spec, "nodeName": node} if node else spec, "status": {"phase": "Running"}}
+
+    prov.nodes["w"].append("joined")  # one joined node running one pod: room for 3 more
+    bound = [pod("joined")]
+    assert prov._unplaced(group, [pod(), pod(), pod()], bound) == []
+    four = [pod(), pod(), pod(), pod()]
+    assert prov._unplaced(group, four, bound) == [four[3]]
+    assert len(prov._unplaced(group, four, [*bound, pod("joined", cpu="3")])) == 4  # no room left
+    prov._add(group)  # a node on its way counts whole
+    assert prov._unplaced(group, four * 2, bound) == four[3:]  # 3 + 4 placed, one left over
+    assert prov.billed() == 1 and prov.nodes["w"] == ["joined"]
