@@ -11,6 +11,7 @@ import ipaddress
 import re
 from typing import Any
 
+from infra.config.autoscaler import AUTOSCALER_DEFAULTS, EXPANDERS, parse_autoscaler
 from infra.config.reader import PROJECT, ConfigReader, Field, Section
 from infra.config.settings import (
     DASK_VERSION,
@@ -22,8 +23,9 @@ from infra.config.settings import (
 )
 from infra.errors import ConfigError
 from infra.facts import instance_types, sizing
-from infra.facts.placement import EXPENDABLE_PRIORITY_CUTOFF, WORKER_TAINT, is_label_key, is_label_value
-from infra.facts.versions import CA_IMAGE_TAGS, kubernetes_minor
+from infra.facts.placement import WORKER_TAINT, is_label_key, is_label_value
+
+__all__ = ["AUTOSCALER_DEFAULTS", "DASK_DEFAULTS", "EXPANDERS", "parse_dask", "parse_kubernetes"]
 
 DASK_IMAGE_PYTHON = "3.12"
 STOCK_IMAGE_REPOSITORY = "ghcr.io/dask/dask"
@@ -34,7 +36,6 @@ _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*)"
     r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
-EXPANDERS = ("auto", "least-waste", "priority,least-waste", "random", "most-pods", "least-nodes", "priority")
 
 # None: the default depends on the target or on other values (computed below).
 DASK_DEFAULTS: dict[str, Any] = {
@@ -62,16 +63,6 @@ DASK_DEFAULTS: dict[str, Any] = {
     "clientGroups": [],
     "headroomWorkers": 0,
     "minimumSchedule": "",
-}
-AUTOSCALER_DEFAULTS: dict[str, Any] = {
-    "scaleDownUnneededTime": "5m",
-    "scaleDownDelayAfterAdd": "5m",
-    "maxNodeProvisionTime": "10m",
-    "expander": "auto",
-    "balanceSimilarNodeGroups": True,
-    "skipNodesWithLocalStorage": False,
-    "skipNodesWithSystemPods": False,
-    "scaleDownUtilizationThreshold": "0.5",
 }
 
 
@@ -357,54 +348,6 @@ def parse_dask(
         minimum_schedule=_minimum_schedule(s["minimumSchedule"], max_workers),
         kubernetes_version=aws.cluster.version if aws else None,
     )
-
-
-def choose_expander(configured: str, capacity_types: list[str]) -> str:
-    """`auto`: prefer spot through the priority expander only when there is a choice to make."""
-    if configured != "auto":
-        return configured
-    return "priority,least-waste" if {"SPOT", "ON_DEMAND"} <= set(capacity_types) else "least-waste"
-
-
-def _fraction(field: Field) -> str:
-    try:
-        value = float(str(field.value))
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:
-        raise field.fail(
-            "must be a number in (0, 1], e.g. 0.5 (a node's requested share below which CA may drain it)"
-        )
-    return f"{value:g}"
-
-
-def parse_autoscaler(s: Section, *, aws: AwsConfig) -> AutoscalerSettings:
-    """`adaptive-dask:autoscaler`: cluster-autoscaler flags, validated as the flags' own parser would."""
-    version_key = f"{PROJECT}:cluster.version"
-    try:
-        minor = kubernetes_minor(aws.cluster.version)
-    except ValueError:
-        minor = None
-    if minor not in CA_IMAGE_TAGS:
-        raise ConfigError(
-            version_key,
-            aws.cluster.version,
-            "cluster-autoscaler must match the Kubernetes minor; supported: " + ", ".join(CA_IMAGE_TAGS),
-        )
-    resolved = choose_expander(s["expander"].choice(EXPANDERS), [g.capacity_type for g in aws.workers])
-    flags = {
-        "scale-down-unneeded-time": s["scaleDownUnneededTime"].go_duration(60, 86_400),
-        "scale-down-delay-after-add": s["scaleDownDelayAfterAdd"].go_duration(0, 86_400),
-        "max-node-provision-time": s["maxNodeProvisionTime"].go_duration(60, 3600),
-        "expander": resolved,
-        "balance-similar-node-groups": str(s["balanceSimilarNodeGroups"].boolean()).lower(),
-        "skip-nodes-with-local-storage": str(s["skipNodesWithLocalStorage"].boolean()).lower(),
-        "skip-nodes-with-system-pods": str(s["skipNodesWithSystemPods"].boolean()).lower(),
-        "scale-down-utilization-threshold": _fraction(s["scaleDownUtilizationThreshold"]),
-        # pinned at CA's default: headroom placeholders stay above it (infra/facts/placement.py)
-        "expendable-pods-priority-cutoff": str(EXPENDABLE_PRIORITY_CUTOFF),
-    }
-    return AutoscalerSettings(kubernetes_version=minor, expander=resolved, flags=flags)
 
 
 def parse_kubernetes(

@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 import pulumi_tls
 
 from infra.config.settings import DaskSettings
-from infra.k8s import admission, guards, headroom, network_policies, rbac, tls
+from infra.k8s import admission, guards, headroom, network_policies, rbac, services, tls
 from infra.k8s import dask_objects as k8s_dask
 from infra.k8s import preload as k8s_preload
 from infra.k8s.objects import create, patch
@@ -126,7 +126,7 @@ class DaskCluster(pulumi.ComponentResource):
             k8s_dask.scheduler_deployment(settings, names, files, preload_hash, rollout),
             opts_(preload, binding, workers, *scheduler_fences, *tls_ready),
         )
-        service = create(f"{name}-scheduler-svc", k8s_dask.scheduler_service(names, version), opts_(ns))
+        service = create(f"{name}-scheduler-svc", services.scheduler_service(names, version), opts_(ns))
         if settings.headroom_workers:
             # After the workers' Deployment and the fences (the quota reserves the placeholders' share).
             placeholders = create(
@@ -138,11 +138,11 @@ class DaskCluster(pulumi.ComponentResource):
                 opts_(placeholders, worker_sa, workers, *fences),
             )
 
-        dashboard: pulumi.Input[str] = k8s_dask.port_forward_instructions(names)
+        dashboard: pulumi.Input[str] = services.port_forward_instructions(names)
         if settings.dashboard_cidrs:
             lb = create(
                 f"{name}-dashboard",
-                k8s_dask.dashboard_service(names, version, settings.dashboard_cidrs, settings.target),
+                services.dashboard_service(names, version, settings.dashboard_cidrs, settings.target),
                 opts_(scheduler),
             )
             dashboard = lb.status.apply(  # type: ignore[attr-defined]

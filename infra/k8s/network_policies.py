@@ -101,7 +101,7 @@ def network_policies(
             )
         )
     if settings.dashboard_cidrs:
-        # Behind the NLB of `dashboard_service` the source address is the client's only if the NLB
+        # Behind the NLB of `services.dashboard_service` the source address is the client's only if the NLB
         # preserves it (ip targets, or `externalTrafficPolicy: Local`); otherwise it is a node address.
         policies.append(
             _policy(

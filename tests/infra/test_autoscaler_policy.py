@@ -13,7 +13,7 @@ with warnings.catch_warnings():  # parliament's own regexes trip a DeprecationWa
     from parliament import analyze_policy_string
 
 from infra.aws import iam
-from infra.config.kubernetes import choose_expander
+from infra.config.autoscaler import choose_expander
 from infra.facts.versions import CA_IMAGE_TAGS, SUPPORTED_KUBERNETES_VERSIONS, image_tag_for
 from infra.k8s import ca as k8s_ca
 

@@ -15,7 +15,7 @@ from infra.config.settings import DaskSettings
 from infra.facts.versions import CA_IMAGE_TAGS
 from infra.k8s import dask_objects as kd
 from infra.k8s import preload as kp
-from infra.k8s import rbac
+from infra.k8s import rbac, services
 from tests.infra import builders
 
 
@@ -53,8 +53,8 @@ def all_manifests(settings: DaskSettings) -> list[dict]:
         kd.preload_configmap(names, v, files),
         kd.scheduler_deployment(settings, names, files, digest),
         kd.worker_deployment(settings, names, files, digest),
-        kd.scheduler_service(names, v),
-        kd.dashboard_service(names, v, ("10.0.0.0/8",), settings.target),
+        services.scheduler_service(names, v),
+        services.dashboard_service(names, v, ("10.0.0.0/8",), settings.target),
     ]
 
 

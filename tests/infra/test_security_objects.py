@@ -23,7 +23,7 @@ from dask_adaptive.backends.kubernetes import ranking
 from infra.aws import cluster
 from infra.config.settings import DaskSettings
 from infra.facts.quantity import parse_cpu_millicores, parse_memory_bytes
-from infra.k8s import admission, guards, network_policies, rbac
+from infra.k8s import admission, guards, network_policies, rbac, services
 from infra.k8s import dask_objects as kd
 from infra.k8s import preload as kp
 from tests.infra import builders
@@ -187,7 +187,7 @@ def test_policy_ports_are_the_container_ports_of_the_program():
         for p in templates(aws_settings())["scheduler"]["spec"]["containers"][0]["ports"]
     }
     assert ports == {"tcp-comm": kd.SCHEDULER_PORT, "http-dashboard": kd.DASHBOARD_PORT}
-    service = kd.scheduler_service(names_of(aws_settings()), "x")
+    service = services.scheduler_service(names_of(aws_settings()), "x")
     assert {p["port"] for p in service["spec"]["ports"]} == set(ports.values())
 
 
