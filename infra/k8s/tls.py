@@ -89,11 +89,12 @@ def client_role_binding(names: Names, version: str, groups: tuple[str, ...]) -> 
 
 
 def client_instructions(names: Names) -> str:
-    """The stack output that tells a user how to connect (README "Security" says the same)."""
+    """The stack output that tells a user how to connect (README "Security" says the same): the client
+    certificate into a private dask config folder, the scheduler port forwarded, then a plain Client."""
     return (
-        f"kubectl -n {names.namespace} port-forward svc/{names.scheduler} 8786:8786 & "
-        f"python -m dask_adaptive client-config --namespace {names.namespace}  "
-        "# then: Client('tls://localhost:8786')"
+        f'eval "$(python -m dask_adaptive client-config --namespace {names.namespace})"; '
+        f"kubectl -n {names.namespace} port-forward svc/{names.scheduler} 8786:8786 &  "
+        "# then, in this shell: Client('tls://localhost:8786')"
     )
 
 

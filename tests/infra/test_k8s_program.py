@@ -126,9 +126,10 @@ def test_exports(stack):
     ns = g.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"]
     assert g.exports["daskNamespace"] == ns
     assert g.exports["daskSchedulerAddress"] == f"tls://dask-scheduler.{ns}.svc.cluster.local:8786"
-    forward = f"kubectl -n {ns} port-forward svc/dask-scheduler 8786:8786"
-    assert g.exports["daskClientSetup"].startswith(forward)
-    assert f"python -m dask_adaptive client-config --namespace {ns}" in g.exports["daskClientSetup"]
+    setup = g.exports["daskClientSetup"]
+    assert setup.startswith(f'eval "$(python -m dask_adaptive client-config --namespace {ns})"')
+    assert f"kubectl -n {ns} port-forward svc/dask-scheduler 8786:8786 &" in setup
+    assert "Client('tls://localhost:8786')" in setup
     assert "port-forward svc/dask-scheduler 8787:8787" in g.exports["daskDashboard"]
     selector = dict(kv.split("=") for kv in g.exports["daskWorkerSelector"].split(","))
     assert worker(g).inputs["spec"]["selector"]["matchLabels"] == selector
