@@ -18,14 +18,16 @@ Contenders, in one run, interleaved per repeat (same workload, same stack config
   placeholder pods at a negative PriorityClass, built by infra/k8s/headroom.py) - only when the program
   has that key.
 Documented overrides of the shipped objects, all of them: the harness's (kube_fixtures.py: bare scheduler
-Pod, repository on PYTHONPATH, `--no-nanny`), the `today` strip/env above, and `tls: false` when the
-program has that key (TLS is orthogonal to node cost; the client here would need the stack's client
-certificate).
+Pod, repository on PYTHONPATH, `--no-nanny`), the `today` strip/env above, and the placeholders' pause
+container runs `sleep infinity` (the harness runs commands, not images; /pause only sleeps). Mutual TLS
+as shipped: the client reads the stack's client Secret (kube_driver.client_security).
 
 Time is compressed by `--compression` (default 20): the EKS durations below are divided by it.
   node boot + join            90 s (EKS: ~60-120 s)          -> boot_delay
   cluster-autoscaler reaction 10 s (its scan interval)        -> scale_up_delay
   scale-down-unneeded-time    the program's CA setting (5m)  -> scale_down_delay (also delay-after-add)
+  (not time: scale-down-utilization-threshold, the program's 0.5: an under-used node whose pods fit
+  elsewhere is drained - its pods evicted, a worker retiring gracefully on SIGTERM - as CA does)
   preload scaleDownDelay      the program's default (60 s)   -> --scale-down-delay
   preload targetDuration      the program's default (5 s)    -> --target-duration
   tasks                       30 s .. 3 min                  -> 1.5 .. 9 s
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import statistics
@@ -66,7 +69,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH, Tee, load, table, write_section
 
-from infra.config.kubernetes import AUTOSCALER_DEFAULTS, DASK_DEFAULTS
+from infra.config.autoscaler import AUTOSCALER_DEFAULTS
+from infra.config.kubernetes import DASK_DEFAULTS
 from infra.facts.instance_types import pod_capacity
 from tests.dask_adaptive import kube_driver as e2e
 from tests.dask_adaptive.kube_fixtures import SCHEDULER, STACK, WORKERS, DaskLayer
@@ -216,8 +220,6 @@ def record(ns: str, scenario: Scenario, timing: Timing, contender: str) -> DaskL
     }
     if scenario.worker_threads is not None:
         dask["workerThreads"] = scenario.worker_threads
-    if has_dask_key("tls"):
-        dask["tls"] = False
     if contender == "headroom":
         dask["headroomWorkers"] = scenario.workers_per_node  # one node's worth
     group = {"name": "workers", "instanceTypes": [scenario.instance_type], "minSize": 0}
@@ -233,11 +235,14 @@ def record(ns: str, scenario: Scenario, timing: Timing, contender: str) -> DaskL
 def placeholder_objects(layer: DaskLayer) -> list[tuple[str, dict[str, Any]]]:
     """Whatever Deployments the program registers besides the scheduler and the workers (the headroom's
     placeholders), as built."""
-    return [
-        (object_path(o), o)
-        for o in layer.stack.objects
-        if o["kind"] == "Deployment" and o["metadata"]["name"] not in (WORKERS, SCHEDULER)
-    ]
+    out = []
+    for o in layer.stack.objects:
+        if o["kind"] == "Deployment" and o["metadata"]["name"] not in (WORKERS, SCHEDULER):
+            dep = copy.deepcopy(o)
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                c.setdefault("command", ["sleep", "infinity"])  # the harness runs commands, not images
+            out.append((object_path(dep), dep))
+    return out
 
 
 class Watch:
@@ -293,6 +298,7 @@ def run_one(
             scale_up_delay=timing.reaction,
             scale_down_delay=timing.unneeded,
             boot_delay=timing.boot,
+            scale_down_utilization=float(AUTOSCALER_DEFAULTS["scaleDownUtilizationThreshold"]),
         )
         system = NodeSpec.pool(f"system-{uuid.uuid4().hex[:5]}", "system", cpu="4", memory="16Gi")
         kubelet = Kubelet(
@@ -319,7 +325,11 @@ def run_one(
                     message="the warm headroom node up with its placeholders Running",
                 )
             watch = Watch(kube, ns)
-            with Client(address, timeout="30s") as client, e2e.polling(watch.poll, name="replicas"):
+            security = e2e.client_security(kube, ns)
+            with (
+                Client(address, security=security, timeout="30s") as client,
+                e2e.polling(watch.poll, name="replicas"),
+            ):
                 submitted = 0
                 t0 = time.monotonic()
                 wall0 = time.time()

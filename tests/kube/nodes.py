@@ -109,6 +109,9 @@ class NodeGroup:
     scale_up_delay: float = 1.0  # pods Unschedulable this long before a node is asked for (CA's reaction)
     scale_down_delay: float = 5.0  # a provisioned node empty this long is removed (scale-down-unneeded-time)
     boot_delay: float = 0.0  # an asked-for node joins this much later (boot + join); billed meanwhile
+    # cluster-autoscaler's scale-down-utilization-threshold: a node whose pods request less than this share
+    # and fit elsewhere is drained after scale_down_delay; 0: only empty nodes go
+    scale_down_utilization: float = 0.0
 
     def spec(self, index: int) -> NodeSpec:
         return NodeSpec.pool(

@@ -3,11 +3,14 @@ Adds a node to a group when pods that fit it stay Unschedulable (after an option
 which the node is billed and counted as capacity on its way), removes empty provisioned nodes later, and
 keeps the bill: node-seconds from each node's launch to its removal (benchmarks/node_cost.py).
 
-As cluster-autoscaler does, pods below the expendable priority cutoff (`--expendable-pods-priority-cutoff`,
-default -10) neither ask for a node nor keep one; placeholder pods at a priority from -10 up do both."""
+With `NodeGroup.scale_down_utilization` > 0 it also drains under-used nodes whose pods fit elsewhere, as
+cluster-autoscaler's scale-down-utilization-threshold does. As cluster-autoscaler does, pods below the
+expendable priority cutoff (`--expendable-pods-priority-cutoff`, default -10) neither ask for a node nor
+keep one; placeholder pods at a priority from -10 up do both."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 # cluster-autoscaler's --expendable-pods-priority-cutoff default: lower-priority pods are ignored by it
 EXPENDABLE_PRIORITY_CUTOFF = -10
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
 
 @dataclass
@@ -98,6 +102,21 @@ def pod_request(pod: dict[str, Any], res: str) -> list[Decimal]:
     ]
 
 
+def _first_fit(pods: list[dict[str, Any]], bins: list[list[Decimal]]) -> list[dict[str, Any]]:
+    """Places `pods` first-fit into `bins` (free cpu, memory, pod slots; consumed); returns the rest."""
+    rest = []
+    for p in pods:
+        needs = _needs(p)
+        for b in bins:
+            if all(have >= want for have, want in zip(b, needs, strict=True)):
+                for i, want in enumerate(needs):
+                    b[i] -= want
+                break
+        else:
+            rest.append(p)
+    return rest
+
+
 def _needs(pod: dict[str, Any]) -> tuple[Decimal, Decimal, Decimal]:
     return Decimal(sum(pod_request(pod, "cpu"))), Decimal(sum(pod_request(pod, "memory"))), Decimal(1)
 
@@ -123,6 +142,8 @@ class NodeProvisioner:
         self.empty_since: dict[str, float] = {}
         self.events: list[tuple[float, str, str]] = []  # (monotonic time, "add"/"remove", node name)
         self.launches: list[Launch] = []
+        self.underused_since: dict[str, float] = {}
+        self.draining: set[str] = set()
         self._count = 0
         for g in self.groups:
             for _ in range(g.min_size):
@@ -165,24 +186,77 @@ class NodeProvisioner:
         """The pods of `ripe` that do not fit (first fit) the free room of the group's nodes and of its
         booting nodes; `pods` are the live pods (the bound ones take room)."""
         cap = [parse_quantity(g.cpu), parse_quantity(g.memory), Decimal(g.pods)]
-        room = {name: list(cap) for name in self.nodes[g.group]}
+        bins = [*self._room(g, pods).values(), *(list(cap) for _ in self.booting[g.group])]
+        return _first_fit(ripe, bins)
+
+    def _room(
+        self, g: NodeGroup, pods: list[dict[str, Any]], skip: str | None = None
+    ) -> dict[str, list[Decimal]]:
+        """Free cpu, memory and pod slots of the group's joined nodes (not draining, not `skip`)."""
+        cap = [parse_quantity(g.cpu), parse_quantity(g.memory), Decimal(g.pods)]
+        room = {n: list(cap) for n in self.nodes[g.group] if n != skip and n not in self.draining}
         for p in pods:
             node = p["spec"].get("nodeName")
             if node in room and p["status"].get("phase") not in ("Succeeded", "Failed"):
                 for i, need in enumerate(_needs(p)):
                     room[node][i] -= need
-        bins = [*room.values(), *(list(cap) for _ in self.booting[g.group])]
-        rest = []
-        for p in ripe:
-            needs = _needs(p)
-            for b in bins:
-                if all(have >= want for have, want in zip(b, needs, strict=True)):
-                    for i, want in enumerate(needs):
-                        b[i] -= want
-                    break
-            else:
-                rest.append(p)
-        return rest
+        return room
+
+    def _consider_drain(self, g: NodeGroup, pods: list[dict[str, Any]], now: float) -> None:
+        """cluster-autoscaler's scale-down of an under-used node: its pods request less than
+        `scale_down_utilization` of it, every one is movable (owned by a controller, not marked
+        safe-to-evict "false") and they all fit the room of the group's other nodes - for
+        `scale_down_delay` on end, and not sooner than that after the node joined. Then it is cordoned
+        and its pods are deleted with their grace period (an eviction); the node goes once they are
+        gone. One node at a time, as cluster-autoscaler drains one non-empty node at a time."""
+        cpu, mem = parse_quantity(g.cpu), parse_quantity(g.memory)
+        joined = {n.name: n.joined for n in self.launches}
+        for name in self.nodes[g.group]:
+            mine = [
+                p
+                for p in pods
+                if p["spec"].get("nodeName") == name
+                and p["status"].get("phase") not in ("Succeeded", "Failed")
+            ]
+            if not mine or any(p["metadata"].get("deletionTimestamp") for p in mine):
+                self.underused_since.pop(name, None)
+                continue
+            used = max(sum(_needs(p)[0] for p in mine) / cpu, sum(_needs(p)[1] for p in mine) / mem)
+            movable = all(
+                any(o.get("controller") for o in p["metadata"].get("ownerReferences") or [])
+                and (p["metadata"].get("annotations") or {}).get(SAFE_TO_EVICT) != "false"
+                for p in mine
+            )
+            fits = not _first_fit(mine, list(self._room(g, pods, skip=name).values()))
+            if not (used < Decimal(str(g.scale_down_utilization)) and movable and fits):
+                self.underused_since.pop(name, None)
+                continue
+            since = self.underused_since.setdefault(name, now)
+            if now - since < g.scale_down_delay or now - (joined.get(name) or now) < g.scale_down_delay:
+                continue
+            rest = self.kubelet.rest
+            rest.patch(f"/api/v1/nodes/{name}", {"spec": {"unschedulable": True}})
+            self.draining.add(name)
+            self.events.append((now, "drain", name))
+            for p in mine:
+                with contextlib.suppress(Exception):
+                    rest.delete(
+                        f"/api/v1/namespaces/{p['metadata']['namespace']}/pods/{p['metadata']['name']}"
+                    )
+            return
+
+    def _remove(self, g: NodeGroup, name: str, now: float) -> None:
+        # Delete first and update our lists last: a test waiting for `nodes` to shrink then finds the
+        # Node object gone and the event recorded.
+        self.kubelet.remove_node(name)
+        self.events.append((now, "remove", name))
+        for launch in self.launches:
+            if launch.name == name and launch.removed is None:
+                launch.removed = now
+        self.empty_since.pop(name, None)
+        self.underused_since.pop(name, None)
+        self.draining.discard(name)
+        self.nodes[g.group].remove(name)
 
     def step(self, pods: list[dict[str, Any]]) -> None:
         self._join_booted()
@@ -229,24 +303,23 @@ class NodeProvisioner:
                     self._add(g)
                 for p in ripe:
                     self.pending_since[p["metadata"]["uid"]] = now  # give the scheduler time
+            # A drained node goes once its pods are gone.
+            for name in [n for n in self.nodes[g.group] if n in self.draining and n not in busy]:
+                self._remove(g, name, now)
             # Scale down: provisioned nodes beyond min_size that stayed empty for scale_down_delay, and
             # never while pods that would fit the group still wait for a node.
             if any(pod_fits_group(p, g) for p in unscheduled):
                 for name in self.nodes[g.group]:
                     self.empty_since[name] = now
+                self.underused_since.clear()
                 continue
             for name in list(self.nodes[g.group]):
-                if name in busy:
+                if name in busy or name in self.draining:
                     self.empty_since.pop(name, None)
                     continue
                 since = self.empty_since.setdefault(name, now)
                 if now - since >= g.scale_down_delay and len(self.nodes[g.group]) > g.min_size:
-                    # Delete first and update our lists last: a test waiting for `nodes` to shrink then
-                    # finds the Node object gone and the event recorded.
-                    self.kubelet.remove_node(name)
-                    self.events.append((now, "remove", name))
-                    for launch in self.launches:
-                        if launch.name == name and launch.removed is None:
-                            launch.removed = now
-                    self.empty_since.pop(name, None)
-                    self.nodes[g.group].remove(name)
+                    self._remove(g, name, now)
+            mine = set(self.nodes[g.group])
+            if g.scale_down_utilization > 0 and not self.draining & mine and len(mine) > g.min_size:
+                self._consider_drain(g, pods, now)

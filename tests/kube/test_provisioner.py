@@ -159,3 +159,54 @@ def test_pods_that_fit_the_room_of_joined_or_booting_nodes_ask_for_no_new_node()
     prov._add(group)  # a node on its way counts whole
     assert prov._unplaced(group, four * 2, bound) == four[3:]  # 3 + 4 placed, one left over
     assert prov.billed() == 1 and prov.nodes["w"] == ["joined"]
+
+
+class _Rest:
+    def __init__(self):
+        self.calls = []
+
+    def patch(self, path, body):
+        self.calls.append(("patch", path, body))
+
+    def delete(self, path, body=None):
+        self.calls.append(("delete", path, body))
+
+
+def _bound(node, name, cpu="1", owned=True, evict=None):
+    meta = {"name": name, "namespace": "ns"}
+    if owned:
+        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": "rs", "controller": True}]
+    if evict is not None:
+        meta["annotations"] = {"cluster-autoscaler.kubernetes.io/safe-to-evict": evict}
+    spec = {"nodeName": node, "containers": [{"resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}}]}
+    return {"metadata": meta, "spec": spec, "status": {"phase": "Running"}}
+
+
+@pytest.mark.parametrize(
+    ("on_a", "on_b", "drained"),
+    [
+        ([_bound("a", "p1")], [_bound("b", "p2"), _bound("b", "p3")], True),  # 25%, fits on b
+        ([_bound("a", "p1", cpu="2")], [_bound("b", "p2", cpu="2")], False),  # 50%: not under it
+        ([_bound("a", "p1")], [_bound("b", "p2", cpu="3500m")], False),  # no room for it on b
+        ([_bound("a", "p1", owned=False)], [_bound("b", "p2", cpu="2")], False),  # a bare pod stays
+        ([_bound("a", "p1", evict="false")], [_bound("b", "p2", cpu="2")], False),  # not evictable
+    ],
+    ids=["under-used", "at-threshold", "no-room", "bare-pod", "not-evictable"],
+)
+def test_an_under_used_node_is_drained_when_its_pods_fit_elsewhere(on_a, on_b, drained):
+    group = NodeGroup("w", cpu="4", memory="16Gi", scale_down_delay=0.0, scale_down_utilization=0.5)
+    kubelet = type("K", (), {"rest": _Rest()})()
+    prov = NodeProvisioner(kubelet, [group])  # type: ignore[arg-type]
+    for name in ("a", "b"):
+        prov.nodes["w"].append(name)
+        prov.launches.append(Launch(name, "w", 0.0, joined=0.0))
+    # b is at least half used in every case: only a may go
+    prov._consider_drain(group, [*on_a, *on_b], now=100.0)
+    if drained:
+        assert kubelet.rest.calls == [
+            ("patch", "/api/v1/nodes/a", {"spec": {"unschedulable": True}}),
+            ("delete", "/api/v1/namespaces/ns/pods/p1", None),
+        ]
+        assert prov.draining == {"a"} and prov.events[-1][1:] == ("drain", "a")
+    else:
+        assert kubelet.rest.calls == [] and prov.draining == set()
