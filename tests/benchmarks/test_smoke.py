@@ -90,3 +90,21 @@ def test_results_sections_are_replaced_not_appended(tmp_path, monkeypatch):
     text = (tmp_path / "RESULTS.md").read_text()
     assert "second" in text and "first" not in text and "other" in text
     assert text.count("<!-- BEGIN x -->") == 1 and "cores" in text and "load average" in text
+
+
+@pytest.mark.kube
+def test_node_cost_one_burst(tmp_path):
+    """One small burst through Dask -> pods -> provisioned nodes and back: every task done once, nothing
+    lost, a node launched for the burst and removed again (the bill back at its baseline)."""
+    from tests.kube.control_plane import find_binaries
+
+    if find_binaries()[0] is None:
+        pytest.skip("no Kubernetes binaries (tests/kube/build.sh)")
+    png = tmp_path / "nodes.png"
+    out = run("node_cost.py", "--tiny", "--contenders", "packed", "--png", str(png), timeout=180)
+    row = next(line for line in out.splitlines() if line.startswith("| packed"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[7] == "+1/-1", row  # a node launched for the burst, removed once it was empty
+    assert cells[9:12] == ["0", "0", "0"], row  # lost, recomputed, failed
+    assert "tasks lost or recomputed, all runs: 0; runs with failures: 0" in out
+    assert png.stat().st_size > 0
