@@ -184,9 +184,9 @@ def _post_secret(kube, namespace: str, name: str, data: dict[str, str], kind: st
 def test_client_config_from_the_cluster_connects_through_localhost(kube, namespace: str, tmp_path: Path):
     service = f"dask-scheduler.{namespace}.svc.cluster.local"
     ca = pki.make_ca("stack-ca")
-    _post_secret(
-        kube, namespace, "dask-client-tls", client_secret(ca, pki.make_leaf(ca, "user")), "kubernetes.io/tls"
-    )
+    _, key = pki.private_key_pem()  # like the stack's: ECDSA P-256, client auth only
+    user = pki.Pem(pki.sign_leaf(ca, pki.public_key_of(key), "dask-client", server=False), key)
+    _post_secret(kube, namespace, "dask-client-tls", client_secret(ca, user), "kubernetes.io/tls")
     token = _user_with_get_on(kube, namespace, "dask-client-tls")
     kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig", token)  # context "t"
     home = tmp_path / "home"

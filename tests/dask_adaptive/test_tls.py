@@ -121,7 +121,9 @@ def stranger_client(
 def test_tls_scheduler_scales_real_workers_and_refuses_strangers(tmp_path: Path, configured_by: str):
     ca, other = pki.make_ca("cluster-ca"), pki.make_ca("another-ca")
     cluster = pki.write_tls_files(tmp_path / "cluster", ca, pki.make_service_leaf(ca, "dask", (SERVICE,)))
-    user = pki.write_tls_files(tmp_path / "user", ca, pki.make_leaf(ca, "user"))
+    _, user_key = pki.private_key_pem()  # the users' certificate of the stack: client auth only
+    user_leaf = pki.Pem(pki.sign_leaf(ca, pki.public_key_of(user_key), "user", server=False), user_key)
+    user = pki.write_tls_files(tmp_path / "user", ca, user_leaf)
     stranger = pki.write_tls_files(tmp_path / "stranger", other, pki.make_leaf(other, "stranger"))
 
     options = ["--protocol", "tls", "--backend", "local", "--minimum", "0", "--maximum", "3"]
