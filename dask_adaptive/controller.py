@@ -3,6 +3,8 @@
 Runs on the scheduler's event loop and calls the Scheduler object directly (no RPC to itself).
 Everything it awaits is either a cheap scheduler call or async backend I/O, so the loop never blocks.
 
+A cycle runs every `interval`, or sooner (never closer than a quarter of it to the previous one) when
+something it acts on happens (`Wake`: new work, a first result, a worker arriving while units wait).
 Each cycle: observe the backend, take a `snapshot` (pure; with the busiest moment since the previous
 cycle, measured by a scheduler plugin in activity.py), `decide`, then scale up at once or hand a
 scale-down to the executor (executor.py), which runs it as a background job so a slow retirement or
@@ -23,6 +25,8 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from dask_adaptive.activity import Activity
 from dask_adaptive.backends.base import Backend, BackendError, Observation, Phase
@@ -50,6 +54,35 @@ logger = logging.getLogger("dask_adaptive")
 # a pending unit that is cheaper to cancel sorts first
 _CANCEL_ORDER = {Phase.PENDING: 0, Phase.STARTING: 1, Phase.RUNNING: 2, Phase.TERMINATING: 3}
 _RECORDED = ("ScaleUp", "ScaleDown", "retired", "retire-aborted", "retire-timeout", "corrected")
+
+
+class Wake(SchedulerPlugin):
+    """Cuts the controller's wait short when the next look has something to act on: new work (so a cold
+    burst is decided at its submit, not up to an interval later); the first result of a kind of task
+    (adaptive_target counted its tasks at a guessed 500ms until then, so the real size of a burst shows
+    only now); or a worker arriving while units are still pending (the local backend starts the next
+    one at its next look). The controller spaces looks at least `min_gap` apart."""
+
+    name = "dask-adaptive-wake"
+
+    def __init__(self, scheduler: Any, event: asyncio.Event, pending: Callable[[], bool]) -> None:
+        self.scheduler = scheduler
+        self.event = event
+        self.pending = pending
+
+    def update_graph(self, scheduler: Any, **kwargs: Any) -> None:
+        self.event.set()
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if start != "processing" or finish != "memory":
+            return
+        ts = self.scheduler.tasks.get(key)
+        if ts is not None and ts.prefix.state_counts["memory"] == 1:  # its prefix's first duration
+            self.event.set()
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        if self.pending():
+            self.event.set()
 
 
 class Controller:
@@ -83,6 +116,11 @@ class Controller:
         # the busiest moment between two looks (activity.py); registered here so every step sees it
         self.activity = Activity(scheduler, lambda ws: str(ws.name) in self.known)
         scheduler.add_plugin(self.activity, name=Activity.name)
+        self._wake = asyncio.Event()
+        self._pending = False  # the last look saw units without a worker
+        scheduler.add_plugin(Wake(scheduler, self._wake, lambda: self._pending), name=Wake.name)
+        # woken looks come no closer together than this (a flood of submits must not flood the API)
+        self.min_gap = settings.interval / 4
 
     @property
     def backend(self) -> Backend:
@@ -104,8 +142,9 @@ class Controller:
         self._event("started", settings=repr(self.settings))
 
     async def stop(self) -> None:
-        with contextlib.suppress(ValueError):  # already removed
-            self.scheduler.remove_plugin(name=Activity.name)
+        for name in (Activity.name, Wake.name):
+            with contextlib.suppress(ValueError):  # already removed
+                self.scheduler.remove_plugin(name=name)
         for task in (self._loop_task, *self._background):
             if task is not None:
                 task.cancel()
@@ -117,7 +156,10 @@ class Controller:
         await self.backend.close()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
+            self._wake.clear()  # a wake-up during the step below calls for another look
             try:
                 await self.step()
             except asyncio.CancelledError:
@@ -125,7 +167,9 @@ class Controller:
             except Exception:
                 # like distributed's Adaptive: one bad cycle must not end autoscaling
                 logger.exception("dask-adaptive: error in control loop; continuing")
-            await asyncio.sleep(self.settings.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.interval)
+            await asyncio.sleep(max(0.0, started + self.min_gap - loop.time()))
 
     # ----------------------------------------------------------------------------- one cycle
     async def step(self) -> Decision | None:
@@ -149,6 +193,7 @@ class Controller:
         self.nodes.clear()
         self.nodes.update((u.name, u.node) for u in obs.units)
         snap = self.snapshot(now, obs, workers, busy=self.activity.take())
+        self._pending = bool(snap.pending)
         new = set(snap.arrived) - self._seen_arrived
         if new:
             self._event("arrived", units=sorted(new))
@@ -174,13 +219,13 @@ class Controller:
         starts the next interval, so it is not done here)."""
         workers = workers_by_name(self.scheduler) if workers is None else workers
         leaving = self.departures.leaving()
-        arrived, pending = [], []
+        arrived, pending, starting = [], [], []
         for unit in sorted(obs.units, key=lambda u: _CANCEL_ORDER[u.phase]):
             if unit.phase is Phase.TERMINATING or unit.name in leaving:
                 continue
             ws = workers.get(unit.name)
             if ws is None:
-                pending.append(unit.name)
+                (pending if unit.phase is Phase.PENDING else starting).append(unit.name)
             elif ws.status in ACCEPTING:
                 arrived.append(unit.name)
             # else: a worker leaving on its own (SIGTERM, closing): neither capacity nor cancellable
@@ -198,6 +243,7 @@ class Controller:
             requested=obs.requested,
             arrived=tuple(arrived),
             pending=tuple(pending),
+            starting=tuple(starting),
             # units leaving whose decrement has not landed yet are still in `requested`
             retiring=len(self.departures.names(*COUNTED) - set(obs.subtracted)),
             in_progress=self.executor.busy or bool(leaving),
@@ -223,7 +269,7 @@ class Controller:
     def _update_gauges(self, snap: Snapshot) -> None:
         self.stats.desired = max(self.limits.minimum, min(self.limits.maximum, snap.target))
         self.stats.requested = snap.requested
-        self.stats.pending = len(snap.pending)
+        self.stats.pending = len(snap.pending) + len(snap.starting)
         self.stats.observed = len(snap.arrived)
         self.stats.retiring = snap.retiring
 

@@ -14,7 +14,9 @@ Rules (the seed: "scale up as quickly as it can, scale down with a specified del
 * the window keeps, for each look, the higher of desired and `busy` (our workers processing a task
   at once at the busiest moment since the previous look): a sample taken in a pause between tasks
   must not make a busy worker look idle (issue 13 §5); busy never scales up, only holds;
-* a scale-down cancels not-yet-arrived units first; only the rest are retired running workers;
+* a scale-down cancels units not started yet first; a unit already starting is kept (its start is
+  paid, it arrives soon: cancelling it as a burst's estimate dips wastes it, the cold phase of issue 13
+  §4) and is retired once arrived if still in excess; only the rest are retired running workers;
 * among the workers safe to close, those on the nodes with the fewest of our workers go first, a node at
   a time, so a scale-down empties whole nodes where it can (the bill counts nodes; `pack_victims`);
   with node packing off, the scheduler's order alone (`pick_victims`).
@@ -45,7 +47,8 @@ class Snapshot:
     target: int  # Scheduler.adaptive_target(), unclamped
     requested: int  # what the backend is working towards (Deployment spec.replicas)
     arrived: tuple[str, ...] = ()  # units whose worker is connected and accepting work
-    pending: tuple[str, ...] = ()  # requested units without a worker yet, cheapest to cancel first
+    pending: tuple[str, ...] = ()  # requested units not started yet (cancelling is free), cheapest first
+    starting: tuple[str, ...] = ()  # requested units whose worker is starting: never cancelled (below)
     retiring: int = 0  # units of an unfinished scale-down, still counted in `requested`
     in_progress: bool = False  # a scale-down or removal is still running: never start another
     busy: int = 0  # our workers processing at once at the busiest moment since the previous snapshot
@@ -125,7 +128,8 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
     wanted = max(0, snap.requested - snap.retiring)
     state = (
         f"target={snap.target} desired={desired} busy={snap.busy} wanted={wanted} "
-        f"arrived={len(snap.arrived)} pending={len(snap.pending)} retiring={snap.retiring}"
+        f"arrived={len(snap.arrived)} pending={len(snap.pending)} starting={len(snap.starting)} "
+        f"retiring={snap.retiring}"
     )
     if desired > wanted:
         # name the minimum when it, not the work, asks for more (e.g. a scheduled window opened)
@@ -144,11 +148,17 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
         return Hold(f"needed {floor} within the last {limits.scale_down_delay:g}s: {state}"), history
     excess = wanted - floor
     cancel = snap.pending[:excess]
-    reason = (
+    # a starting unit's start is paid and it arrives soon: it stays (retired once arrived, if still in
+    # excess), and no running worker is retired in its place
+    keep = min(len(snap.starting), excess - len(cancel))
+    retire = excess - len(cancel) - keep
+    what = (
         f"target below wanted for the whole {limits.scale_down_delay:g}s window, highest {floor}: cancel "
-        f"{len(cancel)} not-arrived, retire {excess - len(cancel)}: {state}"
+        f"{len(cancel)} not-started, retire {retire}, keep {keep} starting"
     )
-    return ScaleDown(floor, cancel, excess - len(cancel), reason), history
+    if not cancel and not retire:
+        return Hold(f"{what}: {state}"), history
+    return ScaleDown(floor + keep, cancel, retire, f"{what}: {state}"), history
 
 
 def pack_victims(candidates: Sequence[str], node_of: Mapping[str, str | None], k: int) -> list[str]:

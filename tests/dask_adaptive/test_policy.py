@@ -101,6 +101,38 @@ def test_scale_down_only_cancels_when_that_is_enough():
     assert decision == ScaleDown(3, ("p1", "p2"), 0, decision.reason)
 
 
+@pytest.mark.parametrize(
+    ("target", "snap", "expected"),
+    [
+        # 6 wanted, 3 needed: cancel the unstarted one, keep both starting (not retire 2 running instead)
+        (
+            3,
+            {"arrived": ("a", "b", "c"), "pending": ("p1",), "starting": ("s1", "s2")},
+            ScaleDown(5, ("p1",), 0, ""),
+        ),
+        # only starting units in excess: nothing to do until they arrive
+        (4, {"arrived": ("a", "b", "c", "d"), "starting": ("s1", "s2")}, Hold("")),
+        # more excess than starting units: the rest are running workers retired
+        (1, {"arrived": ("a", "b", "c", "d"), "starting": ("s1", "s2")}, ScaleDown(3, (), 3, "")),
+        # once arrived they are running workers like any other
+        (4, {"arrived": ("a", "b", "c", "d", "s1", "s2")}, ScaleDown(4, (), 2, "")),
+    ],
+)
+def test_a_starting_unit_is_never_cancelled(target, snap, expected):
+    """Issue 13 §4: the estimate dips while a burst's first results come in; cancelling a worker that is
+    already starting throws its paid start-up away (and, at window 0, left the cold phase short)."""
+    requested = len(snap.get("arrived", ())) + len(snap.get("pending", ())) + len(snap.get("starting", ()))
+    decision = run([(0, target, requested), (31, target, requested)], **snap)
+    assert type(decision) is type(expected)
+    if isinstance(expected, ScaleDown):
+        assert (decision.wanted, decision.cancel, decision.retire) == (
+            expected.wanted,
+            expected.cancel,
+            expected.retire,
+        )
+    assert f"starting={len(snap.get('starting', ()))}" in decision.reason
+
+
 def test_pending_units_are_never_shrunk_below_what_is_wanted():
     # 10 requested, 3 arrived, target still 10: the 2017 code shrank to 2 * arrived = 6 here
     snap = {"arrived": ("a", "b", "c"), "pending": tuple(f"p{i}" for i in range(7))}
