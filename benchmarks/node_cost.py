@@ -192,9 +192,10 @@ def timed_task(i: int, seconds: float, folder: str) -> int:
     return i * i
 
 
-def raw_target(dask_scheduler: Any, target_duration: float) -> tuple[int, int]:
-    """distributed's own answer and the workers it had (runs in the scheduler)."""
-    return dask_scheduler.adaptive_target(target_duration), len(dask_scheduler.workers)
+def raw_target(dask_scheduler: Any, target_duration: float) -> tuple[int, int, int]:
+    """distributed's own answer, the workers it had and the tasks it saw waiting (runs in the scheduler)."""
+    ready = len(dask_scheduler.queued) + len(dask_scheduler.unrunnable)
+    return dask_scheduler.adaptive_target(target_duration), len(dask_scheduler.workers), ready
 
 
 def durations(n: int, lo: float, hi: float) -> list[float]:
@@ -346,14 +347,12 @@ def run_one(
                     result.submits.append(submit - t0)
                     ids = list(range(offset, offset + n))
                     offset += n
-                    batch = [
-                        client.submit(timed_task, i, d, str(runs), pure=False)
-                        for i, d in zip(ids, durations(n, lo, hi), strict=True)
-                    ]
+                    # one message: the scheduler sees the whole burst at once, as with a graph
+                    batch = client.map(timed_task, ids, durations(n, lo, hi), folder=str(runs), pure=False)
                     submitted += n
                     with contextlib.suppress(AssertionError):
                         burst.raw_target, burst.workers_at_submit = wait_for(
-                            lambda: queued_target(client, timing.target_duration),
+                            lambda n=n: queued_target(client, timing.target_duration, n),
                             5,
                             0.05,
                             message="tasks queued at the scheduler",
@@ -429,10 +428,11 @@ def run_one(
     return result
 
 
-def queued_target(client: Any, target_duration: float) -> tuple[int, int] | None:
-    """distributed's raw target once the burst's tasks reached the scheduler."""
-    got = client.run_on_scheduler(raw_target, target_duration=target_duration)
-    return tuple(got) if got[0] > 0 else None  # type: ignore[return-value]
+def queued_target(client: Any, target_duration: float, n: int) -> tuple[int, int] | None:
+    """distributed's raw target once all `n` tasks of the burst wait at the scheduler (from zero workers;
+    with workers some may already run: then at once)."""
+    target, workers, ready = client.run_on_scheduler(raw_target, target_duration=target_duration)
+    return (target, workers) if workers or ready >= n else None
 
 
 def placeholders_ready(kube: ControlPlane, ns: str, headroom: list[tuple[str, dict[str, Any]]]) -> bool:
@@ -501,9 +501,10 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
                 sum(len(r.failures) for r in rs),
             ]
         )
+    threads = by[names[0]][0].threads if names else "?"
     out(
         f"\n### {scenario.name}: workersPerNode {scenario.workers_per_node} on {scenario.instance_type}, "
-        f"{runs[0].threads if runs else '?'} thread(s) per worker, minWorkers {scenario.min_workers}, "
+        f"{threads} thread(s) per worker, minWorkers {scenario.min_workers}, "
         f"maxWorkers {scenario.max_workers}, node group max {scenario.node_max}, bursts of "
         f"{'/'.join(map(str, scenario.bursts))} tasks\n"
     )
@@ -531,49 +532,55 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
 
 
 def report_cold(runs: list[Run], scenarios: list[Scenario], out: Tee) -> None:
-    """Issue 13 §6: what a cold burst asks for, by threads per worker."""
+    """Issue 13 §6: what a cold burst asks for, by threads per worker (all contenders and repeats)."""
+
+    def span(xs: list[int]) -> str:
+        return f"{statistics.median(xs):g} ({min(xs)}-{max(xs)})" if xs else "-"
+
     rows = []
     for s in scenarios:
-        for r in runs:
-            if r.scenario != s.name:
+        cold = [(r, i, b) for r in runs if r.scenario == s.name for i, b in enumerate(r.bursts)]
+        cold = [(r, i, b) for r, i, b in cold if not b.workers_at_submit and b.raw_target is not None]
+        for i, tasks in enumerate(s.bursts):
+            these = [(r, b) for r, j, b in cold if j == i]
+            if not these:
                 continue
-            for i, b in enumerate(r.bursts):
-                if b.workers_at_submit or b.raw_target is None:
-                    continue  # not cold
-                raw_nodes = math.ceil(min(b.raw_target, s.max_workers) / s.workers_per_node)
-                rows.append(
-                    [
-                        s.name,
-                        r.threads,
-                        r.contender,
-                        f"{r.repeat + 1}.{i + 1}",
-                        b.tasks,
-                        b.raw_target,
-                        min(b.raw_target, s.max_workers),
-                        raw_nodes,
-                        b.requested,
-                        math.ceil(b.requested / s.workers_per_node),
-                        b.nodes_launched,
-                    ]
-                )
-    out("\n### Cold bursts (issue 13 §6): nodes asked for from zero workers\n")
+            raw = [b.raw_target for _, b in these if b.raw_target is not None]
+            asked = [b.requested for _, b in these]
+            rows.append(
+                [
+                    s.name,
+                    these[0][0].threads,
+                    f"{i + 1} ({tasks} tasks)",
+                    len(these),
+                    span(raw),
+                    span([math.ceil(min(x, s.max_workers) / s.workers_per_node) for x in raw]),
+                    span(asked),
+                    span([math.ceil(x / s.workers_per_node) for x in asked]),
+                    span([b.nodes_launched for _, b in these]),
+                ]
+            )
+    out("\n### Cold bursts (issue 13 §6): what a burst asks for from zero workers\n")
     out(
         table(
             [
                 "scenario",
                 "threads/worker",
-                "contender",
-                "run.burst",
-                "tasks",
-                "raw adaptive_target",
-                "raw, clamped",
-                "nodes raw would need",
+                "burst",
+                "cold bursts",
+                "raw adaptive_target (workers)",
+                "nodes that would need",
                 "preload asked (workers)",
                 "nodes for that",
-                "nodes launched in burst",
+                "nodes launched",
             ],
             rows,
         )
+    )
+    out(
+        "(raw: distributed's Scheduler.adaptive_target() once the burst waits at the scheduler - from zero"
+        " workers it counts cores; nodes for it clamped to maxWorkers as distributed's Adaptive would;"
+        " preload: the peak replicas before the first worker joined; median (range))"
     )
 
 
