@@ -48,6 +48,22 @@ def priority_class(settings: DaskSettings, names: Names) -> dict:
     }
 
 
+def pack_together(names: Names) -> dict:
+    """Placeholders prefer each other's node. After a burst preempts them they come back through new
+    nodes; spread over several (as they were when they preferred the workers' nodes, measured by
+    benchmarks/node_cost.py), each partly-held node waits for cluster-autoscaler to drain it, one at a
+    time. Together they hold whole nodes, the room a burst can use at once."""
+    term = {
+        "labelSelector": {"matchLabels": kd.selector_labels(names, COMPONENT)},
+        "topologyKey": kd.HOSTNAME,
+    }
+    return {
+        "podAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+        }
+    }
+
+
 def placeholder_deployment(settings: DaskSettings, names: Names) -> dict:
     """`headroomWorkers` pause pods sized, placed and packed like the stack's worker pods."""
     version = settings.dask_version
@@ -59,8 +75,7 @@ def placeholder_deployment(settings: DaskSettings, names: Names) -> dict:
     if settings.placement is not None:
         placement = pool_placement(settings.placement.pools)
         placement["tolerations"] = tolerations(settings.placement.taints)
-    # Like the workers, prefer nodes already running workers: the room held is next to them.
-    placement["affinity"] = {**placement.get("affinity", {}), **kd.pack_with_workers(names)}
+    placement["affinity"] = {**placement.get("affinity", {}), **pack_together(names)}
     container = {
         "name": "pause",
         "image": PAUSE_IMAGE,

@@ -52,7 +52,13 @@ def test_placeholders_hold_worker_sized_room_where_workers_run(stack_graph):
     [pause], [dask] = hspec["containers"], wspec["containers"]
     assert pause["resources"] == dask["resources"]  # requests == limits, exactly a worker's
     assert hspec["nodeSelector"] == wspec["nodeSelector"] and hspec["tolerations"] == wspec["tolerations"]
-    assert hspec["affinity"] == wspec["affinity"]  # next to the workers, like them
+    # placeholders keep together (whole nodes of room), workers keep together: neither prefers the other
+    [held_term] = hspec["affinity"]["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    [work_term] = wspec["affinity"]["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    held_labels = held["spec"]["template"]["metadata"]["labels"]
+    selects = held_term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+    assert all(held_labels[k] == v for k, v in selects.items())
+    assert held_term["podAffinityTerm"]["topologyKey"] == work_term["podAffinityTerm"]["topologyKey"]
     assert pause["image"] == headroom.PAUSE_IMAGE and "command" not in pause
     assert hspec["automountServiceAccountToken"] is False
     # invisible to the preload: the worker selector does not match a placeholder
