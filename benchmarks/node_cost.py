@@ -317,14 +317,14 @@ def run_one(
             kube.wait_service_account(ns, SCHEDULER)
             e2e.apply(kube, [layer.scheduler_pod(env=env)])
             address = e2e.scheduler_address(kube, kubelet, ns)
-            if headroom:
-                result.baseline_nodes = math.ceil(
-                    sum(d["spec"]["replicas"] for _, d in headroom) / scenario.workers_per_node
-                )
+            # what stays up between bursts: the placeholders' and the minimum workers' nodes
+            held = sum(d["spec"]["replicas"] for _, d in headroom) + scenario.min_workers
+            result.baseline_nodes = math.ceil(held / scenario.workers_per_node)
+            if result.baseline_nodes:
                 wait_for(
                     lambda: prov.billed() == result.baseline_nodes and placeholders_ready(kube, ns, headroom),
                     120,
-                    message="the warm headroom node up with its placeholders Running",
+                    message=f"the baseline: {result.baseline_nodes} node(s) up, placeholders Running",
                 )
             watch = Watch(kube, ns)
             security = e2e.client_security(kube, ns)
