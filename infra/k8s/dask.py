@@ -93,28 +93,7 @@ class DaskCluster(pulumi.ComponentResource):
         binding = create(f"{name}-rolebinding", rbac.role_binding(names, version), opts_(role, scheduler_sa))
         preload = create(f"{name}-preload", k8s_dask.preload_configmap(names, version, files), opts_(ns))
         # Mutual TLS: the certificates exist (in Secrets) before any Dask pod, which mounts them.
-        rollout: pulumi.Input[str] = ""
-        tls_ready: list[pulumi.Resource] = []
-        client_setup: pulumi.Input[str] = "plaintext Dask (dask.tls=false): Client('tcp://localhost:8786')"
-        if settings.tls:
-            # An explicit provider like every other (it only computes: keys and certificates in state).
-            tls_provider = pulumi_tls.Provider(f"{name}-tls", opts=pulumi.ResourceOptions(parent=self))
-            material = tls.make_material(
-                name, names, pulumi.ResourceOptions(parent=self, provider=tls_provider)
-            )
-            rollout = material.rollout
-            tls_ready = [
-                create(f"{name}-{secret['metadata']['name']}", secret, opts_(ns))
-                for secret in tls.secrets(material, names, version)
-            ]
-            client_role = create(f"{name}-client-role", tls.client_role(names, version), opts_(ns))
-            if settings.client_groups:
-                create(
-                    f"{name}-client-rolebinding",
-                    tls.client_role_binding(names, version, settings.client_groups),
-                    opts_(client_role),
-                )
-            client_setup = tls.client_instructions(names)
+        rollout, tls_ready, client_setup = self._mutual_tls(name, settings, names, opts_(ns))
         workers = create(
             f"{name}-workers",
             k8s_dask.worker_deployment(settings, names, files, preload_hash, rollout),
@@ -169,6 +148,30 @@ class DaskCluster(pulumi.ComponentResource):
                 "clientSetup": self.client_setup,
             }
         )
+
+    def _mutual_tls(
+        self, name: str, settings: DaskSettings, names: k8s_dask.Names, after_ns: pulumi.ResourceOptions
+    ) -> tuple[pulumi.Input[str], list[pulumi.Resource], pulumi.Input[str]]:
+        """The stack's CA, certificates, Secrets and client Role: (the pods' rollout value, the Secrets the
+        pods wait for, the client instructions). Nothing when the stack runs plaintext."""
+        if not settings.tls:
+            return "", [], "plaintext Dask (dask.tls=false): Client('tcp://localhost:8786')"
+        version = settings.dask_version
+        # An explicit provider like every other (it only computes: keys and certificates in state).
+        tls_provider = pulumi_tls.Provider(f"{name}-tls", opts=pulumi.ResourceOptions(parent=self))
+        material = tls.make_material(name, names, pulumi.ResourceOptions(parent=self, provider=tls_provider))
+        secrets = [
+            create(f"{name}-{secret['metadata']['name']}", secret, after_ns)
+            for secret in tls.secrets(material, names, version)
+        ]
+        client_role = create(f"{name}-client-role", tls.client_role(names, version), after_ns)
+        if settings.client_groups:
+            create(
+                f"{name}-client-rolebinding",
+                tls.client_role_binding(names, version, settings.client_groups),
+                pulumi.ResourceOptions.merge(after_ns, pulumi.ResourceOptions(depends_on=[client_role])),
+            )
+        return material.rollout, secrets, tls.client_instructions(names)
 
 
 def _lb_instructions(status: object, cidrs: tuple[str, ...]) -> str:
