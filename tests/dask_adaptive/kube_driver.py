@@ -7,7 +7,6 @@ Test code, not a test module: nothing here is collected by pytest.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import threading
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dask_adaptive.backends.kubernetes.ranking import DELETION_COST, LOWEST_COST, pod_ready
+from dask_adaptive.client_config import decode_secret
 from infra.k8s.tls_mount import CLIENT_SECRET
 from tests.dask_adaptive.kube_fixtures import SCHEDULER, WORKERS, DaskLayer, dask_layer, held_execution
 from tests.kube import stack_apply
@@ -151,12 +151,12 @@ def client_security(kube: Any, ns: str) -> Any:
     secret = kube.rest().get_or_none(f"/api/v1/namespaces/{ns}/secrets/{CLIENT_SECRET}")
     if secret is None:
         return None
-    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    tls = decode_secret(secret.get("data"), f"{ns}/{CLIENT_SECRET}")  # client-config's own reading
     return Security(
         require_encryption=True,
-        tls_ca_file=data["ca.crt"],  # distributed takes PEM text as well as paths
-        tls_client_cert=data["tls.crt"],
-        tls_client_key=data["tls.key"],
+        tls_ca_file=tls.ca,  # distributed takes PEM text as well as paths
+        tls_client_cert=tls.cert,
+        tls_client_key=tls.key,
     )
 
 

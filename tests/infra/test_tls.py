@@ -291,3 +291,12 @@ def test_distributed_accepts_the_program_certificates_and_nothing_else(stack_gra
     anonymous = ssl.create_default_context(cafile=str(cluster.ca_file))
     anonymous.check_hostname = False
     assert _handshake(listen, anonymous) is not None  # no client certificate: refused
+
+
+def test_client_config_reads_the_secret_the_program_writes():
+    """One contract, two sides: the users' command (no infra import: it runs on laptops) names the
+    Secret and keys the program creates."""
+    from dask_adaptive import client_config
+
+    assert client_config.SECRET == tls_mount.CLIENT_SECRET
+    assert client_config.KEYS == (tls_mount.CA_FILE, tls_mount.CERT_FILE, tls_mount.KEY_FILE)
