@@ -293,13 +293,15 @@ def scheduler_deployment(
     }
 
 
-def pack_with_workers(names: Names) -> dict:
-    """Worker pods prefer a node that already runs workers of this stack: the bill counts nodes. Left to
-    the default scoring, kube-scheduler spreads a ReplicaSet's pods over nodes (least-allocated and
-    topology-spread scores): on the 1.20 control plane of the tests six workers land 2/2/2 on three
+def pack_with(names: Names, component: str) -> dict:
+    """Pods prefer a node that already runs pods of `component` of this stack: the bill counts nodes.
+
+    Left to the default scoring, kube-scheduler spreads a ReplicaSet's pods over nodes (least-allocated
+    and topology-spread scores): on the 1.20 control plane of the tests six workers land 2/2/2 on three
     nodes without this, 6/0/0 with it (tests/kube/test_packing.py). Preferred, never required: a full
-    node still lets the next pod go elsewhere, and cluster-autoscaler adds a node for a Pending one."""
-    term = {"labelSelector": {"matchLabels": selector_labels(names, "worker")}, "topologyKey": HOSTNAME}
+    node still lets the next pod go elsewhere, and cluster-autoscaler adds a node for a Pending one.
+    Workers pack with workers; headroom placeholders with each other (infra/k8s/headroom.py)."""
+    term = {"labelSelector": {"matchLabels": selector_labels(names, component)}, "topologyKey": HOSTNAME}
     return {
         "podAffinity": {
             "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
@@ -320,7 +322,7 @@ def worker_deployment(
     if settings.placement is not None:
         placement = pool_placement(settings.placement.pools)
         placement["tolerations"] = tolerations(settings.placement.taints)
-    placement["affinity"] = {**placement.get("affinity", {}), **pack_with_workers(names)}
+    placement["affinity"] = {**placement.get("affinity", {}), **pack_with(names, "worker")}
     sigterm_timeout = max(5, settings.termination_grace_seconds - SIGTERM_MARGIN_SECONDS)
     container = {
         "name": "worker",

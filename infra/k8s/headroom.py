@@ -48,22 +48,6 @@ def priority_class(settings: DaskSettings, names: Names) -> dict:
     }
 
 
-def pack_together(names: Names) -> dict:
-    """Placeholders prefer each other's node. After a burst preempts them they come back through new
-    nodes; spread over several (as they were when they preferred the workers' nodes, measured by
-    benchmarks/node_cost.py), each partly-held node waits for cluster-autoscaler to drain it, one at a
-    time. Together they hold whole nodes, the room a burst can use at once."""
-    term = {
-        "labelSelector": {"matchLabels": kd.selector_labels(names, COMPONENT)},
-        "topologyKey": kd.HOSTNAME,
-    }
-    return {
-        "podAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
-        }
-    }
-
-
 def placeholder_deployment(settings: DaskSettings, names: Names) -> dict:
     """`headroomWorkers` pause pods sized, placed and packed like the stack's worker pods."""
     version = settings.dask_version
@@ -75,7 +59,10 @@ def placeholder_deployment(settings: DaskSettings, names: Names) -> dict:
     if settings.placement is not None:
         placement = pool_placement(settings.placement.pools)
         placement["tolerations"] = tolerations(settings.placement.taints)
-    placement["affinity"] = {**placement.get("affinity", {}), **pack_together(names)}
+    # Placeholders prefer each other's node: after a burst preempts them they come back through new nodes,
+    # and spread over several (as when they preferred the workers', measured by benchmarks/node_cost.py)
+    # each partly-held node waits to be drained one at a time. Together they hold whole nodes.
+    placement["affinity"] = {**placement.get("affinity", {}), **kd.pack_with(names, COMPONENT)}
     container = {
         "name": "pause",
         "image": PAUSE_IMAGE,
