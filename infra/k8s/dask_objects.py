@@ -173,7 +173,7 @@ def worker_command(settings: DaskSettings, names: Names) -> list[str]:
 # ---------------------------------------------------------------- pods
 
 
-def _security_context() -> dict:
+def container_security_context() -> dict:
     return {
         "allowPrivilegeEscalation": False,
         "privileged": False,
@@ -192,7 +192,7 @@ def _pod_security_context() -> dict:
     }
 
 
-def _resources(cpu_millicores: int, memory_mib: int) -> dict:
+def guaranteed_resources(cpu_millicores: int, memory_mib: int) -> dict:
     """requests == limits: Guaranteed QoS, so node memory pressure evicts these pods last."""
     amounts = {"cpu": format_cpu_millicores(cpu_millicores), "memory": format_memory_mib(memory_mib)}
     return {"requests": dict(amounts), "limits": dict(amounts)}
@@ -245,13 +245,13 @@ def scheduler_deployment(
             {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
             {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
         ],
-        "resources": _resources(settings.scheduler_cpu_millicores, settings.scheduler_memory_mib),
+        "resources": guaranteed_resources(settings.scheduler_cpu_millicores, settings.scheduler_memory_mib),
         "readinessProbe": _http_probe("/health", "http-dashboard", period=10, timeout=5, failures=3, delay=5),
         # Generous: a restart loses every result the scheduler tracks, a slow event loop is not death.
         "livenessProbe": _http_probe(
             "/health", "http-dashboard", period=30, timeout=10, failures=10, delay=30
         ),
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": "preload", "mountPath": MOUNT_PATH, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -309,6 +309,17 @@ def pack_with(names: Names, component: str) -> dict:
     }
 
 
+def worker_pool_placement(settings: DaskSettings, names: Names, component: str) -> dict:
+    """On the worker pools (node selector, the pools' taints tolerated; none on the local target), packed
+    with the stack's pods of `component` (`pack_with`)."""
+    placement: dict = {}
+    if settings.placement is not None:
+        placement = pool_placement(settings.placement.pools)
+        placement["tolerations"] = tolerations(settings.placement.taints)
+    placement["affinity"] = {**placement.get("affinity", {}), **pack_with(names, component)}
+    return placement
+
+
 def worker_deployment(
     settings: DaskSettings,
     names: Names,
@@ -318,11 +329,7 @@ def worker_deployment(
 ) -> dict:
     version = settings.dask_version
     tls = tls_mount.tls_pod(settings, tls_rollout)
-    placement: dict = {}
-    if settings.placement is not None:
-        placement = pool_placement(settings.placement.pools)
-        placement["tolerations"] = tolerations(settings.placement.taints)
-    placement["affinity"] = {**placement.get("affinity", {}), **pack_with(names, "worker")}
+    placement = worker_pool_placement(settings, names, "worker")
     sigterm_timeout = max(5, settings.termination_grace_seconds - SIGTERM_MARGIN_SECONDS)
     container = {
         "name": "worker",
@@ -339,14 +346,14 @@ def worker_deployment(
             ]
         ),
         "ports": [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}],
-        "resources": _resources(settings.worker.cpu_millicores, settings.worker.memory_mib),
+        "resources": guaranteed_resources(settings.worker.cpu_millicores, settings.worker.memory_mib),
         # 503 once retiring: the ReplicaSet deletes NotReady pods first, i.e. exactly the retired ones.
         # One failure flips it (a retired pod goes NotReady within ~2s), but a slow answer gets 5s
         # first: a busy worker wrongly marked NotReady would be the one a scale-down deletes.
         # No livenessProbe: the nanny restarts a dead worker process, and a liveness kill during a
         # retirement would lose the very data being moved.
         "readinessProbe": _http_probe(WORKER_READY_PATH, "http-dashboard", period=2, timeout=5, failures=1),
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": "preload", "mountPath": MOUNT_PATH, "readOnly": True},
             {"name": "scratch", "mountPath": SCRATCH_PATH},

@@ -17,8 +17,7 @@ The preload never sees placeholders: it counts only pods the worker Deployment's
 from __future__ import annotations
 
 from infra.config.settings import DaskSettings
-from infra.facts.placement import HEADROOM_PRIORITY, pool_placement, tolerations
-from infra.facts.quantity import format_cpu_millicores, format_memory_mib
+from infra.facts.placement import HEADROOM_PRIORITY
 from infra.k8s import dask_objects as kd
 from infra.k8s.dask_objects import Names
 
@@ -51,29 +50,16 @@ def priority_class(settings: DaskSettings, names: Names) -> dict:
 def placeholder_deployment(settings: DaskSettings, names: Names) -> dict:
     """`headroomWorkers` pause pods sized, placed and packed like the stack's worker pods."""
     version = settings.dask_version
-    amounts = {
-        "cpu": format_cpu_millicores(settings.worker.cpu_millicores),
-        "memory": format_memory_mib(settings.worker.memory_mib),
-    }
-    placement: dict = {}
-    if settings.placement is not None:
-        placement = pool_placement(settings.placement.pools)
-        placement["tolerations"] = tolerations(settings.placement.taints)
     # Placeholders prefer each other's node: after a burst preempts them they come back through new nodes,
     # and spread over several (as when they preferred the workers', measured by benchmarks/node_cost.py)
     # each partly-held node waits to be drained one at a time. Together they hold whole nodes.
-    placement["affinity"] = {**placement.get("affinity", {}), **kd.pack_with(names, COMPONENT)}
+    placement = kd.worker_pool_placement(settings, names, COMPONENT)
     container = {
         "name": "pause",
         "image": PAUSE_IMAGE,
         "imagePullPolicy": "IfNotPresent",
-        "resources": {"requests": dict(amounts), "limits": dict(amounts)},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "resources": kd.guaranteed_resources(settings.worker.cpu_millicores, settings.worker.memory_mib),
+        "securityContext": kd.container_security_context(),
     }
     return {
         "apiVersion": "apps/v1",
