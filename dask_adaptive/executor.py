@@ -3,11 +3,12 @@
 Every unit it touches gets a record in `departures` (backends/departures.py) and moves through its stages:
 1. cancel not-yet-arrived units (no data there): READY -> REMOVING -> forgotten;
 2. `choose_victims`: the scheduler's own ranking (`Scheduler.workers_to_close`: idle, least data first),
-   only among our units;
+   only among our units, packed by node; a busy unit only to free a whole node (drained in step 4);
 3. `retire`: `retire_workers(names=..., close_workers=False, remove=False)` (RETIRING): data moves, the
    workers take no new work and stay alive, so nothing restarts and rejoins in the meantime;
 4. keep only those the scheduler reports retired and that hold nothing unique (`partition_safe`; a
-   second retirement moves a key a finishing task left behind), READY; the others go back to work.
+   drained unit's running tasks end first, then a second retirement moves the keys they or a finishing
+   task left behind), READY; the others go back to work.
    Steps 3-4 are bounded by `retire-timeout`: a retirement that cannot finish is given up and its
    workers go back to work, so it cannot hold this and every later scale-down forever;
 5. `remove` exactly those (REMOVING, LOWERED once the backend reports the decrement), then GONE: their
@@ -152,19 +153,30 @@ class ScaleDownExecutor:
             self.event("cancelled", units=list(report.removed))
 
     def choose_victims(self, k: int) -> list[str]:
-        """The scheduler's own ranking (idle, least data first; plugin vetoes respected), restricted
-        to idle, accepting workers of our units that are not already leaving, then packed by node so a
-        scale-down frees whole nodes where it can (policy.pack_victims) unless node packing is off."""
+        """The scheduler's own ranking (idle, least data first; plugin vetoes and long-running tasks
+        respected), restricted to accepting workers of our units that are not already leaving, then
+        packed by node so a scale-down frees whole nodes where it can (policy.pack_victims) unless node
+        packing is off. A busy worker may be chosen only to free a whole node, and only if the work the
+        scheduler expects on it fits in half the retire-timeout (it is drained, see `_retire`)."""
         workers = workers_by_name(self.scheduler)
         # n = all workers turns workers_to_close into a full ranking instead of a memory-ratio cut
         ranking = self.scheduler.workers_to_close(n=len(self.scheduler.workers), attribute="name")
-        ours = set(self.known) - self.departures.leaving()
-        candidates = []
+        leaving = self.departures.leaving()
+        ours = set(self.known) - leaving
+        candidates: list[str] = []
+        draining: dict[str, float] = {}
         for name in map(str, ranking):
             ws = workers.get(name)
-            if name in ours and ws is not None and ws.status in ACCEPTING and not ws.processing:
+            if name not in ours or ws is None or ws.status not in ACCEPTING:
+                continue
+            if not ws.processing:
                 candidates.append(name)
-        return pick_victims(candidates, dict(self.nodes), k, node_packing=self.settings.node_packing)
+            elif ws.occupancy <= self.settings.retire_timeout / 2:
+                draining[name] = ws.occupancy
+        staying = {n: node for n, node in self.nodes.items() if n not in leaving}
+        return pick_victims(
+            candidates, staying, k, node_packing=self.settings.node_packing, draining=draining
+        )
 
     async def retire_and_remove(self, k: int) -> None:
         """choose -> retire -> check safe -> remove, for up to `k` workers."""
@@ -203,8 +215,10 @@ class ScaleDownExecutor:
             logger.warning("dask-adaptive: %s", fmt(event="retire-aborted", workers=aborted))
         safe, unsafe = self.partition_safe(retired)
         if unsafe:
-            # a task that was finishing during retirement can leave a fresh unique key behind:
-            # one more retirement moves it; if that does not help, the worker goes back to work
+            # a drained victim takes no new task but finishes what it runs; a task that was finishing
+            # during retirement can leave a fresh unique key behind: one more retirement moves it; if
+            # that does not help, the worker goes back to work (all of it bounded by retire-timeout)
+            await self._drained(unsafe)
             again = await self.scheduler.retire_workers(
                 names=unsafe, close_workers=False, remove=False, stimulus_id=stimulus + "-again"
             )
@@ -217,6 +231,15 @@ class ScaleDownExecutor:
         if safe:
             self.event("retired", workers=safe)
         return safe
+
+    async def _drained(self, names: list[str]) -> None:
+        """Until none of `names` is processing a task (retired workers take no new one)."""
+        pause = max(0.05, self.settings.interval / 4)
+        while True:
+            workers = workers_by_name(self.scheduler)
+            if not any((ws := workers.get(n)) is not None and ws.processing for n in names):
+                return
+            await asyncio.sleep(pause)
 
     def partition_safe(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
         """Safe to remove: idle, and every key it holds has a copy on a worker that stays (accepting

@@ -18,8 +18,9 @@ Rules (the seed: "scale up as quickly as it can, scale down with a specified del
   paid, it arrives soon: cancelling it as a burst's estimate dips wastes it, the cold phase of issue 13
   §4) and is retired once arrived if still in excess; only the rest are retired running workers;
 * among the workers safe to close, those on the nodes with the fewest of our workers go first, a node at
-  a time, so a scale-down empties whole nodes where it can (the bill counts nodes; `pack_victims`);
-  with node packing off, the scheduler's order alone (`pick_victims`).
+  a time, so a scale-down empties whole nodes where it can (the bill counts nodes; `pack_victims`); a
+  busy worker is chosen only to empty a whole node, and is drained (no new task, its running ones
+  finish) before it is retired; with node packing off, the scheduler's order alone (`pick_victims`).
 """
 
 from __future__ import annotations
@@ -161,29 +162,65 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
     return ScaleDown(floor + keep, cancel, retire, f"{what}: {state}"), history
 
 
-def pack_victims(candidates: Sequence[str], node_of: Mapping[str, str | None], k: int) -> list[str]:
-    """Up to `k` of `candidates` (the scheduler's safe-to-close order: idle, least data first) so that
-    whole nodes empty: nodes holding the fewest of our units first, one node's candidates together, the
-    scheduler's order breaking every tie. `node_of` maps each of our units to its node (None: unknown or
-    local, all one implicit node - the scheduler's order is then kept unchanged)."""
+def pack_victims(
+    candidates: Sequence[str],
+    node_of: Mapping[str, str | None],
+    k: int,
+    draining: Mapping[str, float] | None = None,
+) -> list[str]:
+    """Up to `k` workers to retire so that whole nodes empty. `candidates` are the idle ones in the
+    scheduler's safe-to-close order (idle, least data first); `node_of` maps each of our units that stays
+    to its node (None: unknown or local, one implicit node - the scheduler's order is then kept); `draining`
+    maps busy workers that may be drained to the seconds of work the scheduler expects on them.
+
+    1. Whole nodes first, fewest of our units first (then the least work to drain, then the scheduler's
+       order): a node is taken when all its units fit in what is left of `k` and each is idle or
+       drainable. Only here is a busy worker chosen: it takes no new task, finishes what it runs and is
+       retired then - worth it only when that frees a node, which otherwise bills for as long as the
+       work's narrower phase lasts (its tasks would keep landing there).
+    2. The rest from the idle candidates, nodes with the fewest units first, a node's together."""
+    draining = draining or {}
     occupancy = Counter(node_of.values())
+    rank = {name: i for i, name in enumerate(candidates)}
     first_seen: dict[str | None, int] = {}
-    for i, name in enumerate(candidates):
-        first_seen.setdefault(node_of.get(name), i)
+    for name in candidates:
+        first_seen.setdefault(node_of.get(name), rank[name])
+    on_node: dict[str, list[str]] = {}
+    for name, node in node_of.items():
+        if node is not None:
+            on_node.setdefault(node, []).append(name)
 
-    def key(item: tuple[int, str]) -> tuple[int, int, int]:
-        i, name = item
+    def node_key(node: str) -> tuple[int, float, int]:
+        work = max((draining.get(n, 0.0) for n in on_node[node]), default=0.0)
+        return (occupancy[node], work, first_seen.get(node, len(candidates)))
+
+    chosen: list[str] = []
+    for node in sorted(on_node, key=node_key):
+        units = on_node[node]
+        if len(units) > k - len(chosen) or not all(u in rank or u in draining for u in units):
+            continue
+        chosen += sorted(units, key=lambda u: (u not in rank, rank.get(u, 0), u))
+
+    def key(name: str) -> tuple[int, int, int]:
         node = node_of.get(name)
-        return (occupancy[node] if node is not None else 0, first_seen[node], i)
+        return (occupancy[node] if node is not None else 0, first_seen[node], rank[name])
 
-    return [name for _, name in sorted(enumerate(candidates), key=key)[:k]]
+    taken = set(chosen)
+    rest = sorted((n for n in candidates if n not in taken), key=key)
+    return (chosen + rest)[: max(0, k)]
 
 
 def pick_victims(
-    candidates: Sequence[str], node_of: Mapping[str, str | None], k: int, *, node_packing: bool
+    candidates: Sequence[str],
+    node_of: Mapping[str, str | None],
+    k: int,
+    *,
+    node_packing: bool,
+    draining: Mapping[str, float] | None = None,
 ) -> list[str]:
-    """The `k` workers to retire: packed by node, or (node packing off: the behaviour before packing,
-    kept as a switch so its cost can be measured against it) the first `k` in the scheduler's order."""
+    """The `k` workers to retire: packed by node (busy ones in `draining` only to free a whole node), or
+    (node packing off: the behaviour before packing, kept as a switch so its cost can be measured against
+    it) the first `k` idle ones in the scheduler's order."""
     if node_packing:
-        return pack_victims(candidates, node_of, k)
+        return pack_victims(candidates, node_of, k, draining)
     return list(candidates[: max(0, k)])

@@ -237,6 +237,49 @@ def test_node_packing_switch_orders_victims(node_packing):
     scenario(body, running(*names), list(names), node_packing=node_packing)
 
 
+def _slow_square(x: int, seconds: float) -> int:
+    import time
+
+    time.sleep(seconds)
+    return x * x
+
+
+@pytest.mark.parametrize("node_packing", ["true", "false"])
+def test_a_busy_worker_is_drained_only_to_free_its_node(node_packing):
+    """Node B holds b1 (busy) and b2 (idle); node A three idle workers. Retiring 2 frees B only if b1 goes
+    too: with packing it takes no new task, finishes the one it runs (once: nothing restarts), its
+    result moves to a worker that stays, then exactly b1 and b2 are removed. Packing off never touches
+    a busy worker (the "today" baseline)."""
+
+    async def body(s, client, backend, controller):
+        controller.nodes.update({"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B"})
+        [b1] = [a for a, ws in s.workers.items() if ws.name == "b1"]
+        running_task = client.submit(_slow_square, 7, 1.5, workers=[b1], pure=False)
+        while not s.workers[b1].processing:
+            await asyncio.sleep(0.01)
+        job = asyncio.create_task(controller.executor.retire_and_remove(2))
+        await asyncio.sleep(0.3)  # b1 is retiring now: new work goes elsewhere
+        later = client.submit(_slow_square, 3, 0.0, pure=False)
+        assert await later == 9
+        [(_, where)] = (await client.who_has([later])).items()
+        await job
+        removed = sorted(n for batch in backend.removed for n in batch)
+        if node_packing == "true":
+            assert removed == ["b1", "b2"]
+            assert "b1" not in {s.workers[a].name for a in where}, "a draining worker took a new task"
+            holders = {ws.name for ws in s.tasks[running_task.key].who_has}
+            assert holders & {"a1", "a2", "a3"}, f"b1's result was not copied before b1 went: {holders}"
+        else:
+            assert "b1" not in removed and len(removed) == 2
+        assert await running_task == 49
+        assert s.tasks[running_task.key].state == "memory"
+        events = [m for _, m in s.get_events("all") if m.get("action") == "task-erred"]
+        assert not events and controller.stats.failed_retirements == 0
+
+    names = ("a1", "a2", "a3", "b1", "b2")
+    scenario(body, running(*names), list(names), node_packing=node_packing)
+
+
 def test_foreign_workers_count_as_capacity_we_need_not_provide():
     async def body(s, client, backend, controller):
         await scatter_to(client, s, "foreign", "keeps one worker wanted")

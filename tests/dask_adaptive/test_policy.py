@@ -295,6 +295,44 @@ def test_pack_victims_empties_whole_nodes(candidates, nodes, k, expected):
 
 
 @pytest.mark.parametrize(
+    ("candidates", "nodes", "k", "draining", "expected"),
+    [
+        # the narrow phase of a stream: busy a1 and b1 on two full nodes, k=2 - draining b1 with its
+        # idle b2 frees B; idle workers alone (a2, b2) would free none
+        (["a2", "b2"], {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}, 2, {"a1": 3.0, "b1": 1.0}, ["b2", "b1"]),
+        # equal nodes, equal work: the scheduler's order picks the node (a2 comes first)
+        (["a2", "b2"], {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}, 2, {"a1": 1.0, "b1": 1.0}, ["a2", "a1"]),
+        # a node that does not fit in k is never drained: only idle workers go
+        (["a2", "b2"], {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}, 1, {"a1": 1.0, "b1": 1.0}, ["a2"]),
+        # a busy worker that may not be drained (not in `draining`, e.g. a long-running task) blocks its node
+        (["a2", "b2"], {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}, 2, {"b1": 1.0}, ["b2", "b1"]),
+        (["a2", "b2"], {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}, 2, {}, ["a2", "b2"]),
+        # a pending unit (no worker yet: neither idle nor busy) blocks its node too
+        (["a1", "b1"], {"a1": "A", "a9": "A", "b1": "B", "b2": "B"}, 2, {"b2": 1.0}, ["b1", "b2"]),
+        (["a1", "b1"], {"a1": "A", "a9": "A", "b1": "B", "b9": "B"}, 2, {}, ["a1", "b1"]),
+        # whole nodes first (B, then C, by size), the rest idle from the emptiest remaining node
+        (
+            ["a1", "a2", "b1", "c1"],
+            {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "c1": "C", "c2": "C"},
+            4,
+            {"c2": 2.0, "a3": 0.5},
+            ["b1", "c1", "c2", "a1"],
+        ),
+        # local units (no node): nothing is drained, the scheduler's order is kept
+        (["x", "y"], {"x": None, "y": None, "z": None}, 3, {"z": 1.0}, ["x", "y"]),
+    ],
+)
+def test_pack_victims_drains_busy_workers_only_to_free_a_node(candidates, nodes, k, draining, expected):
+    assert pack_victims(candidates, nodes, k, draining) == expected
+
+
+def test_without_node_packing_busy_workers_are_never_chosen():
+    nodes = {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}
+    picked = pick_victims(["a2", "b2"], nodes, 2, node_packing=False, draining={"b1": 1.0})
+    assert picked == ["a2", "b2"]
+
+
+@pytest.mark.parametrize(
     ("node_packing", "k", "expected"),
     [
         # a1, a2 share node A with a busy a9; b1 is alone on B: packing frees B first
