@@ -160,6 +160,18 @@ def client_security(kube: Any, ns: str) -> Any:
     )
 
 
+@contextlib.contextmanager
+def stack_client(kube: Any, kubelet: Any, ns: str, *, timeout: str = "30s") -> Iterator[Any]:
+    """A Dask `Client` of the stack's scheduler in `ns`, connected as a user would: the scheduler's
+    address once it is Ready (`tls://` as shipped) and the stack's client certificate (mutual TLS);
+    closed when the block ends. One shape for every test, so none connects differently by accident."""
+    from distributed import Client
+
+    address = scheduler_address(kube, kubelet, ns)
+    with Client(address, security=client_security(kube, ns), timeout=timeout) as client:
+        yield client
+
+
 def adaptive_events(client) -> dict[str, set[str]]:
     """Names per action from the controller's scheduler events ("retired", "cancelled", ...)."""
     out: dict[str, set[str]] = {}

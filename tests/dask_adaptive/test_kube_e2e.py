@@ -25,12 +25,11 @@ from tests.dask_adaptive.kube_driver import (
     PodWatch,
     adaptive_events,
     apply,
-    client_security,
     deploy_dask,
     executions,
     live_pods,
     ready_names,
-    scheduler_address,
+    stack_client,
 )
 from tests.dask_adaptive.kube_fixtures import (
     SCHEDULER,
@@ -198,16 +197,15 @@ CORRECTION_LINES = ("instead of", "deleting the named pods directly", "did not r
 def test_preload_scales_a_workload_up_and_down_removing_exactly_the_retired_pods(
     kube, namespace, kubelet, tmp_path
 ):
-    from distributed import Client, Event
+    from distributed import Event
 
     runs = tmp_path / "runs"
     runs.mkdir()
     deploy_dask(kube, namespace, minWorkers=0, maxWorkers=4, interval=0.5, targetDuration=1, scaleDownDelay=3)
-    address = scheduler_address(kube, kubelet, namespace)
     peak = 0
     with (
         PodWatch(kube, namespace).running() as watch,
-        Client(address, security=client_security(kube, namespace), timeout="30s") as client,
+        stack_client(kube, kubelet, namespace) as client,
     ):
         # The 24 tasks hold until 3 workers are connected: the queue keeps the target up, so the preload
         # must scale up, and a slow pod start under CPU load cannot let one worker finish the work first.
@@ -272,19 +270,16 @@ CYCLES = 20
 
 
 def test_no_result_lost_across_20_scale_down_cycles(kube, namespace, kubelet_factory, tmp_path):
-    from distributed import Client
-
     kubelet = kubelet_factory(probe_period_scale=0.5)
     runs = tmp_path / "runs"
     runs.mkdir()
     # --no-nanny halves a worker's start-up (one process); retirement is the same as with a nanny
     deploy_dask(kube, namespace, nanny=False, **FAST_CYCLES)
-    address = scheduler_address(kube, kubelet, namespace)
-    started = time.monotonic()
     with (
         PodWatch(kube, namespace).running() as watch,
-        Client(address, security=client_security(kube, namespace), timeout="30s") as client,
+        stack_client(kube, kubelet, namespace) as client,
     ):
+        started = time.monotonic()
         cycles = Cycles(client, kube, namespace, runs, k=6, maximum=3)
         retired_per_cycle = []
         for _ in range(CYCLES):
@@ -319,8 +314,6 @@ def test_api_faults_are_survived_without_blind_action(
     kube, namespace, kubelet_factory, fault_proxy, tmp_path
 ):
     """Every call of the scheduler's preload goes through the fault proxy (KUBERNETES_SERVICE_PORT)."""
-    from distributed import Client
-
     proxy = fault_proxy
     kubelet = kubelet_factory(api_port=proxy.port, probe_period_scale=0.5)
     runs = tmp_path / "runs"
@@ -329,7 +322,6 @@ def test_api_faults_are_survived_without_blind_action(
     env = {"DASK_ADAPTIVE__KUBERNETES__REQUEST_TIMEOUT": "1500ms"}
     proxy.throttle(retry_after=1, path="selfsubjectaccessreviews", times=2)  # at start
     deploy_dask(kube, namespace, nanny=False, env=env, **FAST_CYCLES)
-    address = scheduler_address(kube, kubelet, namespace)
     outage: dict[str, Any] = {}
 
     def faults_while_scaling_up():
@@ -360,7 +352,7 @@ def test_api_faults_are_survived_without_blind_action(
 
     with (
         PodWatch(kube, namespace).running() as watch,
-        Client(address, security=client_security(kube, namespace), timeout="30s") as client,
+        stack_client(kube, kubelet, namespace) as client,
     ):
         cycles = Cycles(client, kube, namespace, runs, k=6, maximum=3)
         faults_while_scaling_up()
@@ -422,7 +414,7 @@ def test_pending_pods_are_cancelled_and_retired_pods_still_go_exactly(
 ):
     """Unschedulable Pending pods rank before everything in the ReplicaSet: the scale-down must cancel
     them and still remove exactly the retired running workers."""
-    from distributed import Client, Event
+    from distributed import Event
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -438,10 +430,9 @@ def test_pending_pods_are_cancelled_and_retired_pods_still_go_exactly(
         ]
     )
     deploy_dask(kube, namespace, layer=layer, nanny=False)
-    address = scheduler_address(kube, kubelet, namespace)
     with (
         PodWatch(kube, namespace).running() as watch,
-        Client(address, security=client_security(kube, namespace), timeout="30s") as client,
+        stack_client(kube, kubelet, namespace) as client,
     ):
         gate = Event(f"pending-{time.time_ns()}", client=client)
         futures = client.map(
