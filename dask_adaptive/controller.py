@@ -4,9 +4,9 @@ Runs on the scheduler's event loop and calls the Scheduler object directly (no R
 Everything it awaits is either a cheap scheduler call or async backend I/O, so the loop never blocks.
 
 A cycle runs every `interval`, or sooner (never closer than a quarter of it to the previous one) when
-something it acts on happens (`Wake`: new work, a first result, a worker arriving while units wait).
+something it acts on happens (new work, a first result, a worker arriving while units wait: activity.py).
 Each cycle: observe the backend, take a `snapshot` (pure; with the busiest moment since the previous
-cycle, measured by a scheduler plugin in activity.py), `decide`, then scale up at once or hand a
+cycle, measured by the same scheduler plugin), `decide`, then scale up at once or hand a
 scale-down to the executor (executor.py), which runs it as a background job so a slow retirement or
 removal never delays a scale-up; the two never share a lock. Units on their way out have a record in
 `departures` (backends/departures.py): they are never capacity, and are counted as requested until the backend
@@ -25,8 +25,6 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
-
-from distributed.diagnostics.plugin import SchedulerPlugin
 
 from dask_adaptive.activity import Activity
 from dask_adaptive.backends.base import Backend, BackendError, Observation, Phase
@@ -54,35 +52,6 @@ logger = logging.getLogger("dask_adaptive")
 # a pending unit that is cheaper to cancel sorts first
 _CANCEL_ORDER = {Phase.PENDING: 0, Phase.STARTING: 1, Phase.RUNNING: 2, Phase.TERMINATING: 3}
 _RECORDED = ("ScaleUp", "ScaleDown", "retired", "retire-aborted", "retire-timeout", "corrected")
-
-
-class Wake(SchedulerPlugin):
-    """Cuts the controller's wait short when the next look has something to act on: new work (so a cold
-    burst is decided at its submit, not up to an interval later); the first result of a kind of task
-    (adaptive_target counted its tasks at a guessed 500ms until then, so the real size of a burst shows
-    only now); or a worker arriving while units are still pending (the local backend starts the next
-    one at its next look). The controller spaces looks at least `min_gap` apart."""
-
-    name = "dask-adaptive-wake"
-
-    def __init__(self, scheduler: Any, event: asyncio.Event, pending: Callable[[], bool]) -> None:
-        self.scheduler = scheduler
-        self.event = event
-        self.pending = pending
-
-    def update_graph(self, scheduler: Any, **kwargs: Any) -> None:
-        self.event.set()
-
-    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if start != "processing" or finish != "memory":
-            return
-        ts = self.scheduler.tasks.get(key)
-        if ts is not None and ts.prefix.state_counts["memory"] == 1:  # its prefix's first duration
-            self.event.set()
-
-    def add_worker(self, scheduler: Any, worker: str) -> None:
-        if self.pending():
-            self.event.set()
 
 
 class Controller:
@@ -113,12 +82,14 @@ class Controller:
         self._last_logged: tuple[str, int] | None = None
         self._seen_arrived: set[str] = set()
         self.metrics_handle: object | None = None  # set by the preload: prometheus registration
-        # the busiest moment between two looks (activity.py); registered here so every step sees it
-        self.activity = Activity(scheduler, lambda ws: str(ws.name) in self.known)
-        scheduler.add_plugin(self.activity, name=Activity.name)
         self._wake = asyncio.Event()
         self._pending = False  # the last look saw units without a worker
-        scheduler.add_plugin(Wake(scheduler, self._wake, lambda: self._pending), name=Wake.name)
+        # what the scheduler saw between two looks (activity.py): the busiest moment, and reasons to look
+        # now (it sets _wake); registered here so every step sees it
+        self.activity = Activity(
+            scheduler, lambda ws: str(ws.name) in self.known, self._wake, lambda: self._pending
+        )
+        scheduler.add_plugin(self.activity, name=Activity.name)
         # woken looks come no closer together than this (a flood of submits must not flood the API)
         self.min_gap = settings.interval / 4
 
@@ -142,9 +113,8 @@ class Controller:
         self._event("started", settings=repr(self.settings))
 
     async def stop(self) -> None:
-        for name in (Activity.name, Wake.name):
-            with contextlib.suppress(ValueError):  # already removed
-                self.scheduler.remove_plugin(name=name)
+        with contextlib.suppress(ValueError):  # already removed
+            self.scheduler.remove_plugin(name=Activity.name)
         for task in (self._loop_task, *self._background):
             if task is not None:
                 task.cancel()
