@@ -2,11 +2,11 @@
 
 The state is a REAL `distributed.Scheduler` object (not started, no network) populated through its own
 APIs: workers are `WorkerState`s registered the way `Scheduler.add_worker` registers them (workers,
-running, host_info, totals, aliases, `check_idle_saturated`), tasks are created with
-`Scheduler.new_task` and moved to `waiting` by the scheduler's own transition engine, so each worker
-gets its queuing-limited share `processing` and the rest sits in `Scheduler.queued`, exactly as in a
-live scheduler with the default worker-saturation. The workers are in-process stand-ins (no processes,
-no comms): messages the transitions send to them are dropped by `send_all` (no stream comm).
+running, host_info, totals, aliases, `check_idle_saturated`, the plugins' `add_worker`), tasks are
+created with `Scheduler.new_task` and moved to `waiting` by the scheduler's own transition engine, so
+each worker gets its queuing-limited share `processing` and the rest sits in `Scheduler.queued`, exactly
+as in a live scheduler with the default worker-saturation. The workers are in-process stand-ins (no
+processes, no comms): messages the transitions send to them are dropped by `send_all` (no stream comm).
 
 Timed paths, each the median of repeated calls:
 - `tick (busy)`: `Controller.step()` of dask_adaptive with an in-memory backend that reports one
@@ -100,6 +100,8 @@ def populate(n_workers: int, n_tasks: int) -> Any:
         s.total_nthreads += 1
         s.aliases[name] = address
         s.check_idle_saturated(ws)
+        for plugin in list(s.plugins.values()):  # work stealing's per-worker state, as add_worker does
+            assert plugin.add_worker(scheduler=s, worker=address) is None, "an async add_worker hook"
     recs: dict[Any, str] = {}
     for i in range(n_tasks):
         key = f"leaf-{i}"
