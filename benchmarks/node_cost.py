@@ -18,8 +18,9 @@ Contenders, in one run, interleaved per repeat (same workload, same stack config
   placeholder pods at a negative PriorityClass, built by infra/k8s/headroom.py) - only when the program
   has that key.
 Documented overrides of the shipped objects, all of them: the harness's (kube_fixtures.py: bare scheduler
-Pod, repository on PYTHONPATH, `--no-nanny`), the `today` strip/env above, and the placeholders' pause
-container runs `sleep infinity` (the harness runs commands, not images; /pause only sleeps). Mutual TLS
+Pod, repository on PYTHONPATH, `--no-nanny`), the `today` strip/env above, the placeholders' pause
+container runs `sleep infinity` (the harness runs commands, not images; /pause only sleeps), and the
+workers' grace period and SIGTERM deadline compressed like the durations below. Mutual TLS
 as shipped: the client reads the stack's client Secret (kube_driver.client_security).
 
 Time is compressed by `--compression` (default 20): the EKS durations below are divided by it.
@@ -30,6 +31,7 @@ Time is compressed by `--compression` (default 20): the EKS durations below are 
   elsewhere is drained - its pods evicted, a worker retiring gracefully on SIGTERM - as CA does)
   preload scaleDownDelay      the program's default (60 s)   -> --scale-down-delay
   preload targetDuration      the program's default (5 s)    -> --target-duration
+  worker grace period         the program's (120 s; SIGTERM deadline 15 s inside it) -> the pod's, env
   tasks                       30 s .. 3 min                  -> 1.5 .. 9 s
 Not compressed: the preload interval (0.25 s; default 1 s) and pod start (a `dask worker` process on this
 shared 2-core machine: 2-5 s, i.e. 40-100 s at 20x - slower than a pulled image on EKS).
@@ -38,6 +40,16 @@ Workload: bursts submitted on a fixed period (gaps longer than scale-down window
 map of sleeping tasks with durations spread evenly over the task range (a wide start, a narrowing tail);
 results are held until the burst is done (retirements during its tail move them), then read back and
 released, as `compute()` does; one file per execution shows any recomputation.
+With `--step` (its own RESULTS.md section and plot), per `--shapes` NODESxLANES (3x4, 6x12) a burst
+of 4 x NODES tasks fills the node group, and a narrower phase starts with it and outlasts it: LANES lanes,
+each submitting its next 1-minute task when its last is done, for 20 minutes (EKS time) - longer than the
+scale-down window plus the unneeded time, as a service's quieter hours or a job's narrower stage are. So
+the workers needed step from 4 x NODES down to LANES when the burst's tasks end; these tasks return
+16-256 KiB each, so the scheduler's least-data-first order is in play. That is where a scale-down that
+leaves nodes part-used bills: the idle workers are scattered over the nodes, and the busy ones too, so
+only draining busy workers (packed: they take no new task and finish their own) empties a node; without
+it cluster-autoscaler's 0.5 threshold drains a node below half use by evicting its busy workers (a
+task cut off is counted as `restarted`), and leaves one at half or more.
 Measured per contender: node-seconds from the first submit to the end of the last period (or later, until
 the node count is back at its baseline), makespan per burst, time from each submit to the first worker
 that joined after it, node launches/removals, workers added/removed, tasks lost or recomputed.
@@ -47,7 +59,7 @@ divided by --worker-threads) and the nodes launched for the burst; with 1 thread
 4) and with 4 (workersPerNode 1, the aws default shape: one worker with the node's cores).
 
 Usage: .venv/bin/python benchmarks/node_cost.py [--repeats 3] [--contenders today,packed,headroom]
-         [--sanity] [--write-results] [--png benchmarks/node_cost.png] [--tiny]
+         [--step] [--sanity] [--write-results] [--png benchmarks/node_cost.png] [--tiny]
 """
 
 from __future__ import annotations
@@ -72,6 +84,7 @@ from _common import BENCH, Tee, load, table, write_section
 from infra.config.autoscaler import AUTOSCALER_DEFAULTS
 from infra.config.kubernetes import DASK_DEFAULTS
 from infra.facts.instance_types import pod_capacity
+from infra.k8s.dask_objects import SIGTERM_MARGIN_SECONDS
 from tests.dask_adaptive import kube_driver as e2e
 from tests.dask_adaptive.kube_fixtures import SCHEDULER, STACK, WORKERS, DaskLayer
 from tests.kube.control_plane import ControlPlane, find_binaries, wait_for
@@ -84,6 +97,9 @@ CONTENDERS = ("today", "packed", "headroom")
 EKS_BOOT_S = 90.0
 EKS_CA_SCAN_S = 10.0
 EKS_TASK_RANGE_S = (30.0, 180.0)
+STREAM_TASK_S = 60.0  # the narrower phase's tasks (--step)
+STREAM_TASKS = 20  # per lane: a 20 min phase
+STEP_RESULT_KIB = (16, 256)  # --step tasks return data (the bursts' tasks return just i*i)
 POD_START_ALLOWANCE_S = 15.0
 
 
@@ -147,12 +163,21 @@ class Scenario:
     bursts: tuple[int, ...]  # tasks per burst
     min_workers: int = 0
     worker_threads: int | None = None  # None: the program's default (the worker's CPU in whole cores)
+    # with each burst, a narrower phase that outlasts it: `lanes` tasks kept in flight (a lane submits its
+    # next task when its last one is done), `stream_tasks` per lane of `stream_task` seconds (compressed)
+    lanes: int = 0
+    stream_tasks: int = 0
+    stream_task: float = 0.0
+    result_kib: tuple[int, int] = (0, 0)  # each task's result size range (timed_task)
+
+    def stream_length(self) -> float:
+        return self.stream_tasks * self.stream_task
 
 
 @dataclass
 class Burst:
     tasks: int
-    makespan: float | None = None
+    makespan: float | None = None  # the wide burst; with a narrower phase, both
     first_worker: float | None = None  # submit -> first worker joined after the submit
     raw_target: int | None = None  # distributed's adaptive_target() right after the submit
     workers_at_submit: int = 0
@@ -176,20 +201,54 @@ class Run:
     workers_removed: int = 0
     lost: int = 0
     recomputed: int = 0
+    restarted: int = 0  # executions begun again after an interruption (an evicted busy worker)
+    drains: int = 0  # part-used nodes cluster-autoscaler (the provisioner) drained, evicting their workers
     steps: list[tuple[float, int]] = field(default_factory=list)  # (s since first submit, billed nodes)
     submits: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
 
-def timed_task(i: int, seconds: float, folder: str) -> int:
-    """Sleeps like an I/O-bound task and leaves one file per execution (a recomputation would show)."""
+def timed_task(i: int, seconds: float, folder: str, kib: tuple[int, int] = (0, 0)) -> tuple[int, bytes]:
+    """Sleeps like an I/O-bound task and leaves one file per execution (a recomputation would show),
+    and one per start in `folder`-starts (an interrupted execution begun again would show). Returns
+    i*i with a payload of between kib[0] and kib[1] KiB (by i), as a real task's output: the scheduler
+    ranks idle workers by the data they hold, so with sizes that differ its order is in play."""
     import time
     import uuid
     from pathlib import Path
 
+    (Path(f"{folder}-starts") / f"{i}.{uuid.uuid4().hex}").touch()
     time.sleep(seconds)
     (Path(folder) / f"{i}.{uuid.uuid4().hex}").touch()
-    return i * i
+    lo, hi = kib
+    return i * i, bytes(1024 * (lo + (i * 7919) % (hi - lo + 1)))
+
+
+def stream(client: Any, scenario: Scenario, first_id: int, folder: str) -> list[Any]:
+    """The narrower phase: `lanes` tasks in flight, each lane submitting its next task once its last one
+    is done (as a client loop or a streaming job does); the futures of tasks first_id, first_id+1, ...
+    in that order, all done."""
+    from distributed import as_completed
+
+    lane_of: dict[Any, int] = {}
+    left = [scenario.stream_tasks] * scenario.lanes
+    submitted: list[Any] = []
+
+    def submit(lane: int) -> Any:
+        left[lane] -= 1
+        i = first_id + len(submitted)
+        f = client.submit(
+            timed_task, i, scenario.stream_task, folder=folder, kib=scenario.result_kib, pure=False
+        )
+        lane_of[f] = lane
+        submitted.append(f)
+        return f
+
+    flow = as_completed([submit(lane) for lane in range(scenario.lanes) if left[lane]])
+    for f in flow:
+        if left[lane_of[f]]:
+            flow.add(submit(lane_of[f]))
+    return submitted
 
 
 def raw_target(dask_scheduler: Any, target_duration: float) -> tuple[int, int, int]:
@@ -232,6 +291,12 @@ def record(ns: str, scenario: Scenario, timing: Timing, contender: str) -> DaskL
     layer = DaskLayer(record_stack(STACK, overrides))
     assert layer.namespace == ns, (layer.namespace, ns)
     return layer
+
+
+def record_grace(layer: DaskLayer) -> int:
+    """The worker pods' terminationGracePeriodSeconds as the program built it."""
+    dep = layer.stack.find("Deployment", WORKERS)
+    return int(dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
 
 
 def placeholder_objects(layer: DaskLayer) -> list[tuple[str, dict[str, Any]]]:
@@ -277,10 +342,18 @@ def run_one(
     result = Run(scenario.name, contender, repeat)
     runs = workdir / f"runs-{scenario.name}-{contender}-{repeat}-{uuid.uuid4().hex[:4]}"
     runs.mkdir()
+    Path(f"{runs}-starts").mkdir()
     with kube.namespace(f"cost-{contender}") as ns:
         layer = record(ns, scenario, timing, contender)
-        path, workers = layer.worker_deployment(nanny=False)
+        grace = record_grace(layer)
+        # the program's grace period and the worker's SIGTERM deadline inside it, compressed like every
+        # other duration: an evicted busy worker gets the share of its task time it would get on EKS
+        sigterm = (grace - SIGTERM_MARGIN_SECONDS) / timing.compression
+        path, workers = layer.worker_deployment(
+            nanny=False, env={"DASK_ADAPTIVE__WORKER__SIGTERM_TIMEOUT": f"{sigterm:g}s"}
+        )
         pod_spec = workers["spec"]["template"]["spec"]
+        pod_spec["terminationGracePeriodSeconds"] = max(1, math.ceil(grace / timing.compression))
         pool = pod_spec["nodeSelector"]["adaptive-dask/pool"]
         if contender == "today":
             pod_spec["affinity"].pop("podAffinity")
@@ -348,7 +421,14 @@ def run_one(
                     ids = list(range(offset, offset + n))
                     offset += n
                     # one message: the scheduler sees the whole burst at once, as with a graph
-                    batch = client.map(timed_task, ids, durations(n, lo, hi), folder=str(runs), pure=False)
+                    batch = client.map(
+                        timed_task,
+                        ids,
+                        durations(n, lo, hi),
+                        folder=str(runs),
+                        kib=scenario.result_kib,
+                        pure=False,
+                    )
                     submitted += n
                     with contextlib.suppress(AssertionError):
                         burst.raw_target, burst.workers_at_submit = wait_for(
@@ -358,6 +438,13 @@ def run_one(
                             message="tasks queued at the scheduler",
                         )
                     try:
+                        if scenario.lanes:  # starts with the burst and outlasts it: 12 -> lanes, a step
+                            narrow = stream(client, scenario, offset, str(runs))
+                            narrow_ids = list(range(offset, offset + len(narrow)))
+                            offset += len(narrow)
+                            submitted += len(narrow)
+                            batch, ids = batch + narrow, ids + narrow_ids
+                            del narrow  # `batch` holds them now; released with it below
                         wait_for(
                             lambda batch=batch: all(f.done() for f in batch),
                             max(120.0, period * 3),
@@ -385,7 +472,7 @@ def run_one(
                     # it holds results that have nowhere else to go.
                     values = client.gather(batch, errors="skip")
                     result.lost += sum(1 for f in batch if f.status != "finished")
-                    result.lost += sum(1 for v, i in zip(values, ids, strict=False) if v != i * i)
+                    result.lost += sum(1 for v, i in zip(values, ids, strict=False) if v[0] != i * i)
                     del batch
                 horizon = t0 + len(scenario.bursts) * period
                 with contextlib.suppress(AssertionError):
@@ -405,6 +492,7 @@ def run_one(
                 result.steps = [(t - t0, c) for t, c in node_count_steps(prov.launches, t0, end)]
                 result.steps.append((end - t0, prov.billed()))
                 result.launches = sum(1 for n_ in prov.launches if t0 <= n_.launched <= end)
+                result.drains = sum(1 for t, what, _ in prov.events if what == "drain" and t >= t0)
                 result.removals = sum(
                     1 for n_ in prov.launches if n_.removed is not None and n_.removed >= t0
                 )
@@ -413,6 +501,7 @@ def run_one(
                 result.workers_removed = sum(1 for m in events if m.get("action") == "remove-worker")
                 ran = e2e.executions(runs)
                 result.recomputed = sum(c - 1 for c in ran.values())
+                result.restarted = sum(c - 1 for c in e2e.executions(Path(f"{runs}-starts")).values())
                 result.lost += submitted - len(ran)  # never ran at all
         finally:
             kubelet.stop()
@@ -422,7 +511,9 @@ def run_one(
         + " ".join(f"{b.makespan:.1f}" if b.makespan else "-" for b in result.bursts)
         + "; first worker "
         + " ".join(f"{b.first_worker:.1f}" if b.first_worker is not None else "-" for b in result.bursts)
-        + f"; nodes +{result.launches}/-{result.removals}; lost {result.lost}, recomputed {result.recomputed}"
+        + f"; nodes +{result.launches}/-{result.removals}, drained {result.drains}"
+        + f"; lost {result.lost}, recomputed {result.recomputed}"
+        + f", restarted {result.restarted}"
         + (f"; FAILED: {result.failures}" if result.failures else "")
     )
     return result
@@ -495,9 +586,11 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
                 " / ".join(fmt(x) for x in per_burst),
                 " / ".join(fmt(x) for x in first),
                 f"+{sum(r.launches for r in rs)}/-{sum(r.removals for r in rs)}",
+                sum(r.drains for r in rs),
                 f"+{sum(r.workers_added for r in rs)}/-{sum(r.workers_removed for r in rs)}",
                 sum(r.lost for r in rs),
                 sum(r.recomputed for r in rs),
+                sum(r.restarted for r in rs),
                 sum(len(r.failures) for r in rs),
             ]
         )
@@ -506,7 +599,14 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
         f"\n### {scenario.name}: workersPerNode {scenario.workers_per_node} on {scenario.instance_type}, "
         f"{threads} thread(s) per worker, minWorkers {scenario.min_workers}, "
         f"maxWorkers {scenario.max_workers}, node group max {scenario.node_max}, bursts of "
-        f"{'/'.join(map(str, scenario.bursts))} tasks\n"
+        f"{'/'.join(map(str, scenario.bursts))} tasks"
+        + (
+            f", each followed by {scenario.lanes} lanes x {scenario.stream_tasks} tasks of "
+            f"{scenario.stream_task:g} s"
+            if scenario.lanes
+            else ""
+        )
+        + "\n"
     )
     out(
         table(
@@ -519,9 +619,11 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
                 "makespan per burst s",
                 "first new worker s",
                 "node launches/removals",
+                "nodes drained by CA",
                 "workers added/removed",
                 "lost",
                 "recomputed",
+                "restarted",
                 "failed",
             ],
             rows,
@@ -584,40 +686,38 @@ def report_cold(runs: list[Run], scenarios: list[Scenario], out: Tee) -> None:
     )
 
 
-def plot(runs: list[Run], scenario: Scenario, png: Path) -> None:
+def plot(runs: list[Run], scenarios: list[Scenario], png: Path) -> None:
+    """Billed worker nodes over time per contender, repeat 1, one panel per scenario."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, axes = plt.subplots(len(scenarios), 1, figsize=(10, 4 * len(scenarios)), squeeze=False)
     colours = {"today": "tab:red", "packed": "tab:blue", "headroom": "tab:green"}
-    for c in CONTENDERS:
-        r = next(
-            (r for r in runs if r.contender == c and r.scenario == scenario.name and r.repeat == 0), None
+    for ax, scenario in zip(axes[:, 0], scenarios, strict=True):
+        for c in CONTENDERS:
+            r = next(
+                (r for r in runs if r.contender == c and r.scenario == scenario.name and r.repeat == 0),
+                None,
+            )
+            if r is None or not r.steps:
+                continue
+            xs = [t for t, _ in r.steps]
+            ys = [n for _, n in r.steps]
+            label = f"{c} ({r.node_seconds:.0f} node-s)"
+            ax.step(xs, ys, where="post", label=label, color=colours[c], lw=2, alpha=0.8)
+            for t in r.submits:
+                ax.axvline(t, color="grey", ls=":", lw=1)
+        ax.set_xlabel("seconds since the first burst (dotted: burst submits)")
+        ax.set_ylabel("billed worker nodes")
+        narrow = f", then {scenario.lanes} in flight" if scenario.lanes else ""
+        ax.set_title(
+            f"Worker nodes over time, {scenario.name} (workersPerNode {scenario.workers_per_node}"
+            f"{narrow}), repeat 1"
         )
-        if r is None or not r.steps:
-            continue
-        xs = [t for t, _ in r.steps]
-        ys = [n for _, n in r.steps]
-        ax.step(
-            xs,
-            ys,
-            where="post",
-            label=f"{c} ({r.node_seconds:.0f} node-s)",
-            color=colours[c],
-            lw=2,
-            alpha=0.8,
-        )
-        for s in r.submits:
-            ax.axvline(s, color="grey", ls=":", lw=1)
-    ax.set_xlabel("seconds since the first burst (dotted: burst submits)")
-    ax.set_ylabel("billed worker nodes")
-    ax.set_title(
-        f"Worker nodes over time, {scenario.name} (workersPerNode {scenario.workers_per_node}), repeat 1"
-    )
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.legend()
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
@@ -631,18 +731,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
     ap.add_argument("--compression", type=float, default=20.0, help="EKS time / benchmark time [20]")
-    ap.add_argument("--bursts", default="8,6,8", help="tasks per burst [8,6,8]")
+    ap.add_argument("--bursts", default=None, help="tasks per burst [8,6,8; with --step one of 4 x nodes]")
+    ap.add_argument(
+        "--step",
+        action="store_true",
+        help="with each burst a narrower phase: lanes of 1 min tasks for 20 min (EKS time), see --shapes",
+    )
+    ap.add_argument(
+        "--shapes",
+        default="3x4,6x12",
+        help="with --step, one scenario each: NODESxLANES, a burst of 4 x NODES tasks, LANES in flight "
+        "[3x4,6x12]",
+    )
     ap.add_argument("--period", type=float, default=None, help="seconds between submits [derived]")
     ap.add_argument("--min-workers", type=int, default=0)
     ap.add_argument(
         "--sanity", action="store_true", help="also workersPerNode 1 (4 threads), today vs packed"
     )
     ap.add_argument("--tiny", action="store_true", help="smoke size: one burst of 3 tasks, 60x, 1 repeat")
-    ap.add_argument("--png", type=Path, default=BENCH / "node_cost.png")
+    ap.add_argument("--png", type=Path, default=None, help="[benchmarks/node_cost.png, node_cost_step.png]")
     ap.add_argument("--write-results", action="store_true", help="replace this section of RESULTS.md")
     args = ap.parse_args(argv)
     timing = Timing.compressed(args.compression)
-    bursts = tuple(int(x) for x in args.bursts.split(","))
+    bursts = tuple(int(x) for x in (args.bursts or "8,6,8").split(","))
+    section = "node_cost_step" if args.step else "node_cost"
+    args.png = args.png or BENCH / f"{section}.png"
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if args.tiny:  # the smoke run of the suite: one small burst, seconds instead of minutes
         timing = Timing.compressed(60.0)
@@ -657,7 +770,36 @@ def main(argv: list[str] | None = None) -> int:
     main_s = Scenario(
         "wpn4", 4, "m6i.xlarge", max_workers=8, node_max=3, bursts=bursts, min_workers=args.min_workers
     )
-    scenarios = [main_s]
+    steps: list[Scenario] = []
+    if args.step:
+        # A burst that fills the node group, then a narrower phase that lasts longer than the scale-down
+        # window plus the unneeded time: where the nodes a scale-down leaves half-used bill. One scenario
+        # per NODESxLANES: e.g. 3x4, a third of the workers (cluster-autoscaler's 0.5 threshold drains most
+        # of what scattered victims leave, by evicting workers) and 6x12, half (a node left with 2 of 4
+        # is not below the threshold: it stays).
+        for shape in ("2x2",) if args.tiny else args.shapes.split(","):
+            nodes, lanes = (int(x) for x in shape.split("x"))
+            steps.append(
+                Scenario(
+                    f"step{nodes}x{lanes}",
+                    4,
+                    "m6i.xlarge",
+                    max_workers=4 * nodes,
+                    node_max=nodes,
+                    bursts=(6,)
+                    if args.tiny
+                    else tuple(int(x) for x in args.bursts.split(","))
+                    if args.bursts
+                    else (4 * nodes,),
+                    min_workers=args.min_workers,
+                    lanes=lanes,
+                    stream_tasks=2 if args.tiny else STREAM_TASKS,
+                    stream_task=STREAM_TASK_S / timing.compression,
+                    result_kib=STEP_RESULT_KIB,
+                )
+            )
+        main_s = steps[0]
+    scenarios = steps or [main_s]
     if args.sanity:
         # The aws default shape: one worker per node with the node's cores as threads; same capacity.
         scenarios.append(
@@ -673,7 +815,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     # a burst (boot, pod starts of up to ~15 s on this loaded machine, the longest task), then a gap longer
     # than the scale-down window plus the unneeded time, so every contender can reach its baseline
-    burst = timing.boot + POD_START_ALLOWANCE_S + timing.task_range[1]
+    burst = (
+        timing.boot
+        + POD_START_ALLOWANCE_S * (2 if max(s.node_max for s in scenarios) > 3 else 1)
+        + timing.task_range[1]
+        + main_s.stream_length()
+    )
     period = args.period or (burst + timing.scale_down_delay + timing.unneeded + 10)
     bin_dir, why = find_binaries()
     if bin_dir is None:
@@ -692,34 +839,33 @@ def main(argv: list[str] | None = None) -> int:
             out(f"bursts every {period:.0f} s; {args.repeats} repeat(s), contenders interleaved per repeat")
             if skipped:
                 out(skipped)
+            measured = steps or [main_s]  # repeated, with every contender; the sanity scenario once
             for s in scenarios:
-                names = contenders if s is main_s else [c for c in contenders if c != "headroom"]
-                for rep in range(args.repeats if s is main_s else 1):
+                names = contenders if s in measured else [c for c in contenders if c != "headroom"]
+                for rep in range(args.repeats if s in measured else 1):
                     for c in names:
                         runs.append(run_one(kube, s, c, rep, timing, period, Path(tmp), out))
         finally:
             kube.stop()
-    ratios = {}
-    for s in scenarios:
-        r = report(runs, s, out)
-        if s is main_s:
-            ratios = r
+    ratios = {s.name: report(runs, s, out) for s in scenarios}
     report_cold(runs, scenarios, out)
     lost = sum(r.lost + r.recomputed for r in runs)
     failed = sum(len(r.failures) for r in runs)
     out(f"\ntasks lost or recomputed, all runs: {lost}; runs with failures: {failed}")
-    if "packed" in ratios and "today" in ratios:
-        out(f"packed / today node-seconds (median): {ratios['packed']:.2f} (goal <= 0.8)")
-    if "headroom" in ratios:
-        out(f"headroom / today node-seconds (median): {ratios['headroom']:.2f}")
+    for s in measured:
+        for c in ("packed", "headroom"):
+            if c in ratios[s.name] and "today" in ratios[s.name]:
+                goal = " (goal <= 0.8)" if c == "packed" else ""
+                out(f"{s.name}: {c} / today node-seconds (median): {ratios[s.name][c]:.2f}{goal}")
     out(f"load average at end: {load()}; took {time.monotonic() - started:.0f} s")
     if args.png:
-        plot(runs, main_s, args.png)
+        plot(runs, measured, args.png)
         out(f"plot: {args.png}")
     if args.write_results:
         cmd = "python benchmarks/node_cost.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        extra = "![worker nodes over time per contender](node_cost.png)\n\n" if args.png else ""
-        write_section("node_cost", "Node cost of bursts (Kubernetes 1.20.2)", cmd.strip(), out.text(), extra)
+        title = "Node cost of bursts" + (" with a narrower phase" if args.step else "")
+        extra = f"![worker nodes over time per contender]({args.png.name})\n\n" if args.png else ""
+        write_section(section, f"{title} (Kubernetes 1.20.2)", cmd.strip(), out.text(), extra)
     return 1 if lost or failed else 0
 
 

@@ -93,18 +93,20 @@ def test_results_sections_are_replaced_not_appended(tmp_path, monkeypatch):
 
 
 @pytest.mark.kube
-def test_node_cost_one_burst(tmp_path):
-    """One small burst through Dask -> pods -> provisioned nodes and back: every task done once, nothing
-    lost, a node launched for the burst and removed again (the bill back at its baseline)."""
+def test_node_cost_one_burst_and_its_narrower_phase(tmp_path):
+    """One small burst and a narrower phase (2 lanes, --step) through Dask -> pods -> provisioned nodes
+    and back: every task done once, nothing lost or begun twice, nodes launched for the burst and removed
+    again (the bill back at its baseline)."""
     from tests.kube.control_plane import find_binaries
 
     if find_binaries()[0] is None:
         pytest.skip("no Kubernetes binaries (tests/kube/build.sh)")
     png = tmp_path / "nodes.png"
-    out = run("node_cost.py", "--tiny", "--contenders", "packed", "--png", str(png), timeout=180)
+    out = run("node_cost.py", "--tiny", "--step", "--contenders", "packed", "--png", str(png), timeout=180)
+    assert "each followed by 2 lanes x 2 tasks" in out
     row = next(line for line in out.splitlines() if line.startswith("| packed"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[7] == "+1/-1", row  # a node launched for the burst, removed once it was empty
-    assert cells[9:12] == ["0", "0", "0"], row  # lost, recomputed, failed
+    assert cells[7] == "+2/-2", row  # 6 workers need two nodes of 4, both removed once empty
+    assert cells[10:14] == ["0", "0", "0", "0"], row  # lost, recomputed, restarted, failed
     assert "tasks lost or recomputed, all runs: 0; runs with failures: 0" in out
     assert png.stat().st_size > 0
