@@ -178,6 +178,7 @@ class Scenario:
 class Burst:
     tasks: int
     makespan: float | None = None  # the wide burst; with a narrower phase, both
+    narrow: tuple[float, float] | None = None  # the narrower phase alone: (monotonic start, end)
     first_worker: float | None = None  # submit -> first worker joined after the submit
     raw_target: int | None = None  # distributed's adaptive_target() right after the submit
     workers_at_submit: int = 0
@@ -203,6 +204,8 @@ class Run:
     recomputed: int = 0
     restarted: int = 0  # executions begun again after an interruption (an evicted busy worker)
     drains: int = 0  # part-used nodes cluster-autoscaler (the provisioner) drained, evicting their workers
+    drained_busy: int = 0  # busy workers the preload drained to free their node (its "draining" events)
+    narrow_node_seconds: float = 0.0  # over the narrower phases alone (from each burst's last task on)
     steps: list[tuple[float, int]] = field(default_factory=list)  # (s since first submit, billed nodes)
     submits: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -440,6 +443,11 @@ def run_one(
                     try:
                         if scenario.lanes:  # starts with the burst and outlasts it: 12 -> lanes, a step
                             narrow = stream(client, scenario, offset, str(runs))
+                            # the narrower phase alone: from the burst's last task's end (its file) on
+                            last = max(
+                                f.stat().st_mtime for f in runs.iterdir() if int(f.name.split(".")[0]) in ids
+                            )
+                            burst.narrow = (t0 + (last - wall0), time.monotonic())
                             narrow_ids = list(range(offset, offset + len(narrow)))
                             offset += len(narrow)
                             submitted += len(narrow)
@@ -489,6 +497,8 @@ def run_one(
                 end = max(horizon, time.monotonic())
                 result.window = end - t0
                 result.node_seconds = node_seconds(prov.launches, t0, end)
+                phases = [b_.narrow for b_ in result.bursts if b_.narrow]
+                result.narrow_node_seconds = sum(node_seconds(prov.launches, a, z) for a, z in phases)
                 result.steps = [(t - t0, c) for t, c in node_count_steps(prov.launches, t0, end)]
                 result.steps.append((end - t0, prov.billed()))
                 result.launches = sum(1 for n_ in prov.launches if t0 <= n_.launched <= end)
@@ -499,6 +509,11 @@ def run_one(
                 events = [m for t, m in client.get_events("all") if t >= wall0]
                 result.workers_added = sum(1 for m in events if m.get("action") == "add-worker")
                 result.workers_removed = sum(1 for m in events if m.get("action") == "remove-worker")
+                result.drained_busy = sum(
+                    len(m["workers"])
+                    for t, m in client.get_events("adaptive")
+                    if t >= wall0 and m.get("action") == "draining"
+                )
                 ran = e2e.executions(runs)
                 result.recomputed = sum(c - 1 for c in ran.values())
                 result.restarted = sum(c - 1 for c in e2e.executions(Path(f"{runs}-starts")).values())
@@ -512,6 +527,7 @@ def run_one(
         + "; first worker "
         + " ".join(f"{b.first_worker:.1f}" if b.first_worker is not None else "-" for b in result.bursts)
         + f"; nodes +{result.launches}/-{result.removals}, drained {result.drains}"
+        + f"; busy workers drained {result.drained_busy}"
         + f"; lost {result.lost}, recomputed {result.recomputed}"
         + f", restarted {result.restarted}"
         + (f"; FAILED: {result.failures}" if result.failures else "")
@@ -560,6 +576,11 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
             if b and all(x.makespan for x in r.bursts + b.bursts) and len(r.bursts) == len(b.bursts):
                 span_ratio.append(sum(x.makespan for x in r.bursts) / sum(x.makespan for x in b.bursts))  # type: ignore[misc]
         ratios[c] = med(ns_ratio) or 0.0
+        narrow_ratio = [
+            r.narrow_node_seconds / base[r.repeat].narrow_node_seconds
+            for r in rs
+            if r.repeat in base and base[r.repeat].narrow_node_seconds
+        ]
         per_burst = [
             med([r.bursts[i].makespan for r in rs if len(r.bursts) > i and r.bursts[i].makespan])
             for i in range(len(scenario.bursts))
@@ -587,12 +608,21 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
                 " / ".join(fmt(x) for x in first),
                 f"+{sum(r.launches for r in rs)}/-{sum(r.removals for r in rs)}",
                 sum(r.drains for r in rs),
+                sum(r.drained_busy for r in rs),
                 f"+{sum(r.workers_added for r in rs)}/-{sum(r.workers_removed for r in rs)}",
                 sum(r.lost for r in rs),
                 sum(r.recomputed for r in rs),
                 sum(r.restarted for r in rs),
                 sum(len(r.failures) for r in rs),
             ]
+            + (
+                [
+                    fmt(med(narrow_ratio), ".2f")
+                    + (f" ({min(narrow_ratio):.2f}-{max(narrow_ratio):.2f})" if narrow_ratio else "")
+                ]
+                if scenario.lanes
+                else []
+            )
         )
     threads = by[names[0]][0].threads if names else "?"
     out(
@@ -601,7 +631,7 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
         f"maxWorkers {scenario.max_workers}, node group max {scenario.node_max}, bursts of "
         f"{'/'.join(map(str, scenario.bursts))} tasks"
         + (
-            f", each followed by {scenario.lanes} lanes x {scenario.stream_tasks} tasks of "
+            f", each with {scenario.lanes} lanes x {scenario.stream_tasks} tasks of "
             f"{scenario.stream_task:g} s"
             if scenario.lanes
             else ""
@@ -620,11 +650,13 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
                 "first new worker s",
                 "node launches/removals",
                 "nodes drained by CA",
+                "busy workers drained",
                 "workers added/removed",
                 "lost",
                 "recomputed",
                 "restarted",
                 "failed",
+                *(["narrower phase node-s / today"] if scenario.lanes else []),
             ],
             rows,
         )

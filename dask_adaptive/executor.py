@@ -184,6 +184,12 @@ class ScaleDownExecutor:
         if not victims:
             logger.info("dask-adaptive: %s", fmt(event="no-idle-victims", wanted_to_retire=k))
             return
+        workers = workers_by_name(self.scheduler)
+        draining = [n for n in victims if (ws := workers.get(n)) is not None and ws.processing]
+        if draining:  # busy ones chosen to free their node: they finish their tasks first
+            nodes = sorted({str(self.nodes.get(n)) for n in draining})
+            self.event("draining", workers=draining, nodes=nodes)
+            logger.info("dask-adaptive: %s", fmt(event="draining", workers=draining, nodes=nodes))
         safe = await self.retire(victims)
         if safe:
             await self.remove(safe)

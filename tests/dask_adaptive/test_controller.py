@@ -264,13 +264,15 @@ def test_a_busy_worker_is_drained_only_to_free_its_node(node_packing):
         [(_, where)] = (await client.who_has([later])).items()
         await job
         removed = sorted(n for batch in backend.removed for n in batch)
+        drains = [m for _, m in s.get_events("adaptive") if m["action"] == "draining"]
         if node_packing == "true":
             assert removed == ["b1", "b2"]
+            assert drains == [{"action": "draining", "workers": ["b1"], "nodes": ["B"]}]
             assert "b1" not in {s.workers[a].name for a in where}, "a draining worker took a new task"
             holders = {ws.name for ws in s.tasks[running_task.key].who_has}
             assert holders & {"a1", "a2", "a3"}, f"b1's result was not copied before b1 went: {holders}"
         else:
-            assert "b1" not in removed and len(removed) == 2
+            assert "b1" not in removed and len(removed) == 2 and not drains
         assert await running_task == 49
         assert s.tasks[running_task.key].state == "memory"
         events = [m for _, m in s.get_events("all") if m.get("action") == "task-erred"]
