@@ -103,7 +103,7 @@ def test_node_cost_one_burst_and_its_narrower_phase(tmp_path):
         pytest.skip("no Kubernetes binaries (tests/kube/build.sh)")
     png = tmp_path / "nodes.png"
     out = run("node_cost.py", "--tiny", "--step", "--contenders", "packed", "--png", str(png), timeout=180)
-    assert "each followed by 2 lanes x 2 tasks" in out
+    assert "each with 2 lanes x 2 tasks" in out
     row = next(line for line in out.splitlines() if line.startswith("| packed"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[7] == "+2/-2", row  # 6 workers need two nodes of 4, both removed once empty
