@@ -25,7 +25,6 @@ Rules (the seed: "scale up as quickly as it can, scale down with a specified del
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -180,7 +179,6 @@ def pack_victims(
        work's narrower phase lasts (its tasks would keep landing there).
     2. The rest from the idle candidates, nodes with the fewest units first, a node's together."""
     draining = draining or {}
-    occupancy = Counter(node_of.values())
     rank = {name: i for i, name in enumerate(candidates)}
     first_seen: dict[str | None, int] = {}
     for name in candidates:
@@ -192,7 +190,7 @@ def pack_victims(
 
     def node_key(node: str) -> tuple[int, float, int]:
         work = max((draining.get(n, 0.0) for n in on_node[node]), default=0.0)
-        return (occupancy[node], work, first_seen.get(node, len(candidates)))
+        return (len(on_node[node]), work, first_seen.get(node, len(candidates)))
 
     chosen: list[str] = []
     for node in sorted(on_node, key=node_key):
@@ -203,7 +201,7 @@ def pack_victims(
 
     def key(name: str) -> tuple[int, int, int]:
         node = node_of.get(name)
-        return (occupancy[node] if node is not None else 0, first_seen[node], rank[name])
+        return (len(on_node[node]) if node is not None else 0, first_seen[node], rank[name])
 
     taken = set(chosen)
     rest = sorted((n for n in candidates if n not in taken), key=key)
