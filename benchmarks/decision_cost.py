@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import itertools
 import logging
@@ -49,7 +50,7 @@ import statistics
 import sys
 import time
 import timeit
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,16 +152,31 @@ def time_calls(fn: Callable[[], Awaitable[Any]], budget: float) -> float:
     return asyncio.get_event_loop().run_until_complete(go())
 
 
-def measure(n_workers: int, n_tasks: int, budget: float) -> dict[str, Any]:
+@contextlib.contextmanager
+def own_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh event loop as the current one (the stand-in Scheduler binds to it), closed afterwards."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
+        yield loop
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
 
-        async def build() -> Any:
-            return populate(n_workers, n_tasks)
 
+def populated(loop: asyncio.AbstractEventLoop, n_workers: int, n_tasks: int) -> Any:
+    """`populate` run on `loop` (a Scheduler must be made inside a running loop)."""
+
+    async def build() -> Any:
+        return populate(n_workers, n_tasks)
+
+    return loop.run_until_complete(build())
+
+
+def measure(n_workers: int, n_tasks: int, budget: float) -> dict[str, Any]:
+    with own_loop() as loop:
         t = time.perf_counter()
-        s = loop.run_until_complete(build())
+        s = populated(loop, n_workers, n_tasks)
         built = time.perf_counter() - t
         names = [str(ws.name) for ws in s.workers.values()]
         settings = resolve({"backend": "local", "maximum": str(max(1, n_workers)), "scale_down_delay": "0s"})
@@ -203,9 +219,6 @@ def measure(n_workers: int, n_tasks: int, budget: float) -> dict[str, Any]:
         loop.run_until_complete(controller.backend.close())
         s.http_server.stop()  # the only socket it opened (port 0); the Scheduler was never started
         return out
-    finally:
-        loop.close()
-        asyncio.set_event_loop(None)
 
 
 # ----------------------------------------------------------------------------- plugin cost
@@ -244,14 +257,8 @@ def spread(ratios: list[float]) -> str:
 def hook_cost(number: int) -> list[list[Any]]:
     """Microseconds per call of our `transition` hook and of a no-op hook along one queued task's life,
     with the keyword arguments the scheduler passes (as in the engine runs below); best of REPEATS."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-
-        async def build() -> Any:
-            return populate(10, 200)
-
-        s = loop.run_until_complete(build())
+    with own_loop() as loop:
+        s = populated(loop, 10, 200)
         ours, empty = our_plugin(s), Empty()
         ours.take()  # as after a look: the workers processing now are counted already
         ts = next(t for t in s.tasks.values() if t.state == "processing")
@@ -284,9 +291,6 @@ def hook_cost(number: int) -> list[list[Any]]:
         )
         s.http_server.stop()
         return rows
-    finally:
-        loop.close()
-        asyncio.set_event_loop(None)
 
 
 def run_engine(s: Any, n: int, tag: str) -> tuple[float, int]:
@@ -334,14 +338,8 @@ def engine_cost(n_tasks: int, rounds: int) -> tuple[dict[str, list[float]], floa
     contenders' order alternates), and the transitions per task."""
     from distributed.scheduler import ClientState
 
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-
-        async def build() -> Any:
-            return populate(2, 0)
-
-        s = loop.run_until_complete(build())
+    with own_loop() as loop:
+        s = populated(loop, 2, 0)
         s.clients["bench-client"] = ClientState("bench-client")
         ours, empty = our_plugin(s), Empty()
         plugins = {BASE: (), EMPTY: (empty,), OURS: (ours,), TWO: (ours, empty)}
@@ -358,9 +356,6 @@ def engine_cost(n_tasks: int, rounds: int) -> tuple[dict[str, list[float]], floa
                 per_task[name].append(cpu / n_tasks)
         s.http_server.stop()
         return per_task, transitions / n_tasks
-    finally:
-        loop.close()
-        asyncio.set_event_loop(None)
 
 
 def e2e_cost(n_tasks: int, pairs: int) -> dict[str, list[float]]:
