@@ -1,9 +1,10 @@
 """The `dask worker` command line: one builder for the Kubernetes pods and the local backend.
 
 Both run the same worker with the same flags (a fixed name, so worker name = unit name; the worker preload
-for readiness and graceful SIGTERM, in the nanny too); only the program, the name, the sizes and the
-paths differ. The Pulumi program (infra/k8s/dask_objects.py) imports this module, and so does the
-preload in the stock Dask image: stdlib only, and nothing else of the package is imported by it.
+for readiness and graceful SIGTERM, in the nanny too); only the program, the name, the sizes, the
+paths and (local backend, `local.worker-nanny`) whether a nanny hosts the worker differ. The Pulumi
+program (infra/k8s/dask_objects.py) imports this module, and so does the preload in the stock Dask
+image: stdlib only, and nothing else of the package is imported by it.
 
 TLS: the pods get their certificates through Dask's own `DASK_DISTRIBUTED__COMM__TLS__*` environment,
 so their command line carries none. A local worker of a TLS scheduler may not have that environment
@@ -49,8 +50,12 @@ def worker_command(
     local_directory: str,
     program: Sequence[str] = DASK_WORKER,
     tls: WorkerTls | None = None,
+    nanny: bool = True,
 ) -> list[str]:
-    """argv of one worker; `program` is how `dask worker` is started (a local process uses the venv's)."""
+    """argv of one worker; `program` is how `dask worker` is started (a local process uses the venv's).
+
+    `nanny=False`: `--no-nanny`, one process; the worker preload alone turns SIGTERM into a retirement.
+    """
     return [
         *program,
         scheduler_address,
@@ -66,7 +71,6 @@ def worker_command(
         local_directory,
         "--preload",
         WORKER_PRELOAD,
-        "--preload-nanny",
-        WORKER_PRELOAD,
+        *(["--preload-nanny", WORKER_PRELOAD] if nanny else ["--no-nanny"]),
         *(tls.flags() if tls else []),
     ]

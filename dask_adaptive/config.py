@@ -62,6 +62,7 @@ class Settings:
     service_account_dir: str
     worker_nthreads: int
     worker_memory_limit: str
+    worker_nanny: bool  # local: `dask worker` with its nanny (the pods' layout) or `--no-nanny`
     worker_threads: int  # threads of every worker this backend starts (divides the target from zero)
     node_packing: bool  # victims packed by node (policy.pack_victims); False: the scheduler's order
     # kubernetes backend tunables (dask config only: no command-line option)
@@ -91,6 +92,7 @@ OPTION_KEYS: dict[str, str] = {
     "service-account-dir": "kubernetes.service-account-dir",
     "worker-nthreads": "local.worker-nthreads",
     "worker-memory-limit": "local.worker-memory-limit",
+    "worker-nanny": "local.worker-nanny",
 }
 # read from dask config only (tunables an operator rarely touches); validated like the options
 CONFIG_ONLY_KEYS: dict[str, str] = {
@@ -324,6 +326,7 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         or str(reference()["adaptive.kubernetes.service-account-dir"].default),
         worker_nthreads=nthreads,
         worker_memory_limit=memory_limit,
+        worker_nanny=_bool("local.worker-nanny", get("worker-nanny")),
         worker_threads=_worker_threads(backend, get("worker-threads"), nthreads),
         node_packing=_bool("node-packing", get("node-packing")),
         not_ready_timeout=tunable("not-ready-timeout"),

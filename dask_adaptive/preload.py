@@ -57,6 +57,7 @@ def make_backend(settings: Settings, scheduler: Any) -> Backend:
         scheduler.address,
         nthreads=settings.worker_nthreads,
         memory_limit=settings.worker_memory_limit,
+        nanny=settings.worker_nanny,
         registered=lambda: {str(ws.name) for ws in scheduler.workers.values()},
         security=getattr(scheduler, "security", None),  # a TLS scheduler's workers get its certificates
     )
@@ -88,6 +89,7 @@ def _fail(reason: str) -> None:
 @click.option("--service-account-dir", type=str, default=None, help=option_help("service-account-dir"))
 @click.option("--worker-nthreads", type=str, default=None, help=option_help("worker-nthreads"))
 @click.option("--worker-memory-limit", type=str, default=None, help=option_help("worker-memory-limit"))
+@click.option("--worker-nanny", type=str, default=None, help=option_help("worker-nanny"))
 async def dask_setup(scheduler: Any, **options: Any) -> None:
     configure_logging()
     # _fail is called outside the except blocks so the exit carries no chained traceback

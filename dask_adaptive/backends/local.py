@@ -1,16 +1,19 @@
 """Workers as real `dask worker` processes on this machine: the embedded default, demo and tests.
 
-Each unit is one `dask worker --name <unit> --preload dask_adaptive.worker --preload-nanny
-dask_adaptive.worker` process (with its nanny; the pods' own command line, from command.py), in its
-own process group.
+Each unit is one `dask worker --name <unit> --preload dask_adaptive.worker` process (the pods' own
+command line, from command.py), in its own process group. By default it runs `--no-nanny`: one
+interpreter per worker, like LocalCluster's worker processes, and this backend is the supervisor that
+replaces a worker that exits. `nanny=True` (`local.worker-nanny`) runs the pods' layout, a nanny that
+hosts the worker (`--preload-nanny dask_adaptive.worker`), at two interpreters' start-up per worker.
 Removal sends SIGTERM to the whole group, as Kubernetes does to a container whose entrypoint is
 `tini -g`, so the worker preload's graceful SIGTERM path is exercised on every scale-down.
 All process handling is asyncio (spawn, wait, signal): nothing blocks the scheduler's event loop.
 
 At most `max_starting` workers start at once (default: one per CPU); the others wait as PENDING
-units, like pods waiting for a node. Starting a worker costs two Python interpreters' imports, so on
-a small machine starting them all together delays the first by the sum of all; staggered, the first
-workers arrive in seconds and the rest follow, and pending units can be cancelled for free.
+units, like pods waiting for a node. Starting a worker costs an interpreter's imports (two with a
+nanny), so on a small machine starting them all together delays the first by the sum of all;
+staggered, the first workers arrive in well under a second and the rest follow, and pending units
+can be cancelled for free.
 
 Under a TLS scheduler (`tls://` address) the workers inherit its security: the environment is
 passed on whole (so `DASK_DISTRIBUTED__COMM__TLS__*` set for the scheduler reaches them), and the
@@ -110,6 +113,7 @@ class LocalBackend:
         registered: Callable[[], set[str]] | None = None,
         max_starting: int | None = None,
         security: Any = None,
+        nanny: bool = False,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -125,6 +129,7 @@ class LocalBackend:
         # the scheduler's distributed.Security (None: plain TCP); see worker_tls
         self.security = security
         self.tls: WorkerTls | None = None
+        self.nanny = nanny  # the pods' layout (nanny + worker) or `--no-nanny` (one process)
 
     async def start(self) -> None:
         if not self.scheduler_address:
@@ -134,8 +139,9 @@ class LocalBackend:
         self.tls = materialize(tls, self._workdir) if tls else None
 
     async def close(self) -> None:
-        # SIGINT to the nanny alone takes distributed's quick close path: at shutdown there is nowhere
-        # to move data to, so the graceful SIGTERM path would only wait for its timeout
+        # SIGINT to the CLI process alone (the nanny, or the worker itself) takes distributed's quick
+        # close path: at shutdown there is nowhere to move data to, so the graceful SIGTERM path
+        # would only wait for its timeout
         spawned = {name: proc for name, proc in self._procs.items() if proc.process is not None}
         for proc in spawned.values():
             self._signal(proc.process, signal.SIGINT, group=False)
@@ -209,6 +215,7 @@ class LocalBackend:
             local_directory=os.path.join(self._workdir, name),
             program=(sys.executable, "-m", "distributed.cli.dask_worker"),
             tls=self.tls,
+            nanny=self.nanny,
         )
         try:
             process = await asyncio.create_subprocess_exec(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dask.config
@@ -102,10 +103,15 @@ def test_code_side_fallbacks_equal_the_yaml_defaults():
     assert s.service_account_dir == ref["adaptive.kubernetes.service-account-dir"].default
     assert s.service_account_dir == "/var/run/secrets/kubernetes.io/serviceaccount"
     local = LocalBackend("tcp://127.0.0.1:1")
-    assert (local.nthreads, local.memory_limit) == (s.worker_nthreads, s.worker_memory_limit)
-    assert (s.worker_nthreads, s.worker_memory_limit) == (
+    assert (local.nthreads, local.memory_limit, local.nanny) == (
+        s.worker_nthreads,
+        s.worker_memory_limit,
+        s.worker_nanny,
+    )
+    assert (s.worker_nthreads, s.worker_memory_limit, s.worker_nanny) == (
         ref["adaptive.local.worker-nthreads"].default,
         ref["adaptive.local.worker-memory-limit"].default,
+        ref["adaptive.local.worker-nanny"].default,
     )
     kube = make_backend(resolve(KUBE), scheduler=None)
     expected = (s.not_ready_timeout, s.settle_timeout, s.poll_interval)
@@ -203,6 +209,21 @@ def test_node_packing_refuses_other_values(bad):
     with pytest.raises(SettingsError) as err:
         resolve({"node_packing": bad})
     assert str(err.value) == f"adaptive.node-packing={bad!r} is invalid: must be true or false"
+
+
+@pytest.mark.parametrize(
+    ("option", "config", "expected"),
+    [(None, None, False), ("true", None, True), (None, "yes", True), ("off", True, False)],
+)
+def test_worker_nanny_resolves_and_reaches_the_local_backend(option, config, expected):
+    from dask_adaptive.preload import make_backend
+
+    settings = {} if config is None else {"adaptive.local.worker-nanny": config}
+    with dask.config.set(settings):
+        resolved = resolve({"worker_nanny": option})
+    scheduler = SimpleNamespace(address="tcp://127.0.0.1:1", workers={}, security=None)
+    assert resolved.worker_nanny is expected
+    assert make_backend(resolved, scheduler).nanny is expected
 
 
 def test_minimum_schedule_resolves_from_option_or_config():

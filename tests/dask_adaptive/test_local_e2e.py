@@ -149,9 +149,10 @@ def test_bad_options_end_the_scheduler_with_one_line_reason(tmp_path: Path, opti
     assert len(lines) == 1 and reason in lines[0], result.stderr.decode()[-2000:]
 
 
-def test_local_workers_run_the_pods_command_line(monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize("nanny", [False, True])
+def test_local_workers_run_the_pods_command_line(monkeypatch: pytest.MonkeyPatch, nanny: bool):
     """One builder (dask_adaptive.command) for the pods and the local processes; stdlib only, because the
-    Pulumi program imports it too."""
+    Pulumi program imports it too. The local default drops the nanny (one process per worker)."""
     from dask_adaptive.backends.base import BackendError
     from dask_adaptive.backends.local import LocalBackend
 
@@ -162,7 +163,9 @@ def test_local_workers_run_the_pods_command_line(monkeypatch: pytest.MonkeyPatch
         raise OSError("not started in this test")
 
     async def main() -> str:
-        backend = LocalBackend("tcp://127.0.0.1:8786", nthreads=2, memory_limit="512MiB", name_prefix="w")
+        backend = LocalBackend(
+            "tcp://127.0.0.1:8786", nthreads=2, memory_limit="512MiB", name_prefix="w", nanny=nanny
+        )
         await backend.start()
         monkeypatch.setattr(asyncio, "create_subprocess_exec", capture)
         try:
@@ -174,11 +177,12 @@ def test_local_workers_run_the_pods_command_line(monkeypatch: pytest.MonkeyPatch
         return spawned[0][spawned[0].index("--local-directory") + 1]
 
     workdir = asyncio.run(main())
+    host = ["--preload-nanny", "dask_adaptive.worker"] if nanny else ["--no-nanny"]
     assert spawned == [[
         sys.executable, "-m", "distributed.cli.dask_worker",
         "tcp://127.0.0.1:8786", "--name", "w-1", "--nthreads", "2", "--memory-limit", "512MiB",
         "--dashboard-address", ":0", "--local-directory", workdir,
-        "--preload", "dask_adaptive.worker", "--preload-nanny", "dask_adaptive.worker",
+        "--preload", "dask_adaptive.worker", *host,
     ]]  # fmt: skip
     assert workdir.endswith("/w-1")
     blocked = "import sys; sys.modules.update(dask=None, distributed=None, tornado=None, yaml=None)"

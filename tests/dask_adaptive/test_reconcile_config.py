@@ -122,6 +122,7 @@ def test_kubernetes_config_key(clean_config):
         ({"backend": "yarn"}, "backend"),
         ({"worker_memory_limit": "lots"}, "local.worker-memory-limit"),
         ({"worker_nthreads": "0"}, "local.worker-nthreads"),
+        ({"worker_nanny": "sometimes"}, "local.worker-nanny"),
         ({"worker_threads": "0"}, "worker-threads"),
         ({"worker_threads": "four"}, "worker-threads"),
         # the local backend starts its workers with local.worker-nthreads: a different count is a lie

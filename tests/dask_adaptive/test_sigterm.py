@@ -1,8 +1,10 @@
 """SIGTERM to a worker holding the only copy of a result: the result survives, nothing recomputes.
 
-Covers the three ways a worker meets SIGTERM: the documented Kubernetes command line (nanny; the
-runtime signals only PID 1), the whole process group (`tini -g`, as the stock image; here a worker of
-the local backend), and `--no-nanny`. Also the readiness endpoint the Kubernetes probe uses.
+Covers the ways a worker meets SIGTERM: the documented Kubernetes command line (nanny; the runtime
+signals only PID 1), the whole process group (`tini -g`, as the stock image; here a worker of the
+local backend in the pods' layout, `--worker-nanny true`), and `--no-nanny` (the local backend's
+default layout, whose scale-downs the local end-to-end tests exercise). Also the readiness endpoint
+the Kubernetes probe uses.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def test_sigterm_retires_gracefully_and_readiness_follows_status(tmp_path: Path)
     # minimum through the environment: dask config key adaptive.minimum
     extra_env = {"DASK_ADAPTIVE__MINIMUM": "2"}
     options = ["--backend", "local", "--maximum", "3", "--scale-down-delay", "5m", "--interval", "200ms"]
+    options += ["--worker-nanny", "true"]
     with scheduler(tmp_path, *options, extra_env=extra_env) as s, Client(s.address, timeout=30) as client:
         own = {
             "k8s-sigterm": start_worker(s.address, "k8s-sigterm", tmp_path),
@@ -105,10 +108,12 @@ def test_sigterm_retires_gracefully_and_readiness_follows_status(tmp_path: Path)
             assert own["no-nanny"].wait(60) == 0
             assert_survived(client, "nonanny", computed, scattered, marks)
 
-            # 3. a local-backend worker, SIGTERM to its whole process group (nanny + worker)
+            # 3. a local-backend worker with its nanny, SIGTERM to its whole process group
             victim = backend_workers[0]
             addr, _ = names[victim]
+            assert names[victim][1]["nanny"], "--worker-nanny true: the pods' layout"
             nanny_pid = client.run(os.getppid, workers=[addr])[addr]
+            assert client.run(os.getpgid, 0, workers=[addr])[addr] == nanny_pid, "the group's leader"
             computed, scattered = only_copy_on(client, addr, "group", marks)
             os.killpg(nanny_pid, signal.SIGTERM)
             wait_for(lambda: not alive(nanny_pid), 60, "the nanny to exit")
