@@ -1,7 +1,8 @@
 """Adaptive efficiency: how much latency and how many worker-seconds does autoscaling cost?
 
 Contenders, all on this machine in this process run, each with at most M single-threaded worker
-processes (nanny + worker, memory limit 1 GiB):
+processes (memory limit 1 GiB; one interpreter per worker in each: LocalCluster spawns each worker
+from its in-process nanny, the local backend runs `dask worker --no-nanny`, its default):
 - `fixed`: M workers started before the work (the makespan lower bound);
 - `distributed-adaptive` (the anchor): `LocalCluster(n_workers=0, processes=True,
   threads_per_worker=1).adapt(minimum=0, maximum=M)`, with its defaults (interval 1 s, wait_count 3)
@@ -28,9 +29,10 @@ The cold phase (issue 13 §4), traced from the scheduler log: the preload decide
 after the submit, started the local backend's next staggered worker only at its next look, saw a
 burst's real size (adaptive_target guesses 500ms per task until a first result) only at the look after
 that, and at window 0 cancelled workers already starting as the estimate dipped while the first results
-came in. The preload now looks at once on each of those events and keeps a starting worker. What stays
-is the machine's: a `dask worker` (nanny + worker: two interpreters, started two at a time on 2 cores)
-against LocalCluster's single spawned process per worker (its nanny lives in the benchmark process).
+came in. The preload now looks at once on each of those events and keeps a starting worker. What was
+left was the start-up of a worker: `dask worker` with its nanny is two interpreters, one after the
+other, against LocalCluster's one spawned process per worker (its nanny lives in the benchmark
+process); the local backend now runs `--no-nanny` by default (`local.worker-nanny`), which halves it.
 
 Usage: .venv/bin/python benchmarks/adaptive_efficiency.py [--quick] [--write-results] [--help]
 """
