@@ -49,7 +49,8 @@ the workers needed step from 4 x NODES down to LANES when the burst's tasks end;
 leaves nodes part-used bills: the idle workers are scattered over the nodes, and the busy ones too, so
 only draining busy workers (packed: they take no new task and finish their own) empties a node; without
 it cluster-autoscaler's 0.5 threshold drains a node below half use by evicting its busy workers (a
-task cut off is counted as `restarted`), and leaves one at half or more.
+task cut off is counted as `restarted`, and each task run again is put down to what removed the worker of
+its earlier run: a CA drain, the preload's retirement, or other), and leaves one at half or more.
 Measured per contender: node-seconds from the first submit to the end of the last period (or later, until
 the node count is back at its baseline), makespan per burst, time from each submit to the first worker
 that joined after it, node launches/removals, workers added/removed, tasks lost or recomputed.
@@ -74,6 +75,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,7 @@ class Run:
     lost: int = 0
     recomputed: int = 0
     restarted: int = 0  # executions begun again after an interruption (an evicted busy worker)
+    rerun_by: dict[str, int] = field(default_factory=dict)  # executions run again, by cause (rerun_causes)
     drains: int = 0  # part-used nodes cluster-autoscaler (the provisioner) drained, evicting their workers
     drained_busy: int = 0  # busy workers the preload drained to free their node (its "draining" events)
     narrow_node_seconds: float = 0.0  # over the narrower phases alone (from each burst's last task on)
@@ -213,16 +216,20 @@ class Run:
 
 def timed_task(i: int, seconds: float, folder: str, kib: tuple[int, int] = (0, 0)) -> tuple[int, bytes]:
     """Sleeps like an I/O-bound task and leaves one file per execution (a recomputation would show),
-    and one per start in `folder`-starts (an interrupted execution begun again would show). Returns
-    i*i with a payload of between kib[0] and kib[1] KiB (by i), as a real task's output: the scheduler
-    ranks idle workers by the data they hold, so with sizes that differ its order is in play."""
+    and one per start in `folder`-starts (an interrupted execution begun again would show), each named
+    `<i>.<worker>.<uuid>` (the worker is its pod: why a task ran again can be told, see rerun_causes).
+    Returns i*i with a payload of between kib[0] and kib[1] KiB (by i), as a real task's output: the
+    scheduler ranks idle workers by the data they hold, so with sizes that differ its order is in play."""
     import time
     import uuid
     from pathlib import Path
 
-    (Path(f"{folder}-starts") / f"{i}.{uuid.uuid4().hex}").touch()
+    from distributed import get_worker
+
+    worker = get_worker().name
+    (Path(f"{folder}-starts") / f"{i}.{worker}.{uuid.uuid4().hex}").touch()
     time.sleep(seconds)
-    (Path(folder) / f"{i}.{uuid.uuid4().hex}").touch()
+    (Path(folder) / f"{i}.{worker}.{uuid.uuid4().hex}").touch()
     lo, hi = kib
     return i * i, bytes(1024 * (lo + (i * 7919) % (hi - lo + 1)))
 
@@ -252,6 +259,36 @@ def stream(client: Any, scenario: Scenario, first_id: int, folder: str) -> list[
         if left[lane_of[f]]:
             flow.add(submit(lane_of[f]))
     return submitted
+
+
+def rerun_causes(
+    starts: list[tuple[int, str, float]], evicted: set[str], retired: set[str]
+) -> dict[str, int]:
+    """Every execution of a task but its last (by start time), by what removed the worker it ran on: a
+    cluster-autoscaler drain (`evicted` pods), the preload's retirement (`retired`: its "retired"
+    events) or something else; pure. An execution cut off and one whose result was lost with its
+    worker both count: either way the task ran again. `starts`: (task, worker, start time) per start."""
+    by_task: dict[int, list[tuple[float, str]]] = {}
+    for task, worker, began in starts:
+        by_task.setdefault(task, []).append((began, worker))
+    causes: Counter[str] = Counter()
+    for runs in by_task.values():
+        for _, worker in sorted(runs)[:-1]:
+            causes["CA eviction" if worker in evicted else "preload" if worker in retired else "other"] += 1
+    return dict(causes)
+
+
+def describe_causes(causes: dict[str, int]) -> str:
+    return ", ".join(f"{cause} {n}" for cause, n in sorted(causes.items()))
+
+
+def task_starts(folder: Path) -> list[tuple[int, str, float]]:
+    """(task, worker, start time) of each start file `timed_task` left in `folder`."""
+    return [
+        (int(i), worker, f.stat().st_mtime)
+        for f in folder.iterdir()
+        for i, worker, _ in [f.name.split(".", 2)]
+    ]
 
 
 def raw_target(dask_scheduler: Any, target_duration: float) -> tuple[int, int, int]:
@@ -517,6 +554,15 @@ def run_one(
                 ran = e2e.executions(runs)
                 result.recomputed = sum(c - 1 for c in ran.values())
                 result.restarted = sum(c - 1 for c in e2e.executions(Path(f"{runs}-starts")).values())
+                retired = {
+                    str(w)
+                    for t, m in client.get_events("adaptive")
+                    if t >= wall0 and m.get("action") == "retired"
+                    for w in m["workers"]
+                }
+                result.rerun_by = rerun_causes(
+                    task_starts(Path(f"{runs}-starts")), {pod for _, _, pod in prov.evicted}, retired
+                )
                 result.lost += submitted - len(ran)  # never ran at all
         finally:
             kubelet.stop()
@@ -530,6 +576,7 @@ def run_one(
         + f"; busy workers drained {result.drained_busy}"
         + f"; lost {result.lost}, recomputed {result.recomputed}"
         + f", restarted {result.restarted}"
+        + (f" (ran again after {describe_causes(result.rerun_by)})" if result.rerun_by else "")
         + (f"; FAILED: {result.failures}" if result.failures else "")
     )
     return result
@@ -884,6 +931,13 @@ def main(argv: list[str] | None = None) -> int:
     lost = sum(r.lost + r.recomputed for r in runs)
     failed = sum(len(r.failures) for r in runs)
     out(f"\ntasks lost or recomputed, all runs: {lost}; runs with failures: {failed}")
+    for c in contenders:
+        again: Counter[str] = Counter()
+        for r in runs:
+            if r.contender == c:
+                again.update(r.rerun_by)
+        causes = f" ({describe_causes(again)})" if again else ""
+        out(f"{c}: tasks run again, all runs: {sum(again.values())}{causes}")
     for s in measured:
         for c in ("packed", "headroom"):
             if c in ratios[s.name] and "today" in ratios[s.name]:

@@ -109,4 +109,5 @@ def test_node_cost_one_burst_and_its_narrower_phase(tmp_path):
     assert cells[7] == "+2/-2", row  # 6 workers need two nodes of 4, both removed once empty
     assert cells[11:15] == ["0", "0", "0", "0"], row  # lost, recomputed, restarted, failed
     assert "tasks lost or recomputed, all runs: 0; runs with failures: 0" in out
+    assert "packed: tasks run again, all runs: 0\n" in out
     assert png.stat().st_size > 0

@@ -141,6 +141,7 @@ class NodeProvisioner:
         self.pending_since: dict[str, float] = {}
         self.empty_since: dict[str, float] = {}
         self.events: list[tuple[float, str, str]] = []  # (monotonic time, "add"/"remove", node name)
+        self.evicted: list[tuple[float, str, str]] = []  # (monotonic time, node, pod) deleted by a drain
         self.launches: list[Launch] = []
         self.underused_since: dict[str, float] = {}
         self.draining: set[str] = set()
@@ -243,6 +244,7 @@ class NodeProvisioner:
                     rest.delete(
                         f"/api/v1/namespaces/{p['metadata']['namespace']}/pods/{p['metadata']['name']}"
                     )
+                    self.evicted.append((now, name, p["metadata"]["name"]))
             return
 
     def _remove(self, g: NodeGroup, name: str, now: float) -> None:
