@@ -9,8 +9,9 @@ Why both: `dask worker` runs a nanny by default, and SIGTERM reaches the CLI pro
 nanny, whose handler (distributed/cli/dask_worker.py) closes hard and loses unique data. Here:
 * in the nanny, SIGTERM is taken over and forwarded to the worker process, which retires itself;
   the nanny then follows the worker out (the worker closes its nanny when it is done);
-* in the worker, SIGTERM stops new work, lets running tasks finish (up to half the budget) and asks
-  the scheduler to retire this worker (its data moves elsewhere), retrying
+* in the worker, SIGTERM stops new work, lets running tasks finish (all of the budget but what moving
+  its data needs: `move_reserve`) and asks the scheduler to retire this worker (its data moves
+  elsewhere), retrying
   until `adaptive.worker.sigterm-timeout` (default 25s, under the pod's 30s grace period) in case a
   replacement worker is still joining, then closes the worker and its nanny.
 If the container runtime signals the whole process group (`tini -g`, as the stock image does), the
@@ -37,7 +38,7 @@ from types import FrameType
 from typing import Any
 
 import dask.config
-from dask.utils import parse_timedelta
+from dask.utils import parse_bytes, parse_timedelta
 from distributed.core import Status
 from tornado.web import RequestHandler
 
@@ -63,12 +64,34 @@ class ReadyHandler(RequestHandler):
         self.write(f"{status.name}\n")
 
 
+# The least a retirement keeps of the SIGTERM budget, whatever the worker holds: the scheduler moves data
+# in Active Memory Manager cycles (2s apart by default), and a recipient may still be joining.
+MOVE_RESERVE_FLOOR = 10.0
+
+
 def sigterm_timeout() -> float:
     return float(parse_timedelta(dask.config.get("adaptive.worker.sigterm-timeout"), default="seconds"))
 
 
-async def finish_running_tasks(worker: Any, until: float) -> None:
-    """Take no new tasks, and let those already running finish (until `until`).
+def move_reserve(budget: float, held_bytes: int, bandwidth: float) -> float:
+    """Seconds of a SIGTERM `budget` kept back for moving the worker's data away; pure.
+
+    Four copies' worth of what it holds at the worker's measured `bandwidth` (bytes/s), and never less
+    than MOVE_RESERVE_FLOOR (a quarter of a smaller budget). Running tasks get the rest: a task cut
+    off runs again from the start elsewhere, so a worker holding little should give them nearly all.
+    """
+    one_copy = held_bytes / bandwidth if bandwidth > 0 else float("inf")
+    return min(budget, max(4 * one_copy, min(MOVE_RESERVE_FLOOR, budget / 4)))
+
+
+def _bandwidth(worker: Any) -> float:
+    measured = getattr(worker, "bandwidth", None)
+    return float(measured or parse_bytes(dask.config.get("distributed.scheduler.bandwidth")))
+
+
+async def finish_running_tasks(worker: Any, deadline: float, budget: float) -> None:
+    """Take no new tasks, and let those already running finish while `deadline` minus the time moving
+    the worker's data needs (re-estimated as results come in) allows.
 
     Retiring at once would make the scheduler reschedule running tasks elsewhere, i.e. compute them
     twice; finished, their results are simply moved with the rest.
@@ -76,15 +99,17 @@ async def finish_running_tasks(worker: Any, until: float) -> None:
     if worker.status in READY_STATUSES:
         # tells the scheduler (no new tasks) and pauses the worker's queue; the 503 readiness follows
         worker.status = Status.closing_gracefully
-    while (worker.state.executing or worker.state.long_running) and time.monotonic() < until:
+    while worker.state.executing or worker.state.long_running:
+        reserve = move_reserve(budget, worker.state.nbytes, _bandwidth(worker))
+        if time.monotonic() >= deadline - reserve:
+            break
         await asyncio.sleep(0.1)
 
 
 async def retire_and_close(worker: Any, timeout: float) -> None:
     """Let running tasks finish, have the scheduler move this worker's data away, then close."""
     deadline = time.monotonic() + timeout
-    # at most half the budget for running tasks: the data movement needs the rest
-    await finish_running_tasks(worker, until=time.monotonic() + timeout / 2)
+    await finish_running_tasks(worker, deadline, timeout)
     while True:
         remaining = deadline - time.monotonic()
         try:

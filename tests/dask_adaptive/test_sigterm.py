@@ -163,14 +163,17 @@ def test_sigterm_lets_a_running_task_finish_instead_of_recomputing_it(tmp_path: 
     marks = tmp_path / "marks"
     marks.mkdir()
     with scheduler(tmp_path, preload=False) as s, Client(s.address, timeout=30) as client:
-        busy, other = (start_worker(s.address, n, tmp_path) for n in ("busy", "other"))
+        # a 12s budget, holding nothing: the data keeps 3s of it (worker.move_reserve), the running task
+        # gets 9s; a 7.5s task would have been cut off at half the budget
+        busy = start_worker(s.address, "busy", tmp_path, DASK_ADAPTIVE__WORKER__SIGTERM_TIMEOUT="12s")
+        other = start_worker(s.address, "other", tmp_path)
         multi = None
         try:
             wait_for(lambda: {"busy", "other"} <= set(by_name(client)), 60, "two workers")
             addr, _ = by_name(client)["busy"]
             # may run elsewhere: if `busy` went away mid-task, the scheduler would run it again on `other`
             future = client.submit(
-                mark_and_sleep, "slow", str(marks), 4.0, key="slow", workers=[addr], allow_other_workers=True
+                mark_and_sleep, "slow", str(marks), 7.5, key="slow", workers=[addr], allow_other_workers=True
             )
             wait_for(lambda: count_executions(marks).get("slow"), 60, "the task to start on busy")
             busy.send_signal(signal.SIGTERM)
