@@ -553,7 +553,6 @@ def run_one(
                 )
                 ran = e2e.executions(runs)
                 result.recomputed = sum(c - 1 for c in ran.values())
-                result.restarted = sum(c - 1 for c in e2e.executions(Path(f"{runs}-starts")).values())
                 retired = {
                     str(w)
                     for t, m in client.get_events("adaptive")
@@ -563,6 +562,7 @@ def run_one(
                 result.rerun_by = rerun_causes(
                     task_starts(Path(f"{runs}-starts")), {pod for _, _, pod in prov.evicted}, retired
                 )
+                result.restarted = sum(result.rerun_by.values())  # every start of a task but its last
                 result.lost += submitted - len(ran)  # never ran at all
         finally:
             kubelet.stop()
