@@ -38,7 +38,7 @@ from types import FrameType
 from typing import Any
 
 import dask.config
-from dask.utils import parse_bytes, parse_timedelta
+from dask.utils import parse_timedelta
 from distributed.core import Status
 from tornado.web import RequestHandler
 
@@ -84,11 +84,6 @@ def move_reserve(budget: float, held_bytes: int, bandwidth: float) -> float:
     return min(budget, max(4 * one_copy, min(MOVE_RESERVE_FLOOR, budget / 4)))
 
 
-def _bandwidth(worker: Any) -> float:
-    measured = getattr(worker, "bandwidth", None)
-    return float(measured or parse_bytes(dask.config.get("distributed.scheduler.bandwidth")))
-
-
 async def finish_running_tasks(worker: Any, deadline: float, budget: float) -> None:
     """Take no new tasks, and let those already running finish while `deadline` minus the time moving
     the worker's data needs (re-estimated as results come in) allows.
@@ -100,7 +95,8 @@ async def finish_running_tasks(worker: Any, deadline: float, budget: float) -> N
         # tells the scheduler (no new tasks) and pauses the worker's queue; the 503 readiness follows
         worker.status = Status.closing_gracefully
     while worker.state.executing or worker.state.long_running:
-        reserve = move_reserve(budget, worker.state.nbytes, _bandwidth(worker))
+        # Worker.bandwidth starts at distributed.scheduler.bandwidth and follows measured transfers
+        reserve = move_reserve(budget, worker.state.nbytes, worker.bandwidth)
         if time.monotonic() >= deadline - reserve:
             break
         await asyncio.sleep(0.1)
