@@ -123,7 +123,8 @@ def _needs(pod: dict[str, Any]) -> tuple[Decimal, Decimal, Decimal]:
 
 class NodeProvisioner:
     """Adds a node to a group when pods stay Unschedulable for `scale_up_delay` (joining `boot_delay`
-    later), removes empty provisioned nodes after `scale_down_delay` — so Dask → pods → nodes scale
+    later), removes empty provisioned nodes after `scale_down_delay` (none while the group cools down
+    from its last scale-up: `cooldown_after_add`) — so Dask → pods → nodes scale
     together in tests. `launches` is the bill (monotonic times)."""
 
     def __init__(
@@ -144,6 +145,7 @@ class NodeProvisioner:
         self.evicted: list[tuple[float, str, str]] = []  # (monotonic time, node, pod) deleted by a drain
         self.launches: list[Launch] = []
         self.underused_since: dict[str, float] = {}
+        self.last_scale_up: dict[str, float] = {}  # group -> when it last asked for a node
         self.draining: set[str] = set()
         self._count = 0
         for g in self.groups:
@@ -155,6 +157,8 @@ class NodeProvisioner:
         self._count += 1
         spec = g.spec(self._count)
         now = time.monotonic()
+        if not booted:
+            self.last_scale_up[g.group] = now
         self.launches.append(Launch(spec.name, g.group, now))
         self.booting[g.group].append((now if booted else now + g.boot_delay, spec))
 
@@ -207,11 +211,10 @@ class NodeProvisioner:
         """cluster-autoscaler's scale-down of an under-used node: its pods request less than
         `scale_down_utilization` of it, every one is movable (owned by a controller, not marked
         safe-to-evict "false") and they all fit the room of the group's other nodes - for
-        `scale_down_delay` on end, and not sooner than that after the node joined. Then it is cordoned
+        `scale_down_delay` on end, and not while the group cools down after a scale-up. Then it is cordoned
         and its pods are deleted with their grace period (an eviction); the node goes once they are
         gone. One node at a time, as cluster-autoscaler drains one non-empty node at a time."""
         cpu, mem = parse_quantity(g.cpu), parse_quantity(g.memory)
-        joined = {n.name: n.joined for n in self.launches}
         for name in self.nodes[g.group]:
             mine = [
                 p
@@ -233,7 +236,7 @@ class NodeProvisioner:
                 self.underused_since.pop(name, None)
                 continue
             since = self.underused_since.setdefault(name, now)
-            if now - since < g.scale_down_delay or now - (joined.get(name) or now) < g.scale_down_delay:
+            if now - since < g.scale_down_delay or self._cooling_down(g, now):
                 continue
             rest = self.kubelet.rest
             rest.patch(f"/api/v1/nodes/{name}", {"spec": {"unschedulable": True}})
@@ -246,6 +249,11 @@ class NodeProvisioner:
                     )
                     self.evicted.append((now, name, p["metadata"]["name"]))
             return
+
+    def _cooling_down(self, g: NodeGroup, now: float) -> bool:
+        """cluster-autoscaler's scale-down-delay-after-add: after a scale-up no node goes for a while (it
+        keeps counting how long each one is unneeded meanwhile)."""
+        return now - self.last_scale_up.get(g.group, -math.inf) < g.cooldown_after_add
 
     def _remove(self, g: NodeGroup, name: str, now: float) -> None:
         # Delete first and update our lists last: a test waiting for `nodes` to shrink then finds the
@@ -320,7 +328,11 @@ class NodeProvisioner:
                     self.empty_since.pop(name, None)
                     continue
                 since = self.empty_since.setdefault(name, now)
-                if now - since >= g.scale_down_delay and len(self.nodes[g.group]) > g.min_size:
+                if (
+                    now - since >= g.scale_down_delay
+                    and len(self.nodes[g.group]) > g.min_size
+                    and not self._cooling_down(g, now)
+                ):
                     self._remove(g, name, now)
             mine = set(self.nodes[g.group])
             if g.scale_down_utilization > 0 and not self.draining & mine and len(mine) > g.min_size:

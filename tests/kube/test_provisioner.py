@@ -210,3 +210,33 @@ def test_an_under_used_node_is_drained_when_its_pods_fit_elsewhere(on_a, on_b, d
         assert prov.draining == {"a"} and prov.events[-1][1:] == ("drain", "a")
     else:
         assert kubelet.rest.calls == [] and prov.draining == set()
+
+
+@pytest.mark.parametrize(("since_scale_up", "drained"), [(5.0, False), (10.0, True)])
+def test_no_node_is_drained_while_the_group_cools_down_after_a_scale_up(since_scale_up, drained):
+    group = NodeGroup(
+        "w", cpu="4", memory="16Gi", scale_down_delay=0.0, scale_down_delay_after_add=10.0,
+        scale_down_utilization=0.5,
+    )  # fmt: skip
+    kubelet = type("K", (), {"rest": _Rest()})()
+    prov = NodeProvisioner(kubelet, [group])  # type: ignore[arg-type]
+    for name in ("a", "b"):
+        prov.nodes["w"].append(name)
+        prov.launches.append(Launch(name, "w", 0.0, joined=0.0))
+    prov.last_scale_up["w"] = 100.0 - since_scale_up
+    prov._consider_drain(group, [_bound("a", "p1"), _bound("b", "p2"), _bound("b", "p3")], now=100.0)
+    assert (prov.draining == {"a"}) is drained
+
+
+@pytest.mark.parametrize(("since_scale_up", "removed"), [(1.0, False), (30.0, True)])
+def test_an_empty_node_outlives_its_unneeded_time_while_the_group_cools_down(since_scale_up, removed):
+    group = NodeGroup("w", scale_down_delay=0.0, scale_down_delay_after_add=20.0)
+    gone = []
+    kubelet = type("K", (), {"remove_node": lambda self, name: gone.append(name)})()
+    prov = NodeProvisioner(kubelet, [group])  # type: ignore[arg-type]
+    prov.nodes["w"].append("a")
+    prov.launches.append(Launch("a", "w", 0.0, joined=0.0))
+    prov.last_scale_up["w"] = time.monotonic() - since_scale_up
+    prov.step([])  # no pods at all: "a" is empty, and its unneeded time (0) is over
+    assert (gone == ["a"]) is removed
+    assert prov.billed() == (0 if removed else 1)
