@@ -10,10 +10,13 @@ ask), and an empty node goes after the unneeded time. Node-seconds = the provisi
 
 Contenders, in one run, interleaved per repeat (same workload, same stack config):
 - `today`: the behaviour before issue 13 - the program's worker Deployment with its packing pod affinity
-  stripped (`affinity.podAffinity` deleted) and the preload's node-aware victims off
-  (`DASK_ADAPTIVE__NODE_PACKING=False` in the scheduler pod's env): kube-scheduler spreads, the scheduler's
-  `workers_to_close` order alone picks victims;
-- `packed`: the program's objects as shipped (pod affinity + node-aware victims);
+  stripped (`affinity.podAffinity` deleted), the preload's node-aware victims off
+  (`DASK_ADAPTIVE__NODE_PACKING=False` in the scheduler pod's env) and cluster-autoscaler's unneeded time
+  at the program's value before (5m): kube-scheduler spreads, the scheduler's `workers_to_close` order
+  alone picks victims;
+- `unpacked`: `today` with the shipped cluster-autoscaler settings (1m) - what the CA setting alone does,
+  and what it costs without packing (busy workers evicted from the under-used nodes CA drains sooner);
+- `packed`: the program's objects and CA settings as shipped (pod affinity + node-aware victims + 1m);
 - `headroom`: as shipped, plus warm headroom of one node (`dask.headroomWorkers` = workersPerNode:
   placeholder pods at a negative PriorityClass, built by infra/k8s/headroom.py) - only when the program
   has that key.
@@ -26,7 +29,8 @@ as shipped: the client reads the stack's client Secret (kube_driver.client_secur
 Time is compressed by `--compression` (default 20): the EKS durations below are divided by it.
   node boot + join            90 s (EKS: ~60-120 s)          -> boot_delay
   cluster-autoscaler reaction 10 s (its scan interval)        -> scale_up_delay
-  scale-down-unneeded-time    the program's CA setting (5m)  -> scale_down_delay (also delay-after-add)
+  scale-down-unneeded-time    the program's CA setting (1m; `today`: 5m, its value before) -> scale_down_delay
+  scale-down-delay-after-add  the program's CA setting (5m)  -> scale_down_delay_after_add
   (not time: scale-down-utilization-threshold, the program's 0.5: an under-used node whose pods fit
   elsewhere is drained - its pods evicted, a worker retiring gracefully on SIGTERM - as CA does)
   preload scaleDownDelay      the program's default (60 s)   -> --scale-down-delay
@@ -95,7 +99,10 @@ from tests.kube.nodes import NodeGroup, NodeSpec
 from tests.kube.provisioner import node_count_steps, node_seconds
 from tests.kube.stack_apply import object_path, record_stack
 
-CONTENDERS = ("today", "packed", "headroom")
+CONTENDERS = ("today", "unpacked", "packed", "headroom")
+SPREAD = ("today", "unpacked")  # kube-scheduler's spreading and the scheduler's victims: no packing
+# cluster-autoscaler's scale-down-unneeded-time before issue 13 (`today`); the others run the shipped one
+UNNEEDED_BEFORE = "5m"
 EKS_BOOT_S = 90.0
 EKS_CA_SCAN_S = 10.0
 EKS_TASK_RANGE_S = (30.0, 180.0)
@@ -122,7 +129,9 @@ class Timing:
     compression: float
     boot: float
     reaction: float
-    unneeded: float
+    unneeded: float  # as shipped
+    unneeded_before: float  # `today`'s
+    after_add: float
     scale_down_delay: float
     target_duration: float
     interval: float
@@ -135,6 +144,8 @@ class Timing:
             boot=EKS_BOOT_S / factor,
             reaction=EKS_CA_SCAN_S / factor,
             unneeded=_seconds(AUTOSCALER_DEFAULTS["scaleDownUnneededTime"]) / factor,
+            unneeded_before=_seconds(UNNEEDED_BEFORE) / factor,
+            after_add=_seconds(AUTOSCALER_DEFAULTS["scaleDownDelayAfterAdd"]) / factor,
             scale_down_delay=round(_seconds(DASK_DEFAULTS["scaleDownDelay"]) / factor, 3),
             # the config's own lower bound is 0.1 s
             target_duration=max(0.1, round(_seconds(DASK_DEFAULTS["targetDuration"]) / factor, 3)),
@@ -142,12 +153,17 @@ class Timing:
             task_range=(EKS_TASK_RANGE_S[0] / factor, EKS_TASK_RANGE_S[1] / factor),
         )
 
+    def unneeded_for(self, contender: str) -> float:
+        return self.unneeded_before if contender == "today" else self.unneeded
+
     def describe(self) -> str:
         f = self.compression
         return (
             f"time compressed {f:g}x: node boot {self.boot:g} s (EKS {self.boot * f:g} s), CA reaction "
             f"{self.reaction:g} s ({self.reaction * f:g} s), scale-down-unneeded-time {self.unneeded:g} s "
-            f"({self.unneeded * f:g} s, the program's CA setting), preload scaleDownDelay "
+            f"({self.unneeded * f:g} s, the program's CA setting; today {self.unneeded_before:g} s = "
+            f"{self.unneeded_before * f:g} s), scale-down-delay-after-add {self.after_add:g} s "
+            f"({self.after_add * f:g} s), preload scaleDownDelay "
             f"{self.scale_down_delay:g} s ({self.scale_down_delay * f:g} s), targetDuration "
             f"{self.target_duration:g} s ({self.target_duration * f:g} s), interval {self.interval:g} s "
             f"(not compressed), tasks {self.task_range[0]:g}-{self.task_range[1]:g} s "
@@ -395,11 +411,11 @@ def run_one(
         pod_spec = workers["spec"]["template"]["spec"]
         pod_spec["terminationGracePeriodSeconds"] = max(1, math.ceil(grace / timing.compression))
         pool = pod_spec["nodeSelector"]["adaptive-dask/pool"]
-        if contender == "today":
+        if contender in SPREAD:
             pod_spec["affinity"].pop("podAffinity")
             if not pod_spec["affinity"]:
                 del pod_spec["affinity"]
-        env = {"DASK_ADAPTIVE__NODE_PACKING": "False"} if contender == "today" else None
+        env = {"DASK_ADAPTIVE__NODE_PACKING": "False"} if contender in SPREAD else None
         (container,) = pod_spec["containers"]
         cmd = container["command"]
         result.threads = int(cmd[cmd.index("--nthreads") + 1])
@@ -411,7 +427,8 @@ def run_one(
             memory=f"{cap.memory_mib}Mi",
             max_size=scenario.node_max,
             scale_up_delay=timing.reaction,
-            scale_down_delay=timing.unneeded,
+            scale_down_delay=timing.unneeded_for(contender),
+            scale_down_delay_after_add=timing.after_add,
             boot_delay=timing.boot,
             scale_down_utilization=float(AUTOSCALER_DEFAULTS["scaleDownUtilizationThreshold"]),
         )
@@ -525,7 +542,7 @@ def run_one(
                 try:
                     wait_for(
                         lambda: prov.billed() == result.baseline_nodes,
-                        max(60.0, 4 * timing.unneeded),
+                        max(60.0, 4 * timing.unneeded_before),
                         0.2,
                         message=f"back at {result.baseline_nodes} node(s)",
                     )
@@ -712,6 +729,15 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
     return ratios
 
 
+def packing_alone(runs: list[Run], scenario: Scenario) -> list[float]:
+    """packed / unpacked node-seconds per repeat: the pod affinity and node-aware victims alone, both
+    under the shipped cluster-autoscaler settings."""
+    runs = [r for r in runs if r.scenario == scenario.name]
+    unpacked = {r.repeat: r.node_seconds for r in runs if r.contender == "unpacked"}
+    packed = [r for r in runs if r.contender == "packed" and r.repeat in unpacked]
+    return [r.node_seconds / unpacked[r.repeat] for r in packed]
+
+
 def report_cold(runs: list[Run], scenarios: list[Scenario], out: Tee) -> None:
     """Issue 13 §6: what a cold burst asks for, by threads per worker (all contenders and repeats)."""
 
@@ -773,7 +799,7 @@ def plot(runs: list[Run], scenarios: list[Scenario], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(scenarios), 1, figsize=(10, 4 * len(scenarios)), squeeze=False)
-    colours = {"today": "tab:red", "packed": "tab:blue", "headroom": "tab:green"}
+    colours = {"today": "tab:red", "unpacked": "tab:orange", "packed": "tab:blue", "headroom": "tab:green"}
     for ax, scenario in zip(axes[:, 0], scenarios, strict=True):
         for c in CONTENDERS:
             r = next(
@@ -900,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
         + timing.task_range[1]
         + main_s.stream_length()
     )
-    period = args.period or (burst + timing.scale_down_delay + timing.unneeded + 10)
+    period = args.period or (burst + timing.scale_down_delay + timing.unneeded_before + 10)
     bin_dir, why = find_binaries()
     if bin_dir is None:
         print(f"node_cost: no Kubernetes binaries: {why}", file=sys.stderr)
@@ -920,7 +946,8 @@ def main(argv: list[str] | None = None) -> int:
                 out(skipped)
             measured = steps or [main_s]  # repeated, with every contender; the sanity scenario once
             for s in scenarios:
-                names = contenders if s in measured else [c for c in contenders if c != "headroom"]
+                # the sanity scenario: one worker per node, so packing has nothing to pack - today vs shipped
+                names = contenders if s in measured else [c for c in contenders if c in ("today", "packed")]
                 for rep in range(args.repeats if s in measured else 1):
                     for c in names:
                         runs.append(run_one(kube, s, c, rep, timing, period, Path(tmp), out))
@@ -939,10 +966,16 @@ def main(argv: list[str] | None = None) -> int:
         causes = f" ({describe_causes(again)})" if again else ""
         out(f"{c}: tasks run again, all runs: {sum(again.values())}{causes}")
     for s in measured:
-        for c in ("packed", "headroom"):
+        for c in ("unpacked", "packed", "headroom"):
             if c in ratios[s.name] and "today" in ratios[s.name]:
                 goal = " (goal <= 0.8)" if c == "packed" else ""
                 out(f"{s.name}: {c} / today node-seconds (median): {ratios[s.name][c]:.2f}{goal}")
+        alone = packing_alone(runs, s)
+        if alone:
+            out(
+                f"{s.name}: packed / unpacked node-seconds (median, packing alone - same CA settings): "
+                f"{statistics.median(alone):.2f} ({min(alone):.2f}-{max(alone):.2f})"
+            )
     out(f"load average at end: {load()}; took {time.monotonic() - started:.0f} s")
     if args.png:
         plot(runs, measured, args.png)

@@ -135,7 +135,7 @@ def test_autoscaler_defaults_are_tuned_for_dask():
     assert a.kubernetes_version == "1.35"
     assert a.expander == "priority,least-waste"  # spot and on-demand both exist
     assert a.flags == {
-        "scale-down-unneeded-time": "5m",
+        "scale-down-unneeded-time": "1m",
         "scale-down-delay-after-add": "5m",
         "max-node-provision-time": "10m",
         "expander": "priority,least-waste",
