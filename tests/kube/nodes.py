@@ -109,7 +109,8 @@ class NodeGroup:
     scale_up_delay: float = 1.0  # pods Unschedulable this long before a node is asked for (CA's reaction)
     scale_down_delay: float = 5.0  # a provisioned node empty this long is removed (scale-down-unneeded-time)
     # scale-down-delay-after-add: no node of the group goes this long after its last scale-up (None: the
-    # scale_down_delay, as the two were one setting in the program before issue 13)
+    # scale_down_delay, as this provisioner had one value for both before; the program sets both, 5m each
+    # until issue 13)
     scale_down_delay_after_add: float | None = None
     boot_delay: float = 0.0  # an asked-for node joins this much later (boot + join); billed meanwhile
     # cluster-autoscaler's scale-down-utilization-threshold: a node whose pods request less than this share
