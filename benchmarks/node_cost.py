@@ -633,7 +633,7 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
     rows, ratios = [], {}
     for c in names:
         rs = by[c]
-        ns_ratio = [r.node_seconds / base[r.repeat].node_seconds for r in rs if r.repeat in base]
+        ns_ratio = node_seconds_ratios(runs, scenario, c, "today")
         span_ratio = []
         for r in rs:
             b = base.get(r.repeat)
@@ -729,13 +729,12 @@ def report(runs: list[Run], scenario: Scenario, out: Tee) -> dict[str, float]:
     return ratios
 
 
-def packing_alone(runs: list[Run], scenario: Scenario) -> list[float]:
-    """packed / unpacked node-seconds per repeat: the pod affinity and node-aware victims alone, both
-    under the shipped cluster-autoscaler settings."""
+def node_seconds_ratios(runs: list[Run], scenario: Scenario, contender: str, against: str) -> list[float]:
+    """`contender`'s node-seconds over `against`'s, per repeat of `scenario` that ran both (e.g. packed
+    against unpacked: packing alone, both under the shipped cluster-autoscaler settings)."""
     runs = [r for r in runs if r.scenario == scenario.name]
-    unpacked = {r.repeat: r.node_seconds for r in runs if r.contender == "unpacked"}
-    packed = [r for r in runs if r.contender == "packed" and r.repeat in unpacked]
-    return [r.node_seconds / unpacked[r.repeat] for r in packed]
+    base = {r.repeat: r.node_seconds for r in runs if r.contender == against}
+    return [r.node_seconds / base[r.repeat] for r in runs if r.contender == contender and r.repeat in base]
 
 
 def report_cold(runs: list[Run], scenarios: list[Scenario], out: Tee) -> None:
@@ -970,7 +969,7 @@ def main(argv: list[str] | None = None) -> int:
             if c in ratios[s.name] and "today" in ratios[s.name]:
                 goal = " (goal <= 0.8)" if c == "packed" else ""
                 out(f"{s.name}: {c} / today node-seconds (median): {ratios[s.name][c]:.2f}{goal}")
-        alone = packing_alone(runs, s)
+        alone = node_seconds_ratios(runs, s, "packed", "unpacked")
         if alone:
             out(
                 f"{s.name}: packed / unpacked node-seconds (median, packing alone - same CA settings): "
