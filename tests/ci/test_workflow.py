@@ -248,8 +248,12 @@ def test_cli_version_matches_sdk_pin(wf):
 # --- supply chain -----------------------------------------------------------------------------
 
 
-def test_every_action_is_pinned_to_a_commit_with_its_tag():
-    uses_lines = [ln for ln in WORKFLOW.read_text().splitlines() if re.match(r"^\s*(-\s*)?uses:", ln)]
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit_with_its_tag(path: Path):
+    uses_lines = [ln for ln in path.read_text().splitlines() if re.match(r"^\s*(-\s*)?uses:", ln)]
     assert uses_lines
     for ln in uses_lines:
         ref, _, comment = ln.split("uses:", 1)[1].partition("#")
@@ -259,6 +263,39 @@ def test_every_action_is_pinned_to_a_commit_with_its_tag():
 
 def test_same_action_same_pin():
     pins: dict[str, set[str]] = {}
-    for m in re.finditer(r"uses:\s*([^@\s]+)@([0-9a-f]{40})", WORKFLOW.read_text()):
-        pins.setdefault(m[1], set()).add(m[2])
+    for path in WORKFLOWS:
+        for m in re.finditer(r"uses:\s*([^@\s]+)@([0-9a-f]{40})", path.read_text()):
+            pins.setdefault(m[1], set()).add(m[2])
     assert pins and all(len(v) == 1 for v in pins.values()), pins
+
+
+def test_policy_pack_venv_installs_only_hashed_locked_files(wf):
+    for name, job in pulumi_jobs(wf).items():
+        (run,) = [s["run"] for s in job["steps"] if "policy/requirements.txt" in str(s.get("run", ""))]
+        assert "--require-hashes -r policy/requirements.txt" in run, name
+
+
+# --- the weekly lock refresh (issue 25) ---------------------------------------------------------
+
+
+def test_lock_refresh_proposes_only_a_tested_lock():
+    refresh = yaml.safe_load((ROOT / ".github" / "workflows" / "lock-refresh.yml").read_text())
+    assert "schedule" in triggers(refresh) and "workflow_dispatch" in triggers(refresh)
+    assert refresh["permissions"] == {"contents": "read"}
+    (job,) = refresh["jobs"].values()
+    runs = [str(s.get("run", "")) for s in job["steps"]]
+    relock = next(i for i, r in enumerate(runs) if "bash .ci/lock --upgrade" in r)
+    suite = next(i for i, r in enumerate(runs) if r.strip() == "bash .ci/run")
+    propose = next(i for i, r in enumerate(runs) if "/pulls" in r)
+    assert relock < suite < propose  # the pull request is opened only after the suite passed on the lock
+    # ... and a red suite stops the job: nothing lets a failed step through to the proposal
+    assert not any(s.get("continue-on-error") for s in job["steps"][: propose + 1])
+    assert not re.search(r"\b(always|failure|cancelled)\(\)", str(job["steps"][propose].get("if", "")))
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert job["container"] == wf_test_container()
+    for step in job["steps"]:  # no expression expands inside a shell line (template injection)
+        assert "${{" not in str(step.get("run", "")), step
+
+
+def wf_test_container() -> str:
+    return yaml.safe_load(WORKFLOW.read_text())["jobs"]["test"]["container"]

@@ -57,7 +57,7 @@ def autoscaler(obj: dict | None = None, f: AwsConfig | None = None) -> Autoscale
 # ---------------------------------------------------------------- the image pin
 
 
-def test_default_image_pins_the_dask_release_of_requirements_txt():
+def test_default_image_pins_the_dask_release_of_requirements_and_lock():
     pins = dict(
         re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line).groups()  # type: ignore[union-attr]
         for line in (REPO / "requirements.txt").read_text().splitlines()
@@ -65,6 +65,8 @@ def test_default_image_pins_the_dask_release_of_requirements_txt():
     )
     assert pins["dask"] == pins["distributed"] == DASK_VERSION
     assert dask().image == f"ghcr.io/dask/dask:{pins['dask']}-py3.12"
+    locked = re.findall(r"^(dask|distributed)==(\S+)", (REPO / "requirements.lock").read_text(), re.M)
+    assert sorted(locked) == [("dask", DASK_VERSION), ("distributed", DASK_VERSION)]  # the image = the lock
 
 
 # ---------------------------------------------------------------- defaults and derived sizing

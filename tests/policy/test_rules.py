@@ -494,21 +494,6 @@ def test_pack_files():
     assert "build_policies(" in main and "PolicyPack(" in main and "PULUMI_STACK" in main
 
 
-def test_pack_requirements_are_exact_and_match_the_project():
-    def pins(path: Path) -> dict[str, str]:
-        lines = [ln.split("#")[0].strip() for ln in path.read_text().splitlines()]
-        return dict(ln.split("==") for ln in lines if ln)
-
-    pack = pins(ROOT / "policy" / "requirements.txt")
-    assert pack and all(v and v[0].isdigit() for v in pack.values())
-    project = {**pins(ROOT / "requirements.txt"), **pins(ROOT / "requirements-dev.txt")}
-    assert pack["pulumi-policy"] == project["pulumi-policy"] and pack["pulumi"] == project["pulumi"]
-    from importlib.metadata import version
-
-    for name, pinned in pack.items():
-        assert version(name) == pinned, name  # the tests ran against exactly what the pack installs
-
-
 def test_unknown_values_surface_as_unknown_not_as_violations():
     """In preview an unknown prop must raise UnknownValueError (the engine turns it into an advisory
     "can't run during preview" note), never be mistaken for a bad value."""
