@@ -49,6 +49,24 @@ def check_imdsv2(props: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def check_imds_hop_limit(props: Mapping[str, Any]) -> list[str]:
+    """A pod's request to IMDS crosses one more network hop than the node's own, so a PUT response hop
+    limit of 1 keeps the IMDSv2 token (and with it the node role's credentials) from every pod that is
+    not on the host network; pods get AWS access through IRSA instead. Unset is a violation too: the
+    instance then takes the AMI's default, which is 2 on the AL2023 EKS AMIs."""
+    meta = get_path(props, "metadataOptions") or {}
+    if get_path(meta, "httpEndpoint") == "disabled":
+        return []
+    limit = get_path(meta, "httpPutResponseHopLimit")
+    # a wire number (the engine and mocks send floats), or its text; 1.5 is not 1
+    if port_number(limit) != 1 or float(limit) != 1:
+        return [
+            f"metadataOptions.httpPutResponseHopLimit is {limit!r}; set it to 1 so pods cannot fetch an "
+            "IMDSv2 token and the node role's credentials"
+        ]
+    return []
+
+
 def check_node_group_launch_template(props: Mapping[str, Any]) -> list[str]:
     """Without its own launch template a managed node group gets EKS's default one, whose IMDS settings
     the program does not control (and this pack cannot see)."""

@@ -1,5 +1,6 @@
 """The checks of the Dask namespace's fences (issue 12): default-deny NetworkPolicy where Dask runs,
-vpc-cni enforcing NetworkPolicies, and the scheduler's admission policy bound with Deny."""
+vpc-cni enforcing NetworkPolicies, and the scheduler's admission policy (failing closed, with
+validations) bound with Deny."""
 
 from __future__ import annotations
 
@@ -83,12 +84,35 @@ def check_vpc_cni_network_policy(props: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def admission_policy_defects(props: Mapping[str, Any]) -> list[str]:
+    """Why a ValidatingAdmissionPolicy would refuse nothing, whatever it is bound with.
+
+    `failurePolicy: Ignore` admits every request whose evaluation fails (a CEL error, a cost limit, a
+    missing param), so the fence opens exactly when it is probed; unset is the API server's default,
+    Fail. A policy without a validation (or whose only expressions are the constant `true`) never denies."""
+    out = []
+    failure = get_path(props, "spec.failurePolicy")
+    if failure is not None and str(failure) != "Fail":
+        out.append(f"spec.failurePolicy is {str(failure)!r}; it must be 'Fail' (or unset: the API default)")
+    checks = [
+        v
+        for v in as_list(get_path(props, "spec.validations"))
+        if isinstance(v, Mapping) and str(v.get("expression", "")).strip() not in ("", "true")
+    ]
+    if not checks:
+        out.append("spec.validations has no expression that can fail, so the policy denies nothing")
+    return out
+
+
 def check_scheduler_admission(resources: Sequence[PolicyResource]) -> list[tuple[str | None, str]]:
-    """The scheduler holds a token that can scale and delete pods; a ValidatingAdmissionPolicy bound with
-    Deny and matched on exactly its service account narrows that to scaling."""
-    policies = {
-        str(get_path(r.props, "metadata.name")): r for r in resources if r.resource_type == ADMISSION_POLICY
-    }
+    """The scheduler holds a token that can scale and delete pods; a ValidatingAdmissionPolicy matched on
+    exactly its service account, failing closed, with validations, and bound with Deny narrows that to
+    scaling.
+
+    Every policy whose matchConditions name the account must be such a fence and every binding of one
+    must Deny, and at least one complete fence must exist; other admission policies (e.g. one guarding
+    a PriorityClass) are not looked at, so the check holds for any number of them."""
+    policies = [r for r in resources if r.resource_type == ADMISSION_POLICY]
     bindings = [r for r in resources if r.resource_type == ADMISSION_BINDING]
     found: list[tuple[str | None, str]] = []
     for scheduler in _dask_deployments(resources, "scheduler"):
@@ -96,25 +120,36 @@ def check_scheduler_admission(resources: Sequence[PolicyResource]) -> list[tuple
         user = f"system:serviceaccount:{_namespace(scheduler.props)}:{account}"
         matching = [
             p
-            for p in policies.values()
+            for p in policies
             if any(
                 user in str(c.get("expression", ""))
                 for c in as_list(get_path(p.props, "spec.matchConditions"))
             )
         ]
-        bound = [
-            b
-            for b in bindings
-            if str(get_path(b.props, "spec.policyName"))
-            in {str(get_path(p.props, "metadata.name")) for p in matching}
-        ]
-        if not bound:
+        fenced = False
+        for policy in matching:
+            name = str(get_path(policy.props, "metadata.name"))
+            defects = admission_policy_defects(policy.props)
+            found += [(policy.urn, f"the scheduler's admission policy {name}: {d} ({user})") for d in defects]
+            denies = False
+            for binding in bindings:
+                if str(get_path(binding.props, "spec.policyName")) != name:
+                    continue
+                if "Deny" in as_list(get_path(binding.props, "spec.validationActions")):
+                    denies = True
+                else:
+                    found.append(
+                        (binding.urn, f"the scheduler's admission policy binding must Deny ({user})")
+                    )
+            fenced = fenced or (denies and not defects)
+        if not fenced:
             found.append(
-                (scheduler.urn, f"no ValidatingAdmissionPolicy is bound for the scheduler's account {user}")
+                (
+                    scheduler.urn,
+                    f"no ValidatingAdmissionPolicy fences the scheduler's account {user}: none matches it, "
+                    "fails closed, has validations and is bound with Deny",
+                )
             )
-        for binding in bound:
-            if "Deny" not in as_list(get_path(binding.props, "spec.validationActions")):
-                found.append((binding.urn, f"the scheduler's admission policy binding must Deny ({user})"))
     return found
 
 

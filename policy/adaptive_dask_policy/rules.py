@@ -30,6 +30,7 @@ from .checks import (
     check_audit_logging,
     check_ca_version,
     check_iam,
+    check_imds_hop_limit,
     check_imdsv2,
     check_ingress_exposure,
     check_launch_template_no_public_ip,
@@ -113,6 +114,14 @@ RULES: tuple[Rule, ...] = (
             if a.resource_type == NODE_GROUP
             else check_imdsv2(a.props) + check_launch_template_no_public_ip(a.props)
         ),
+    ),
+    Rule(
+        "imds-hop-limit-one",
+        "Launch templates set metadataOptions.httpPutResponseHopLimit to 1: pods cannot reach the node role.",
+        M,
+        A,
+        frozenset({LAUNCH_TEMPLATE}),
+        lambda a: check_imds_hop_limit(a.props),
     ),
     Rule(
         "node-subnets-private",
@@ -203,7 +212,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "dask-scheduler-admission-policy",
-        "A ValidatingAdmissionPolicy bound with Deny narrows the Dask scheduler's account to scaling.",
+        "A ValidatingAdmissionPolicy that fails closed and has validations, bound with Deny, narrows the "
+        "Dask scheduler's account to scaling.",
         M,
         A,
         stack_check=check_scheduler_admission,

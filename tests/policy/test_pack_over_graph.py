@@ -184,6 +184,17 @@ def _plaintext_scheduler(r: Res) -> None:
     _both(r, drop)
 
 
+def _fences_scheduler(r: Res) -> bool:
+    """The scheduler's admission policy (matched on its service account), not any other the stack has."""
+    conditions = json.dumps((r.inputs.get("spec") or {}).get("matchConditions") or [])
+    return r.type == R.ADMISSION_POLICY and ":dask-scheduler'" in conditions
+
+
+def _binds_fence(r: Res) -> bool:
+    fences = {p.inputs["metadata"]["name"] for p in recorded("prod") if _fences_scheduler(p)}
+    return (r.inputs.get("spec") or {}).get("policyName") in fences
+
+
 def _audit_only(r: Res) -> None:
     _both(r, lambda d: _set(d, "spec.validationActions", ["Audit"]))
 
@@ -197,7 +208,12 @@ VARIANTS.update(
             lambda r: r.inputs.get("addonName") == "vpc-cni",
             lambda r: _both(r, lambda d: d.pop("configurationValues", None)),
         ),
-        "dask-scheduler-admission-policy": (R.ADMISSION_BINDING, lambda r: True, _audit_only),
+        "dask-scheduler-admission-policy": (R.ADMISSION_BINDING, lambda r: _binds_fence(r), _audit_only),
+        "imds-hop-limit-one": (
+            R.LAUNCH_TEMPLATE,
+            lambda r: True,
+            lambda r: _both(r, lambda d: _set(d, "metadataOptions.httpPutResponseHopLimit", 2)),
+        ),
         "dask-mutual-tls": (R.DEPLOYMENT, lambda r: _dask_component(r, "scheduler"), _plaintext_scheduler),
     }
 )
@@ -218,3 +234,82 @@ def test_each_rule_fires_on_a_broken_prod_graph(rule):
     assert set(found) == {rule}, {k: [v.message for v in vs] for k, vs in found.items()}
     assert all(v.level == EnforcementLevel.MANDATORY for v in found[rule])
     assert targets[0].urn in {v.urn for v in found[rule]}  # blamed on the broken resource
+
+
+# --- the scheduler's admission fence, more ways to break it (item 13), for any number of policies ----
+
+
+def _fail_open(r: Res) -> None:
+    _both(r, lambda d: _set(d, "spec.failurePolicy", "Ignore"))
+
+
+def _no_validations(r: Res) -> None:
+    _both(r, lambda d: d["spec"].pop("validations"))
+
+
+def _always_true(r: Res) -> None:
+    _both(r, lambda d: _set(d, "spec.validations", [{"expression": "true", "message": "never"}]))
+
+
+@pytest.mark.parametrize("breakit", [_fail_open, _no_validations, _always_true])
+def test_a_scheduler_fence_that_fails_open_or_validates_nothing_is_no_fence(breakit):
+    resources = recorded("prod")
+    [fence] = [r for r in resources if _fences_scheduler(r)]
+    breakit(fence)
+    found = by_policy(run_pack(resources, strict=True))
+    rule = "dask-scheduler-admission-policy"
+    assert set(found) == {rule}, {k: [v.message for v in vs] for k, vs in found.items()}
+    assert fence.urn in {v.urn for v in found[rule]}  # blamed on the policy itself
+    [scheduler] = [r for r in resources if r.type == R.DEPLOYMENT and _dask_component(r, "scheduler")]
+    assert scheduler.urn in {v.urn for v in found[rule]}, "and the scheduler is reported unfenced"
+    assert all(v.level == EnforcementLevel.MANDATORY for v in found[rule])
+    relaxed = by_policy(run_pack(resources, strict=False))
+    assert {v.level for v in relaxed[rule]} == {EnforcementLevel.ADVISORY}
+
+
+def _copy_of(r: Res, name: str) -> Res:
+    twin = copy.deepcopy(r)
+    twin.name, twin.urn = name, r.urn.rsplit("::", 1)[0] + "::" + name
+    for d in (twin.inputs, twin.state):
+        d["metadata"]["name"] = name
+        if "policyName" in d.get("spec", {}):
+            d["spec"]["policyName"] = name.removesuffix("-binding")
+    return twin
+
+
+def _fence_pair(resources: list[Res]) -> tuple[Res, Res]:
+    [policy] = [r for r in resources if _fences_scheduler(r)]
+    [binding] = [r for r in resources if r.type == R.ADMISSION_BINDING and _binds_fence(r)]
+    return policy, binding
+
+
+def test_more_admission_policies_neither_hide_a_broken_fence_nor_break_a_good_one():
+    """Another fence-shaped policy (e.g. one guarding the scheduler's PriorityClass) is not the
+    scheduler's fence; a second fence on the scheduler's account is checked like the first."""
+    resources = recorded("prod")
+    policy, binding = _fence_pair(resources)
+    other = _copy_of(policy, "priority-class-guard")
+    for d in (other.inputs, other.state):  # someone else's policy, matched on other requests
+        d["spec"]["matchConditions"] = [{"name": "any", "expression": "true"}]
+        d["spec"]["failurePolicy"] = "Ignore"
+    resources += [other, _copy_of(binding, "priority-class-guard-binding")]
+    assert run_pack(resources, strict=True) == [], "an unrelated policy changes nothing"
+
+    second, second_binding = _copy_of(policy, "second-fence"), _copy_of(binding, "second-fence-binding")
+    resources += [second, second_binding]
+    assert run_pack(resources, strict=True) == [], "two good fences are fine"
+
+    _fail_open(second)
+    found = by_policy(run_pack(resources, strict=True))
+    assert set(found) == {"dask-scheduler-admission-policy"}
+    assert {v.urn for v in found["dask-scheduler-admission-policy"]} == {second.urn}, (
+        "the good fence still fences the scheduler; the broken second one is named"
+    )
+
+
+def test_the_fence_alone_unbound_is_no_fence():
+    resources = [r for r in recorded("prod") if not (r.type == R.ADMISSION_BINDING and _binds_fence(r))]
+    found = by_policy(run_pack(resources, strict=True))
+    assert set(found) == {"dask-scheduler-admission-policy"}
+    [v] = found["dask-scheduler-admission-policy"]
+    assert "no ValidatingAdmissionPolicy fences the scheduler's account" in v.message

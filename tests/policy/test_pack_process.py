@@ -86,9 +86,10 @@ def levels(stub: analyzer_pb2_grpc.AnalyzerStub) -> dict[str, int]:
 
 def test_prod_pack_is_all_mandatory_and_dev_relaxes_only_security(start_pack):
     prod = levels(start_pack("prod"))
-    assert len(prod) == 14 and set(prod.values()) == {MANDATORY}
+    assert len(prod) == 15 and set(prod.values()) == {MANDATORY}
     dev = levels(start_pack("dev"))
     assert dev["eks-audit-logging"] == ADVISORY and dev["imdsv2-required"] == ADVISORY
+    assert dev["imds-hop-limit-one"] == ADVISORY
     assert dev["dask-namespace-default-deny"] == ADVISORY
     assert dev["dask-worker-replicas-unmanaged"] == MANDATORY
     assert dev["cluster-autoscaler-matches-cluster"] == MANDATORY
@@ -116,9 +117,10 @@ def test_violation_and_preview_unknown_over_the_wire(start_pack):
     (diag,) = [d for d in bad.diagnostics if d.policyName == "imdsv2-required"]
     assert diag.enforcementLevel == MANDATORY and "httpTokens" in diag.message
     assert diag.urn == ""  # resource policies leave it empty: the engine attributes it to `urn`
-    assert [d for d in analyze({"metadataOptions": {"httpTokens": "required"}}).diagnostics] == []
+    good = {"httpTokens": "required", "httpPutResponseHopLimit": 1}
+    assert [d for d in analyze({"metadataOptions": good}).diagnostics] == []
     # unknown in preview: a "can't run during preview" note at advisory level, never a violation
-    (note,) = analyze({"metadataOptions": {"httpTokens": UNKNOWN_STRING_VALUE}}).diagnostics
+    (note,) = analyze({"metadataOptions": {**good, "httpTokens": UNKNOWN_STRING_VALUE}}).diagnostics
     assert note.enforcementLevel == ADVISORY and "during preview" in note.message
 
 

@@ -74,6 +74,29 @@ def test_node_group_must_bring_its_launch_template():
     assert "launchTemplate" in msg
 
 
+@pytest.mark.parametrize("limit", [1, 1.0, "1"])
+def test_imds_hop_limit_one_passes(limit):
+    props = {"metadataOptions": {"httpTokens": "required", "httpPutResponseHopLimit": limit}}
+    assert check("imds-hop-limit-one", LT, props) == []
+    assert check("imds-hop-limit-one", LT, {"metadataOptions": {"httpEndpoint": "disabled"}}) == []
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"httpTokens": "required", "httpPutResponseHopLimit": 2},
+        {"httpTokens": "required", "httpPutResponseHopLimit": 1.5},
+        {"httpTokens": "required", "httpPutResponseHopLimit": "two"},
+        {"httpTokens": "required"},  # unset: the AMI's default (2 on AL2023 EKS AMIs)
+        None,
+    ],
+)
+def test_imds_hop_limit_other_or_unset_fails(meta):
+    (msg,) = check("imds-hop-limit-one", LT, {"metadataOptions": meta} if meta else {})
+    assert msg.startswith("metadataOptions.httpPutResponseHopLimit is ") and "set it to 1" in msg
+    assert check("imds-hop-limit-one", "aws:ec2/instance:Instance", {}) == []
+
+
 def test_imdsv2_ignores_other_types():
     assert check("imdsv2-required", "aws:ec2/instance:Instance", {}) == []
 
@@ -428,6 +451,7 @@ def test_ca_as_plain_deployment_is_checked_too():
 
 SECURITY = {
     "imdsv2-required",
+    "imds-hop-limit-one",
     "node-subnets-private",
     "eks-secrets-encryption",
     "eks-audit-logging",
@@ -553,3 +577,59 @@ def test_headroom_placeholders_pass_the_rules_for_dask_pods():
     assert check_worker_replicas(held, []) == []
     worker_like = json.loads(json.dumps(held).replace('"headroom"', '"worker"'))
     assert check_dask_mutual_tls(worker_like)  # the same pod labelled a worker would be flagged
+
+
+VAP = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy"
+VAPB = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding"
+USER = "system:serviceaccount:dask:dask-scheduler"
+
+
+def scheduler_and_fence(spec: dict, actions: tuple[str, ...] = ("Deny",)) -> list[Res]:
+    scheduler = Res(
+        "kubernetes:apps/v1:Deployment",
+        "scheduler",
+        {
+            "metadata": {
+                "namespace": "dask",
+                "labels": {"app.kubernetes.io/name": "dask", "app.kubernetes.io/component": "scheduler"},
+            },
+            "spec": {"template": {"spec": {"serviceAccountName": "dask-scheduler"}}},
+        },
+    )
+    match = [{"name": "sa", "expression": f"request.userInfo.username == '{USER}'"}]
+    policy = Res(VAP, "fence", {"metadata": {"name": "fence"}, "spec": {"matchConditions": match, **spec}})
+    binding = Res(VAPB, "bind", {"spec": {"policyName": "fence", "validationActions": list(actions)}})
+    return [scheduler, policy, binding]
+
+
+DENIES = [{"expression": "request.operation != 'CREATE'", "message": "no"}]
+
+
+@pytest.mark.parametrize("spec", [{"failurePolicy": "Fail", "validations": DENIES}, {"validations": DENIES}])
+def test_scheduler_fence_that_fails_closed_passes(spec):
+    """failurePolicy unset is the API server's default, Fail."""
+    assert check_stack("dask-scheduler-admission-policy", scheduler_and_fence(spec)) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"failurePolicy": "Ignore", "validations": DENIES}, "spec.failurePolicy is 'Ignore'"),
+        ({"failurePolicy": "Fail"}, "spec.validations has no expression that can fail"),
+        ({"failurePolicy": "Fail", "validations": []}, "spec.validations has no expression that can fail"),
+        ({"validations": [{"expression": " true "}]}, "spec.validations has no expression that can fail"),
+    ],
+)
+def test_scheduler_fence_that_fails_open_or_validates_nothing_fails(spec, needle):
+    resources = scheduler_and_fence(spec)
+    found = check_stack("dask-scheduler-admission-policy", resources)
+    scheduler, policy, _ = resources
+    assert {u for _, u in found} == {policy.urn, scheduler.urn}
+    assert any(needle in m and USER in m for m, u in found if u == policy.urn)
+
+
+def test_scheduler_fence_binding_must_deny():
+    resources = scheduler_and_fence({"validations": DENIES}, actions=("Audit", "Warn"))
+    found = check_stack("dask-scheduler-admission-policy", resources)
+    scheduler, _, binding = resources
+    assert {u for _, u in found} == {binding.urn, scheduler.urn}
