@@ -52,8 +52,22 @@ class LiveFacts:
 # -------------------------------------------------------------------------------------- pure decisions
 
 
-def choose_zones(names: Sequence[str], az_count: int, region: str) -> tuple[str, ...]:
-    """The first `az_count` usable zones, or a ConfigError naming `network.azCount` when too few exist."""
+def choose_zones(
+    names: Sequence[str], ids: Sequence[str], az_count: int, region: str, pinned_ids: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """Zone names for the subnets: those of the pinned zone IDs in order, else the first `az_count` usable
+    zones; a ConfigError naming the key when a pinned zone is not usable or too few zones exist."""
+    by_id = dict(zip(ids, names, strict=True))
+    if pinned_ids:
+        for i, zone_id in enumerate(pinned_ids):
+            if zone_id not in by_id:
+                raise ConfigError(
+                    f"{PROJECT}:network.zoneIds[{i}]",
+                    zone_id,
+                    f"not a zone EKS accepts in {region} now; usable: {', '.join(ids) or 'none'} "
+                    f"(zone IDs {', '.join(EKS_UNSUPPORTED_ZONE_IDS)} are excluded)",
+                )
+        return tuple(by_id[z] for z in pinned_ids)
     if az_count > len(names):
         raise ConfigError(
             f"{PROJECT}:network.azCount",
@@ -150,14 +164,15 @@ def _invoke(provider: aws.Provider) -> pulumi.InvokeOptions:
     return pulumi.InvokeOptions(provider=provider)
 
 
-def _usable_zone_names(provider: aws.Provider) -> list[str]:
+def _usable_zones(provider: aws.Provider) -> tuple[list[str], list[str]]:
+    """(names, zone IDs) of the zones EKS accepts, in the same order."""
     zones = aws.get_availability_zones(
         state="available",
         exclude_zone_ids=list(EKS_UNSUPPORTED_ZONE_IDS),
         filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
         opts=_invoke(provider),
     )
-    return list(zones.names)
+    return list(zones.names), list(zones.zone_ids)
 
 
 def _caller(provider: aws.Provider) -> tuple[str, str]:
@@ -200,7 +215,8 @@ def read_live_facts(settings: Settings, provider: aws.Provider, log_group: str) 
     """All live reads, in one place; raises ConfigError before any AWS resource is registered."""
     cfg = settings.aws
     assert cfg is not None, "live facts are read for the aws target only"
-    zones = choose_zones(_usable_zone_names(provider), cfg.network.az_count, cfg.region)
+    names, ids = _usable_zones(provider)
+    zones = choose_zones(names, ids, cfg.network.az_count, cfg.region, cfg.network.zone_ids)
     if cfg.cluster.log_types:
         _check_log_group(settings, provider, log_group)
     account_id, deployer = _caller(provider)

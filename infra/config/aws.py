@@ -39,6 +39,13 @@ CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 SUPPORT_TYPES = ("STANDARD", "EXTENDED")
 MANAGED_ADDONS = ("vpc-cni", "kube-proxy", "coredns")
+# A version key set to this tracks the newest release on every run (a routine `up` then rolls nodes or
+# addons when AWS publishes one): allowed outside production only, and only when said explicitly.
+LATEST = "latest"
+# Support types per production flag when `cluster.supportType` is unset: STANDARD auto-upgrades the control
+# plane when standard support ends (14 months), which the next `up` would try to undo; a production stack
+# pays for EXTENDED (12 more months) rather than have its control plane move under it.
+DEFAULT_SUPPORT_TYPE = {False: "STANDARD", True: "EXTENDED"}
 RESERVED_NODE_GROUP_NAMES = ("system",)
 # Label/taint key prefixes owned by Kubernetes, EKS or this toolkit; a node group must not set them.
 RESERVED_LABEL_PREFIXES = ("kubernetes.io/", "k8s.io/", "eks.amazonaws.com/", "adaptive-dask/")
@@ -55,6 +62,7 @@ _INSTANCE_TYPE_RE = re.compile(
     r"^[a-z][a-z0-9-]*\.(nano|micro|small|medium|large|xlarge|[1-9][0-9]*xlarge|metal(-[0-9]+xl)?)$"
 )
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+_ZONE_ID_RE = re.compile(r"^[a-z]+[0-9]+-az[0-9]+$")
 _ADMIN_ARN_RE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$")
 _ADDON_VERSION_RE = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+-eksbuild\.[0-9]+$")
 _AMI_RELEASE_RE = re.compile(r"^(?P<minor>[0-9]+\.[0-9]+)\.[0-9]+-[0-9]{8}$")
@@ -75,6 +83,7 @@ DEFAULT_NETWORK: dict[str, Any] = {
     "natMode": "single",
     "flowLogs": False,
     "flowLogRetentionDays": 30,
+    "zoneIds": [],  # unset: the first usable zones, read on every run; required in production
 }
 DEFAULT_CLUSTER: dict[str, Any] = {
     "version": "1.35",
@@ -86,7 +95,7 @@ DEFAULT_CLUSTER: dict[str, Any] = {
     "adminArns": [],
     "deployerAdmin": True,
     "serviceCidr": "172.20.0.0/16",
-    "supportType": "STANDARD",
+    "supportType": None,  # DEFAULT_SUPPORT_TYPE by `production`
     "addonVersions": {},
     "nodeAmiReleaseVersion": None,
 }
@@ -249,7 +258,7 @@ def parse_tags(field: Field) -> dict[str, str]:
     return tags
 
 
-def _network_config(s: Section) -> NetworkConfig:
+def _network_config(s: Section, production: bool, prod_key: str) -> NetworkConfig:
     cidr = _network(s["cidr"])
     if not any(cidr.subnet_of(r) for r in _PRIVATE_RANGES):
         raise s["cidr"].fail("must be inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10")
@@ -260,13 +269,32 @@ def _network_config(s: Section) -> NetworkConfig:
             f"too small for the subnets: need /{MAX_VPC_PREFIX} or larger to carve a /{MAX_VPC_PREFIX + 2} "
             f"private and a /{MAX_VPC_PREFIX + 4} public subnet per AZ"
         )
+    az_count = s["azCount"].integer(2, 3)
     return NetworkConfig(
         cidr=str(cidr),
-        az_count=s["azCount"].integer(2, 3),
+        az_count=az_count,
         nat_mode=s["natMode"].choice(NAT_MODES),
         flow_logs=s["flowLogs"].boolean(),
         flow_log_retention_days=_retention(s["flowLogRetentionDays"]),
+        zone_ids=_zone_ids(s["zoneIds"], az_count, production, prod_key),
     )
+
+
+def _zone_ids(field: Field, az_count: int, production: bool, prod_key: str) -> tuple[str, ...]:
+    """Zones pinned by ID (names map to different IDs per account). Computed zones move when a zone's
+    state changes, and existing subnets then fail on CIDR conflicts: production pins them."""
+    ids = field.strings()
+    for i, zone_id in enumerate(ids):
+        if not _ZONE_ID_RE.match(zone_id):
+            raise Field(f"{field.key}[{i}]", zone_id).fail("must be an availability zone ID such as use1-az1")
+    if ids and len(ids) != az_count:
+        raise field.fail(f"must list exactly network.azCount ({az_count}) zone IDs, one per AZ, in order")
+    if production and not ids:
+        raise field.fail(
+            f"must pin the zones by ID in a production stack ({prod_key}=true), e.g. "
+            "aws ec2 describe-availability-zones --query 'AvailabilityZones[].ZoneId'"
+        )
+    return ids
 
 
 def _retention(field: Field) -> int:
@@ -319,13 +347,7 @@ def _cluster_config(s: Section, network: NetworkConfig, production: bool, prod_k
     if service.overlaps(ipaddress.IPv4Network(network.cidr)):
         raise s["serviceCidr"].fail(f"must not overlap the VPC CIDR {network.cidr}")
 
-    addon_field = s["addonVersions"]
-    addons = addon_field.string_map()
-    for name, version in addons.items():
-        Field(f"{addon_field.key}.{name}", name).choice(MANAGED_ADDONS)
-        if not _ADDON_VERSION_RE.match(version):
-            raise Field(f"{addon_field.key}.{name}", version).fail("must look like v1.19.0-eksbuild.1")
-
+    addons = _addon_versions(s["addonVersions"], production, prod_key)
     version = _version(s["version"])
     return ClusterConfig(
         version=version,
@@ -337,20 +359,57 @@ def _cluster_config(s: Section, network: NetworkConfig, production: bool, prod_k
         admin_arns=admins,
         deployer_admin=s["deployerAdmin"].boolean(),
         service_cidr=str(service),
-        support_type=s["supportType"].choice(SUPPORT_TYPES),
+        support_type=s.with_default("supportType", DEFAULT_SUPPORT_TYPE[production])
+        .choice(SUPPORT_TYPES),
         addon_versions=MappingProxyType(addons),
-        node_ami_release_version=_ami_release(s["nodeAmiReleaseVersion"], version, s["version"].key),
+        node_ami_release_version=_ami_release(
+            s["nodeAmiReleaseVersion"], version, s["version"].key, production, prod_key
+        ),
     )
 
 
-def _ami_release(field: Field, version: str, version_key: str) -> str | None:
-    """A pinned EKS AMI release (`<kubernetes version>-<yyyymmdd>`) for the cluster's own minor."""
-    if field.value is None:
+def _addon_versions(field: Field, production: bool, prod_key: str) -> dict[str, str]:
+    """Pinned addon versions; `latest` (or, outside production, no entry) tracks the newest build."""
+    pins = {}
+    for name, version in field.string_map().items():
+        entry = Field(f"{field.key}.{name}", version)
+        Field(f"{field.key}.{name}", name).choice(MANAGED_ADDONS)
+        if version == LATEST:
+            if production:
+                raise entry.fail(
+                    f"must be a pinned version in a production stack ({prod_key}=true), not {LATEST}"
+                )
+            continue
+        if not _ADDON_VERSION_RE.match(version):
+            raise entry.fail(f"must look like v1.19.0-eksbuild.1, or {LATEST!r} to track the newest")
+        pins[name] = version
+    missing = [a for a in MANAGED_ADDONS if a not in pins]
+    if production and missing:
+        raise field.fail(
+            f"must pin every managed addon in a production stack ({prod_key}=true); missing: "
+            f"{', '.join(missing)} (the weekly pin bump writes them: docs in README, Operations)"
+        )
+    return pins
+
+
+def _ami_release(
+    field: Field, version: str, version_key: str, production: bool, prod_key: str
+) -> str | None:
+    """A pinned EKS AMI release (`<kubernetes version>-<yyyymmdd>`) for the cluster's own minor; None
+    (`latest`, or unset outside production) tracks the newest, which rolls every node group when AWS
+    publishes one (about weekly)."""
+    if field.value in (None, LATEST):
+        if production:
+            raise field.fail(
+                f"must pin an EKS AMI release such as 1.35.0-20260115 in a production stack "
+                f"({prod_key}=true): tracking the newest rolls every node group, the scheduler's included, "
+                "on a routine up"
+            )
         return None
     match = _AMI_RELEASE_RE.match(field.string())
     if not match:
         raise field.fail(
-            "must be an EKS AMI release version such as 1.35.0-20260115 (or unset: track the newest)"
+            f"must be an EKS AMI release version such as 1.35.0-20260115, or {LATEST!r} to track the newest"
         )
     if match["minor"] != version:
         raise field.fail(f"is for Kubernetes {match['minor']}, but {version_key} is {version}")
@@ -378,7 +437,7 @@ def parse_aws(cfg: ConfigReader, region: Field, production: bool) -> AwsConfig:
     """The AWS layer's settings; `region` is `aws:region` (another namespace)."""
     if not _REGION_RE.match(region.string()):
         raise region.fail("must be an AWS region such as us-east-1")
-    network = _network_config(cfg.section("network", DEFAULT_NETWORK))
+    network = _network_config(cfg.section("network", DEFAULT_NETWORK), production, cfg.full_key("production"))
     cluster = _cluster_config(
         cfg.section("cluster", DEFAULT_CLUSTER), network, production, cfg.full_key("production")
     )

@@ -23,6 +23,7 @@ class NetworkConfig:
     nat_mode: str
     flow_logs: bool
     flow_log_retention_days: int
+    zone_ids: tuple[str, ...] = ()  # pinned zone IDs, one per AZ in order; () = the first usable ones
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,11 @@ class DaskSettings:
     minimum_schedule: str = ""  # time-varying minimum for the preload (dask_adaptive/schedule.py grammar)
     kubernetes_version: str | None = None  # the cluster's minor when known (aws); None: any (local)
     dask_version: str = DASK_VERSION
+    # Egress (k8s/network_policies.py). Where the scheduler reaches the API server (IPv4 CIDRs, TCP ports),
+    # and whether workers are kept off private address space. parse_dask resolves them per target.
+    api_server_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    api_server_ports: tuple[int, ...] = (443,)
+    worker_egress_deny_private: bool = True
 
 
 @dataclass(frozen=True)

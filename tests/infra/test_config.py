@@ -43,6 +43,29 @@ def worker(**fields: object) -> str:
     return json.dumps([{"name": "w", **fields}])
 
 
+# What a production stack must pin (zones by ID, the node AMI, every managed addon): merged into a test's
+# own network/cluster objects so the test meets the check it is about, not these.
+PROD_NETWORK = {"zoneIds": ["use1-az1", "use1-az2"]}
+PROD_CLUSTER = {
+    "publicAccessCidrs": ["198.51.100.0/24"],
+    "nodeAmiReleaseVersion": "1.35.2-20261118",
+    "addonVersions": {
+        "vpc-cni": "v1.20.4-eksbuild.1",
+        "kube-proxy": "v1.35.0-eksbuild.2",
+        "coredns": "v1.12.4-eksbuild.1",
+    },
+}
+
+
+def prod(network: dict | None = None, cluster: dict | None = None) -> dict[str, str]:
+    """A production config with the pins production requires, plus the test's own fields."""
+    return {
+        f"{NS}:production": "true",
+        NET: json.dumps({**PROD_NETWORK, **(network or {})}),
+        CLUSTER: json.dumps({**PROD_CLUSTER, **(cluster or {})}),
+    }
+
+
 # --------------------------------------------------------------------------------------------------
 # Defaults and parsing
 # --------------------------------------------------------------------------------------------------
@@ -73,9 +96,15 @@ def test_empty_config_gives_the_documented_defaults() -> None:
 def test_values_arrive_as_cli_strings_including_nested_scalars() -> None:
     s = settings(
         {
-            f"{NS}:production": "true",
-            f"{NS}:network": json.dumps({"azCount": "3", "natMode": "per-az", "flowLogs": "true"}),
-            f"{NS}:cluster": json.dumps({"publicAccessCidrs": ["198.51.100.0/24"], "logRetentionDays": "90"}),
+            **prod(
+                {
+                    "azCount": "3",
+                    "natMode": "per-az",
+                    "flowLogs": "true",
+                    "zoneIds": ["a1-az1", "a1-az2", "a1-az3"],
+                },
+                {"publicAccessCidrs": ["198.51.100.0/24"], "logRetentionDays": "90"},
+            ),
             f"{NS}:workerGroups": worker(minSize="0", maxSize="7", diskGiB="64", capacityType="SPOT"),
         }
     )
@@ -94,7 +123,7 @@ def test_public_endpoint_without_cidrs_outside_production_means_anywhere() -> No
 
 
 def test_private_only_endpoint_in_production_needs_no_cidrs() -> None:
-    s = settings({f"{NS}:production": "true", f"{NS}:cluster": json.dumps({"endpointPublicAccess": False})})
+    s = settings(prod(cluster={"endpointPublicAccess": False, "publicAccessCidrs": []}))
     assert s.aws is not None
     assert s.aws.cluster.endpoint_public_access is False
     assert s.aws.cluster.public_access_cidrs == ()
@@ -352,10 +381,16 @@ BAD = [
         "kubelet",
         "controllerManager",
     ),
-    bad("prod-public-no-cidrs", {f"{NS}:production": "true"}, "cluster.publicAccessCidrs", [], "production"),
+    bad(
+        "prod-public-no-cidrs",
+        prod(cluster={"publicAccessCidrs": []}),
+        "cluster.publicAccessCidrs",
+        [],
+        "production",
+    ),
     bad(
         "prod-public-anywhere",
-        {f"{NS}:production": "true", CLUSTER: json.dumps({"publicAccessCidrs": ["0.0.0.0/0"]})},
+        prod(cluster={"publicAccessCidrs": ["0.0.0.0/0"]}),
         "cluster.publicAccessCidrs",
         ["0.0.0.0/0"],
         "0.0.0.0/0",
@@ -397,10 +432,53 @@ BAD = [
     ),
     bad(
         "addon-version",
-        {CLUSTER: json.dumps({"addonVersions": {"coredns": "latest"}})},
+        {CLUSTER: json.dumps({"addonVersions": {"coredns": "1.11.1"}})},
+        "cluster.addonVersions.coredns",
+        "1.11.1",
+        "eksbuild",
+    ),
+    # issue 20 A1/A4: production pins its versions and zones; "latest" only where said and allowed
+    bad(
+        "prod-addon-latest",
+        prod(cluster={"addonVersions": {**PROD_CLUSTER["addonVersions"], "coredns": "latest"}}),  # type: ignore[dict-item]
         "cluster.addonVersions.coredns",
         "latest",
-        "eksbuild",
+        "production",
+    ),
+    bad(
+        "prod-addon-missing",
+        prod(cluster={"addonVersions": {"vpc-cni": "v1.20.4-eksbuild.1"}}),
+        "cluster.addonVersions",
+        {"vpc-cni": "v1.20.4-eksbuild.1"},
+        "missing: kube-proxy, coredns",
+    ),
+    bad(
+        "prod-ami-latest",
+        prod(cluster={"nodeAmiReleaseVersion": "latest"}),
+        "cluster.nodeAmiReleaseVersion",
+        "latest",
+        "rolls every node group",
+    ),
+    bad(
+        "prod-ami-unset",
+        {
+            **prod(),
+            CLUSTER: json.dumps({k: v for k, v in PROD_CLUSTER.items() if k != "nodeAmiReleaseVersion"}),
+        },
+        "cluster.nodeAmiReleaseVersion",
+        None,
+        "production",
+    ),
+    bad("prod-zones-unset", prod(network={"zoneIds": []}), "network.zoneIds", [], "pin the zones by ID"),
+    bad(
+        "zone-count", {NET: json.dumps({"zoneIds": ["use1-az1"]})}, "network.zoneIds", ["use1-az1"], "exactly"
+    ),
+    bad(
+        "zone-id",
+        {NET: json.dumps({"zoneIds": ["us-east-1a", "use1-az2"]})},
+        "network.zoneIds[0]",
+        "us-east-1a",
+        "zone ID",
     ),
     bad(
         "addon-unknown",

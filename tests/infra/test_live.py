@@ -80,9 +80,33 @@ def test_too_many_zones_for_the_region_stop_before_any_aws_resource() -> None:
 
 
 def test_choose_zones_pure() -> None:
-    assert choose_zones(["a", "b", "c"], 2, "r") == ("a", "b")
+    assert choose_zones(["a", "b", "c"], ["r-az1", "r-az2", "r-az4"], 2, "r") == ("a", "b")
     with pytest.raises(ConfigError, match="r offers only 1 availability zones"):
-        choose_zones(["a"], 2, "r")
+        choose_zones(["a"], ["r-az1"], 2, "r")
+
+
+def test_pinned_zone_ids_choose_their_names_in_order_whatever_else_the_region_offers() -> None:
+    names, ids = ["r1a", "r1b", "r1c", "r1d"], ["r1-az4", "r1-az1", "r1-az2", "r1-az6"]
+    assert choose_zones(names, ids, 2, "r", ("r1-az2", "r1-az4")) == ("r1c", "r1a")
+    # a zone that stops being usable (or joins the exclude list) stops the run naming the pin
+    with pytest.raises(ConfigError) as caught:
+        choose_zones(names[1:], ids[1:], 2, "r", ("r1-az2", "r1-az4"))
+    assert caught.value.key == "adaptive-dask:network.zoneIds[1]"
+    assert "r1-az1, r1-az2, r1-az6" in str(caught.value)
+
+
+def test_pinned_zones_keep_the_subnets_when_the_usable_set_changes() -> None:
+    """The trap: computed zones move when a zone's state changes and existing subnets would be asked to
+    move (CIDR conflicts). With `network.zoneIds` the subnets stay where they are."""
+
+    def subnet_zones(mocks: RecordingMocks) -> list[str]:
+        return sorted(n.inputs["availabilityZone"] for n in run_stack("prod", mocks=mocks).of_type(SUBNET))
+
+    before = RecordingMocks(region="eu-west-1")
+    after = RecordingMocks(region="eu-west-1")
+    # the account now lists the zones in another order and a new zone first
+    after.zone_names, after.zone_ids = after.zone_names[::-1], after.zone_ids[::-1]
+    assert subnet_zones(before) == subnet_zones(after)
 
 
 # ------------------------------------------------------------------------------------ 2. re-creating a stack
@@ -230,10 +254,11 @@ def test_autoscaler_and_dask_wait_for_cluster_dns(stack: str, stack_graph: Graph
 # ------------------------------------------------------------------------------------ 7. node AMI releases
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["dev"])
 def test_node_groups_track_the_newest_ami_release_for_the_cluster_version(
     stack: str, stack_graph: GraphOf
 ) -> None:
+    assert stack_value(stack, "adaptive-dask:cluster")["nodeAmiReleaseVersion"] == "latest"  # said outright
     g = stack_graph(stack)
     version = stack_value(stack, "adaptive-dask:cluster")["version"]
     calls = g.calls_to("aws:ssm/getParameter:getParameter")
@@ -244,6 +269,38 @@ def test_node_groups_track_the_newest_ami_release_for_the_cluster_version(
     for ng in g.of_type(NG):
         assert ng.inputs["releaseVersion"] == f"{version}.4-20261115"  # what the mock's SSM holds
         assert ng.inputs["version"] == version
+
+
+def test_prod_is_unmoved_when_aws_publishes_a_new_ami_and_addon_builds() -> None:
+    """The trap: a routine `up` after an AWS release rolled every node group (the scheduler's included) and
+    moved the addons. Prod pins both, so the graph is the same whatever SSM and the addon API answer."""
+
+    def versions(ami: str, addon_build: int) -> tuple[dict, dict]:
+        mocks = RecordingMocks(region="eu-west-1")
+        mocks.ami_release = ami
+        answer = mocks.invokes["aws:eks/getAddonVersion:getAddonVersion"]
+        mocks.invokes["aws:eks/getAddonVersion:getAddonVersion"] = lambda a: {
+            **answer(a),
+            "version": f"v9.9.{addon_build}-eksbuild.{addon_build}",
+        }
+        g = run_stack("prod", mocks=mocks)
+        assert not g.calls_to("aws:ssm/getParameter:getParameter")
+        assert not g.calls_to("aws:eks/getAddonVersion:getAddonVersion")
+        groups = {n.name: (n.inputs["releaseVersion"], n.inputs["version"]) for n in g.of_type(NG)}
+        addons = {n.inputs["addonName"]: n.inputs["addonVersion"] for n in g.of_type(ADDON)}
+        return groups, addons
+
+    assert versions("{version}.4-20261115", 1) == versions("{version}.9-20270301", 7)
+    groups, addons = versions("{version}.9-20270301", 7)
+    cluster = stack_value("prod", "adaptive-dask:cluster")
+    assert {release for release, _ in groups.values()} == {cluster["nodeAmiReleaseVersion"]}
+    assert addons == cluster["addonVersions"]
+
+
+def test_dev_tracks_what_aws_publishes(stack_graph: GraphOf) -> None:
+    g = stack_graph("dev")
+    addons = {n.inputs["addonName"]: n.inputs["addonVersion"] for n in g.of_type(ADDON)}
+    assert addons == {a: f"v1.35.0-{a}-eksbuild.1" for a in ("vpc-cni", "kube-proxy", "coredns")}
 
 
 def test_a_pinned_ami_release_skips_the_lookup(stack_graph: GraphOf) -> None:

@@ -192,9 +192,16 @@ def test_nat_count_for_other_shapes(nat_mode: str, az_count: int, stack_graph: G
 
 def test_region_with_too_few_zones_is_a_clear_error() -> None:
     with pytest.raises(ConfigError) as caught:
-        run_stack("prod", mocks=RecordingMocks(region="eu-west-1", zones=2))
+        run_stack("dev", mocks=RecordingMocks(region="us-east-1", zones=1))
     assert caught.value.key == "adaptive-dask:network.azCount"
-    assert "only 2 availability zones" in caught.value.allowed
+    assert "only 1 availability zones" in caught.value.allowed
+
+
+def test_a_pinned_zone_the_region_lacks_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        run_stack("prod", mocks=RecordingMocks(region="eu-west-1", zones=2))
+    assert caught.value.key == "adaptive-dask:network.zoneIds[2]" and caught.value.value == "euw1-az3"
+    assert "euw1-az1, euw1-az2" in caught.value.allowed
 
 
 def test_subnets_use_the_zones_the_region_reports(stack_graph: GraphOf) -> None:
