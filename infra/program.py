@@ -53,6 +53,7 @@ def build_aws(settings: Settings, cfg: AwsConfig) -> AwsLayer:
             cluster_name=name,
             region=cfg.region,
             account_id=live.account_id,
+            protect=settings.production,
         ),
         provider,
     )

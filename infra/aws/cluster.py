@@ -135,7 +135,7 @@ class EksCluster(AwsComponent):
             description=f"EKS secrets envelope encryption for {args.cluster_name}",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            opts=self._opts(),
+            opts=self._opts(protect=args.production),
         )
         aws.kms.Alias(
             f"{name}-secrets",
@@ -187,7 +187,9 @@ class EksCluster(AwsComponent):
             upgrade_policy={"support_type": cfg.support_type},
             deletion_protection=args.production,
             tags=name_tag(args.cluster_name),
-            opts=self._opts(depends_on=before_cluster),
+            # production: Pulumi refuses to plan its delete, so a destroy stops before deleting anything
+            # (AWS's deletion protection alone stops it only here, after the Dask layer and nodes are gone)
+            opts=self._opts(depends_on=before_cluster, protect=args.production),
         )
         self.cluster_name: pulumi.Output[str] = self.cluster.name
         self.endpoint: pulumi.Output[str] = self.cluster.endpoint

@@ -49,6 +49,7 @@ class NetworkArgs:
     cluster_name: str
     region: str
     account_id: pulumi.Input[str]
+    protect: bool = False  # production: a Pulumi-protected VPC (a destroy stops before deleting anything)
 
 
 class Network(AwsComponent):
@@ -68,7 +69,7 @@ class Network(AwsComponent):
             enable_dns_support=True,
             enable_dns_hostnames=True,  # required by the private EKS endpoint
             tags=name_tag(name),
-            opts=self._opts(),
+            opts=self._opts(protect=args.protect),
         )
         # Adopt the default SG and strip every rule: nothing may rely on its allow-all-internal default.
         self.default_security_group = aws.ec2.DefaultSecurityGroup(

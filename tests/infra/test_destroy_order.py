@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.infra.harness import Graph, Node, load_stack_config, run_stack, stack_names
+from tests.infra.harness import Graph, Node, load_stack_config, run_stack, stack_names, stack_value
 
 CLUSTER = "aws:eks/cluster:Cluster"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -198,3 +198,16 @@ def test_exposed_dashboard_load_balancer_goes_before_its_network(stack):
         assert_deleted_first(
             g, [svc], [*g.of_type(CLUSTER), *g.of_type(NODE_GROUP), *balancer_network(g, svc)]
         )
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_production_protects_the_cluster_its_key_and_the_vpc_from_destroy(stack: str) -> None:
+    """A prod destroy used to delete the Dask layer, node groups, addons and access entries before AWS's
+    deletion protection stopped it at the cluster. Pulumi refuses to plan the delete of a protected resource,
+    so `pulumi destroy` stops before deleting anything; exactly these three carry it."""
+    g = run_stack(stack)
+    protected = sorted(n.type for n in g.nodes if n.protect)
+    if stack_value(stack, "adaptive-dask:production"):
+        assert protected == ["aws:ec2/vpc:Vpc", "aws:eks/cluster:Cluster", "aws:kms/key:Key"]
+    else:
+        assert protected == []
