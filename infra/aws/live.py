@@ -78,6 +78,26 @@ def choose_zones(
     return tuple(names[:az_count])
 
 
+# AWS's documentation account: the committed stack files' admin ARNs use it as a placeholder.
+PLACEHOLDER_ACCOUNT = "111122223333"
+
+
+def placeholder_admin_error(admin_arns: Sequence[str], account_id: str) -> ConfigError | None:
+    """An admin ARN still in the placeholder account, deployed into another account: refused at preview,
+    before a first `up` spends ~20 minutes on the VPC and cluster and then fails on the access entry."""
+    if account_id == PLACEHOLDER_ACCOUNT:
+        return None
+    for i, arn in enumerate(admin_arns):
+        if arn.split(":")[4:5] == [PLACEHOLDER_ACCOUNT]:
+            return ConfigError(
+                f"{PROJECT}:cluster.adminArns[{i}]",
+                arn,
+                f"is the stack file's placeholder (account {PLACEHOLDER_ACCOUNT}); this deploy runs in "
+                f"account {account_id}: name your own role, e.g. arn:aws:iam::{account_id}:role/<name>",
+            )
+    return None
+
+
 def role_name_key(arn: str) -> str:
     """An IAM principal without its path: `role/a/b/name` and `role/name` are one role (names are unique
     per account whatever the path), and EKS allows one access entry per principal."""
@@ -220,6 +240,9 @@ def read_live_facts(settings: Settings, provider: aws.Provider, log_group: str) 
     if cfg.cluster.log_types:
         _check_log_group(settings, provider, log_group)
     account_id, deployer = _caller(provider)
+    placeholder = placeholder_admin_error(cfg.cluster.admin_arns, account_id)
+    if placeholder is not None:
+        raise placeholder
     if deployer_without_access(deployer, cfg.cluster.deployer_admin, cfg.cluster.admin_arns):
         pulumi.log.warn(
             f"{PROJECT}:cluster.deployerAdmin is false and {deployer} is not in cluster.adminArns: this "

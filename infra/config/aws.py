@@ -54,7 +54,13 @@ BUILTIN_TAG_KEYS = ("Project", "Stack", "ManagedBy")
 MIN_VPC_PREFIX, MAX_VPC_PREFIX = 16, 20  # AWS allows /16 at most; /20 still gives /22 private subnets
 MIN_DISK_GIB, MAX_DISK_GIB = 20, 16384  # AL2023 root volume minimum; gp3 maximum
 MAX_NODE_GROUP_SIZE = 450  # EKS managed node group quota
-MAX_TAINTS = 50  # EKS managed node group limit
+MAX_TAINTS = 50  # EKS managed node group limit, the Dask-worker taint included
+EKS_NODE_GROUP_NAME_MAX = 63
+AUTONAME_SUFFIX = 8  # Pulumi names a node group `<logical>-<7 random characters>`
+MAX_ASG_TAGS = 50  # per Auto Scaling Group
+# Tags EKS itself puts on a managed node group's ASG (eks:cluster-name, eks:nodegroup-name,
+# k8s.io/cluster-autoscaler/enabled, k8s.io/cluster-autoscaler/<cluster>, kubernetes.io/cluster/<cluster>).
+EKS_OWN_ASG_TAGS = 5
 
 _NAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _GROUP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -181,8 +187,11 @@ def _disk(field: Field) -> int:
 def _taints(field: Field) -> tuple[Taint, ...]:
     taints: list[Taint] = []
     items = field.items()
-    if len(items) > MAX_TAINTS:
-        raise field.fail(f"at most {MAX_TAINTS} taints")
+    if len(items) > MAX_TAINTS - 1:
+        raise field.fail(
+            f"at most {MAX_TAINTS - 1} taints: EKS allows {MAX_TAINTS} per node group and every worker group "
+            "also carries the Dask-worker taint"
+        )
     for item in items:
         section = Section(item.key, item.value, {"key": None, "value": "", "effect": None})
         taint = Taint(
@@ -217,7 +226,7 @@ def _worker_group(item: Field) -> WorkerGroupConfig:
     for k, v in labels.items():
         _node_template_key(Field(f"{labels_field.key}.{k}", k))
         _label_value(Field(f"{labels_field.key}.{k}", v))
-    return WorkerGroupConfig(
+    group = WorkerGroupConfig(
         name=name,
         instance_types=types,
         capacity_type=s["capacityType"].choice(CAPACITY_TYPES),
@@ -228,6 +237,31 @@ def _worker_group(item: Field) -> WorkerGroupConfig:
         taints=_taints(s["taints"]),
         key=item.key,
     )
+    tags = node_template_tag_count(group)
+    if tags + EKS_OWN_ASG_TAGS > MAX_ASG_TAGS:
+        raise labels_field.fail(
+            f"labels and taints make {tags} scale-from-zero tags on the group's ASG; with EKS's own "
+            f"{EKS_OWN_ASG_TAGS} at most {MAX_ASG_TAGS} fit: use fewer labels or taints"
+        )
+    return group
+
+
+def node_template_tag_count(group: WorkerGroupConfig) -> int:
+    """How many cluster-autoscaler node-template tags the group's ASG carries (infra.aws.tags builds them;
+    a test holds the two equal): a label or taint each, the capacity type, ephemeral storage."""
+    return len(group.node_labels) + len(group.node_taints) + 2
+
+
+def check_node_group_names(cluster_name: str, workers: tuple[WorkerGroupConfig, ...]) -> None:
+    """EKS refuses node group names over 63 characters; the program's are `<cluster>-<group>-<suffix>`."""
+    for group in workers:
+        length = len(cluster_name) + 1 + len(group.name) + AUTONAME_SUFFIX
+        if length > EKS_NODE_GROUP_NAME_MAX:
+            room = EKS_NODE_GROUP_NAME_MAX - len(cluster_name) - 1 - AUTONAME_SUFFIX
+            raise Field(f"{group.key}.name", group.name).fail(
+                f"makes the node group name {cluster_name}-{group.name}-xxxxxxx {length} characters; EKS "
+                f"allows {EKS_NODE_GROUP_NAME_MAX}: at most {room} characters here (or shorten namePrefix)"
+            )
 
 
 def _worker_groups(field: Field) -> tuple[WorkerGroupConfig, ...]:

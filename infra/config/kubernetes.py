@@ -63,7 +63,18 @@ DASK_DEFAULTS: dict[str, Any] = {
     "clientGroups": [],
     "headroomWorkers": 0,
     "minimumSchedule": "",
+    "apiServerCidrs": None,  # aws: the VPC CIDR and the `kubernetes` Service IP; local: 0.0.0.0/0
+    "apiServerPorts": None,  # aws: [443]; local: [443, 6443, 8443]
+    "workerEgressDenyPrivate": None,  # aws: true; local: false
 }
+
+# Namespaces every cluster already has: creating one fails AlreadyExists after the whole AWS layer is up,
+# and destroying the stack would delete it. Kubernetes also reserves the `kube-` prefix.
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+# Where API servers listen on clusters of the local target: 443 (the `kubernetes` Service), 6443 (kubeadm,
+# kind, k3s, Docker Desktop), 8443 (minikube).
+LOCAL_API_SERVER_PORTS = (443, 6443, 8443)
 
 
 def _unset_to(value: int | None, default: int) -> int:
@@ -170,6 +181,35 @@ def _minimum_schedule(field: Field, max_workers: int) -> str:
     if schedule.highest > max_workers:
         raise field.fail(f"a window asks for {schedule.highest} workers, above maxWorkers ({max_workers})")
     return str(schedule)
+
+
+def _api_server(s: Section, aws: AwsConfig | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Where the scheduler may open connections to the API server (its egress NetworkPolicy): CIDRs, ports.
+
+    aws: the VPC CIDR (the control plane's ENIs, which the endpoints of the `kubernetes` Service and the
+    private endpoint's name lead to) and the `kubernetes` Service's own IP, the first of the Service range
+    (the preload dials KUBERNETES_SERVICE_HOST, and an enforcer that matches before kube-proxy's DNAT, like
+    the VPC CNI's eBPF agent, sees that address), on 443. local: the API server's address is unknown, so
+    any IPv4 address on the ports API servers use (LOCAL_API_SERVER_PORTS). Either can be narrowed."""
+    if aws is not None:
+        service_ip = next(ipaddress.ip_network(aws.cluster.service_cidr).hosts())
+        cidrs: list[str] = [aws.network.cidr, f"{service_ip}/32"]
+        ports: list[int] = [443]
+    else:
+        cidrs, ports = ["0.0.0.0/0"], list(LOCAL_API_SERVER_PORTS)
+    cidr_field = s.with_default("apiServerCidrs", cidrs)
+    networks = []
+    for item in cidr_field.items():
+        try:
+            networks.append(str(ipaddress.ip_network(item.string(), strict=True)))
+        except ValueError as exc:
+            raise item.fail(f"must be a CIDR with no host bits set, e.g. 10.0.0.0/16 ({exc})") from exc
+    port_field = s.with_default("apiServerPorts", ports)
+    numbers = [item.integer(1, 65535) for item in port_field.items()]
+    for field, values in ((cidr_field, networks), (port_field, numbers)):
+        if not values:
+            raise field.fail("must list at least one value: without it the preload cannot reach the API")
+    return tuple(dict.fromkeys(networks)), tuple(dict.fromkeys(numbers))
 
 
 def _worker_instance_types(aws: AwsConfig) -> list[str]:
@@ -296,6 +336,13 @@ def parse_dask(
         raise ConfigError(
             s["namespace"].key, namespace, "must be a DNS-1123 label (a-z, 0-9, '-', at most 63)"
         )
+    if namespace in SYSTEM_NAMESPACES or namespace.startswith("kube-"):
+        raise ConfigError(
+            s["namespace"].key,
+            namespace,
+            "must be a namespace of its own: the program creates it (and deletes it on destroy); "
+            f"{', '.join(SYSTEM_NAMESPACES)} and any 'kube-' name belong to the cluster",
+        )
     image = _image(s["image"])
     per_node, worker = _size_workers(s, target, aws)
     room = sizing.worker_room((g.max_size for g in aws.workers), per_node) if aws else None
@@ -322,6 +369,7 @@ def parse_dask(
         placement = WorkerPlacement(
             pools=tuple(g.name for g in aws.workers), taints=tuple(dict.fromkeys(taints))
         )
+    api_server_cidrs, api_server_ports = _api_server(s, aws)
     return DaskSettings(
         target=target,
         namespace=namespace,
@@ -347,6 +395,9 @@ def parse_dask(
         headroom_workers=s["headroomWorkers"].integer(0, max_workers),
         minimum_schedule=_minimum_schedule(s["minimumSchedule"], max_workers),
         kubernetes_version=aws.cluster.version if aws else None,
+        api_server_cidrs=api_server_cidrs,
+        api_server_ports=api_server_ports,
+        worker_egress_deny_private=s.with_default("workerEgressDenyPrivate", target == "aws").boolean(),
     )
 
 

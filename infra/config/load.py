@@ -8,9 +8,17 @@ from types import MappingProxyType
 
 import pulumi
 
-from infra.config.aws import DEFAULT_REGION, parse_aws, parse_tags
+from infra.config.aws import DEFAULT_REGION, check_node_group_names, parse_aws, parse_tags
 from infra.config.kubernetes import parse_kubernetes
-from infra.config.reader import PROJECT, ConfigReader, Field, check_unknown_keys, project_config
+from infra.config.reader import (
+    PROJECT,
+    ConfigReader,
+    Field,
+    check_provider_keys,
+    check_unknown_keys,
+    project_config,
+    stack_config,
+)
 from infra.config.settings import Settings
 
 TARGETS = ("aws", "local")
@@ -32,6 +40,7 @@ def stack_name(prefix_field: Field, stack: str) -> str:
 def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) -> Settings:
     """Read and validate the whole config; a bad value raises ConfigError before anything is registered."""
     check_unknown_keys(project_config())
+    check_provider_keys(stack_config())
     cfg = reader_factory(PROJECT)
     target = cfg.raw("target", DEFAULT_TARGET).choice(TARGETS)
     production = cfg.raw("production", DEFAULT_PRODUCTION).boolean()
@@ -42,6 +51,7 @@ def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) 
     aws = None
     if target == "aws":
         aws = parse_aws(cfg, reader_factory("aws").raw("region", DEFAULT_REGION), production)
+        check_node_group_names(name, aws.workers)
     dask, autoscaler, kube_context = parse_kubernetes(
         cfg, target=target, aws=aws, default_namespace=name, production=production
     )

@@ -216,15 +216,44 @@ class ConfigReader:
         return self._config.get(key) not in (None, "")
 
 
-def project_config() -> dict[str, Any]:
-    """Every key set in the project's namespace (secret values masked). The Python SDK has no public
+# Keys this program reads in the providers' namespaces. Its providers are explicit (and the stack files
+# disable the default ones), so any other key there is silently ignored: `aws:regoin` would deploy to the
+# default region, `kubernetes:context` to the current context.
+PROVIDER_KEYS: dict[str, tuple[str, ...]] = {"aws": ("region",), "kubernetes": ()}
+PROVIDER_KEY_HINTS = {"kubernetes:context": f"{PROJECT}:kubeContext", "aws:defaultTags": f"{PROJECT}:tags"}
+
+
+def stack_config() -> dict[str, Any]:
+    """Every key set in the stack, by full key (secret values masked). The Python SDK has no public
     call that lists config keys: the CLI passes the whole config as JSON in PULUMI_CONFIG (read by
     `get_config_env`), tests and the automation API set it with `set_all_config` (`CONFIG`)."""
     from pulumi.runtime import config as runtime_config  # the SDK's own store of the stack config
 
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    merged = {k: "[secret]" if runtime_config.is_config_secret(k) else v for k, v in merged.items()}
-    return {k.split(":", 1)[1]: v for k, v in merged.items() if k.startswith(f"{PROJECT}:")}
+    return {k: "[secret]" if runtime_config.is_config_secret(k) else v for k, v in merged.items()}
+
+
+def project_config() -> dict[str, Any]:
+    """Every key set in the project's namespace, without the namespace."""
+    return {k.split(":", 1)[1]: v for k, v in stack_config().items() if k.startswith(f"{PROJECT}:")}
+
+
+def check_provider_keys(config: Mapping[str, Any]) -> None:
+    """A key in a provider namespace the program does not read is refused, naming what it reads."""
+    for full_key in sorted(config):
+        namespace, _, name = full_key.partition(":")
+        known = PROVIDER_KEYS.get(namespace)
+        if known is None or name in known:
+            continue
+        near = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+        hint = PROVIDER_KEY_HINTS.get(full_key) or (f"{namespace}:{near[0]}" if near else None)
+        reads = ", ".join(f"{namespace}:{k}" for k in known) or "nothing"
+        raise ConfigError(
+            full_key,
+            config[full_key],
+            f"not read by this program (its {namespace} provider is explicit; it reads {reads} there)"
+            + (f"; did you mean {hint}?" if hint else ""),
+        )
 
 
 def check_unknown_keys(config: Mapping[str, Any]) -> None:

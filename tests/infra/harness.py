@@ -62,7 +62,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
 STACKS_DIR = REPO_ROOT / "stacks"
 
-ACCOUNT_ID = "123456789012"
+# The account the committed stack files were written for (their adminArns name it): the program refuses
+# those placeholder ARNs in any other account (tests/infra/test_live.py plays one).
+ACCOUNT_ID = "111122223333"
 DEFAULT_REGION = "us-east-1"
 # The deploying identity is an assumed role (the usual CI / SSO case): its caller ARN is an STS session
 # ARN; getSessionContext maps it to the IAM role ARN, which keeps its path.

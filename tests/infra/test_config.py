@@ -503,6 +503,51 @@ BAD = [
     bad("tag-builtin", {f"{NS}:tags": json.dumps({"Stack": "other"})}, "tags.Stack", "Stack", "reserved"),
     bad("tag-not-string", {f"{NS}:tags": json.dumps({"Team": 3})}, "tags.Team", 3, "string"),
     bad("region", {"aws:region": "moon-1"}, "aws:region", "moon-1", "us-east-1"),
+    # issue 20 A6: traps that passed validation and failed in AWS (or deployed somewhere unintended)
+    bad("aws-key-typo", {"aws:regoin": "eu-west-1"}, "aws:regoin", "eu-west-1", "did you mean aws:region?"),
+    bad("aws-key-unread", {"aws:profile": "admin"}, "aws:profile", "admin", "it reads aws:region there"),
+    bad(
+        "kubernetes-context",
+        {"kubernetes:context": "kind-dask"},
+        "kubernetes:context",
+        "kind-dask",
+        "did you mean adaptive-dask:kubeContext?",
+    ),
+    bad(
+        "namespace-kube-system",
+        {f"{NS}:dask": json.dumps({"namespace": "kube-system"})},
+        "dask.namespace",
+        "kube-system",
+        "belong to the cluster",
+    ),
+    bad(
+        "namespace-default",
+        {f"{NS}:dask": json.dumps({"namespace": "default"})},
+        "dask.namespace",
+        "default",
+        "default",
+    ),
+    bad(
+        "namespace-kube-prefix",
+        {f"{NS}:dask": json.dumps({"namespace": "kube-dask"})},
+        "dask.namespace",
+        "kube-dask",
+        "'kube-'",
+    ),
+    bad(
+        "taints-51",
+        {WORKERS: worker(taints=[{"key": f"k{i}", "effect": "NoSchedule"} for i in range(50)])},
+        "workerGroups[0].taints",
+        [{"key": f"k{i}", "effect": "NoSchedule"} for i in range(50)],
+        "at most 49 taints",
+    ),
+    bad(
+        "asg-tags-over-50",
+        {WORKERS: worker(labels={f"l{i}": "x" for i in range(42)})},
+        "workerGroups[0].labels",
+        {f"l{i}": "x" for i in range(42)},
+        "at most 50 fit",
+    ),
 ]
 
 
@@ -513,7 +558,7 @@ def test_bad_input_raises_config_error_naming_key_value_and_allowed(
     with pytest.raises(ConfigError) as caught:
         settings(config)
     err = caught.value
-    full_key = key if key.startswith("aws:") else f"{NS}:{key}"
+    full_key = key if key.startswith(("aws:", "kubernetes:")) else f"{NS}:{key}"
     assert err.key == full_key
     assert err.value == value
     assert allowed in err.allowed
@@ -610,3 +655,30 @@ def test_label_and_taint_keys_must_fit_an_asg_tag_key(where: str) -> None:
         settings({WORKERS: group(too_long)})
     assert "at most 82" in caught.value.allowed and "128" in caught.value.allowed
     assert caught.value.key.startswith(f"{WORKERS}[0].{where}")
+
+
+def test_a_node_group_name_over_63_characters_is_refused_before_anything() -> None:
+    """`<namePrefix>-<stack>` (up to 40) + `-<group>` (up to 20) + Pulumi's `-xxxxxxx` reached 69."""
+    config = {f"{NS}:namePrefix": "a" * 20, WORKERS: json.dumps([{"name": "g" * 20}])}
+    with pytest.raises(ConfigError) as caught:
+        settings(config, stack="s" * 19)
+    assert caught.value.key == f"{NS}:workerGroups[0].name" and "69 characters" in caught.value.allowed
+    assert "at most 14 characters here" in caught.value.allowed
+    ok = settings({**config, WORKERS: json.dumps([{"name": "g" * 14}])}, stack="s" * 19)
+    assert ok.aws is not None and len(ok.name) + 1 + 14 + 8 == 63
+
+
+def test_the_asg_tag_count_the_config_checks_is_the_one_the_aws_layer_builds() -> None:
+    from infra.aws.tags import scale_from_zero_tags
+    from infra.config.aws import node_template_tag_count
+
+    s = settings(
+        {
+            WORKERS: worker(
+                labels={"a": "1", "b": "2"}, taints=[{"key": "t", "value": "v", "effect": "NoSchedule"}]
+            )
+        }
+    )
+    assert s.aws is not None
+    (group,) = s.aws.workers
+    assert node_template_tag_count(group) == len(scale_from_zero_tags(group))

@@ -18,6 +18,7 @@ from infra.aws.live import (
     deployer_entry_needed,
     deployer_without_access,
     match_node_groups,
+    placeholder_admin_error,
     worker_scaling,
 )
 from infra.aws.nodegroups import DESIRED_FROM_LIVE_TAG, ami_release_parameter
@@ -366,3 +367,31 @@ def test_a_deployer_without_any_entry_is_warned(caplog: pytest.LogCaptureFixture
         "dev", overrides={"adaptive-dask:cluster": json.dumps({**cluster, "adminArns": [CALLER_ROLE_ARN]})}
     )
     assert not any("deployerAdmin is false" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------------ placeholders (issue 20)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_placeholder_admin_arns_stop_the_run_in_a_real_account_before_any_aws_resource(stack: str) -> None:
+    """The committed stack files name account 111122223333 (AWS's documentation account). Deployed into
+    another account as they are, a first `up` built the VPC and cluster (~20 min) before failing."""
+    mocks = RecordingMocks(region=stack_value(stack, "aws:region"))
+    real = "444455556666"
+    mocks.invokes["aws:index/getCallerIdentity:getCallerIdentity"] = lambda a: {
+        "id": real,
+        "accountId": real,
+        "arn": f"arn:aws:sts::{real}:assumed-role/deployer/ci-session",
+        "userId": "AROAEXAMPLE:ci-session",
+    }
+    error, registered = registered_before_failure(stack, mocks)
+    assert isinstance(error, ConfigError) and error.key == "adaptive-dask:cluster.adminArns[0]"
+    assert "placeholder" in error.allowed and f"arn:aws:iam::{real}:role/" in error.allowed
+    assert registered == ["pulumi:providers:aws"]
+
+
+def test_placeholder_rule_is_about_the_documentation_account_only() -> None:
+    own = ["arn:aws:iam::444455556666:role/deploy"]
+    assert placeholder_admin_error(own, "444455556666") is None
+    assert placeholder_admin_error(["arn:aws:iam::111122223333:role/x"], "111122223333") is None
+    assert placeholder_admin_error([*own, "arn:aws:iam::111122223333:role/x"], "444455556666") is not None
