@@ -182,7 +182,11 @@ def _api_error(status: int | None, where: str, namespace: str, name: str, contex
 
 
 def write_files(folder: Path, tls: ClientTls, config_yaml: str, force: bool = False) -> Path:
-    """Write the PEMs and the YAML atomically (temp file + rename), private, after checking the pair."""
+    """Write the PEMs and the YAML atomically (temp file + rename), private, after checking the pair.
+
+    A folder it creates is 0700; an existing one keeps its mode (it may be shared, e.g. the user's own
+    ~/.config or a project folder): the files themselves are 0600 either way."""
+    created = not folder.exists()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     foreign = foreign_files(folder)
     if foreign and not force:
@@ -190,7 +194,8 @@ def write_files(folder: Path, tls: ClientTls, config_yaml: str, force: bool = Fa
             f"{folder} holds {', '.join(foreign)} not written by client-config; "
             "choose another --output-dir, or pass --force to replace them"
         )
-    folder.chmod(0o700)
+    if created:
+        folder.chmod(0o700)  # mkdir's mode is masked by the umask
     contents = {"ca.crt": tls.ca, "tls.crt": tls.cert, "tls.key": tls.key, CONFIG_NAME: config_yaml}
     temps: dict[str, str] = {}
     try:

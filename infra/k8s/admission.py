@@ -61,7 +61,35 @@ def _same_annotations_except(key: str) -> str:
     return f"{kept} && {gone}"
 
 
-def admission_variables(names: Names) -> list[dict[str, str]]:
+def _own_reference(var: str, names: Names) -> str:
+    """An ObjectReference (an Event's involvedObject/regarding/related) to one of the stack's own objects:
+    the worker or scheduler Deployment, or a pod, of its namespace (every pod there is the stack's)."""
+    ns = _cel_string(names.namespace)
+    deployments = " || ".join(f"{var}.name == {_cel_string(n)}" for n in (names.worker, names.scheduler))
+
+    def api(version: str) -> str:
+        return f"(!has({var}.apiVersion) || {var}.apiVersion == {_cel_string(version)})"
+
+    deployment = f"{var}.kind == 'Deployment' && ({deployments}) && {api('apps/v1')}"
+    pod = f"{var}.kind == 'Pod' && {api('v1')}"
+    return (
+        f"has({var}.namespace) && {var}.namespace == {ns} && has({var}.kind) && has({var}.name) "
+        f"&& (({deployment}) || ({pod}))"
+    )
+
+
+def _event_about_own(var: str, names: Names) -> str:
+    """Event `var` (core/v1: involvedObject; events.k8s.io/v1: regarding; both: an optional related) is
+    about the stack's own objects only."""
+    regarding = (
+        f"(request.resource.group == 'events.k8s.io' ? "
+        f"has({var}.regarding) && {_own_reference(var + '.regarding', names)} : "
+        f"has({var}.involvedObject) && {_own_reference(var + '.involvedObject', names)})"
+    )
+    return f"{regarding} && (!has({var}.related) || {_own_reference(var + '.related', names)})"
+
+
+def admission_variables(names: Names, worker_grace_seconds: int) -> list[dict[str, str]]:
     """Named sub-expressions; each is total (never an error) for every request the policy matches."""
     ns = _cel_string(names.namespace)
     return [
@@ -79,6 +107,18 @@ def admission_variables(names: Names) -> list[dict[str, str]]:
             + " && ".join(_same_field(f) for f in ("labels", "ownerReferences", "finalizers"))
             + " && "
             + _same_annotations_except(DELETION_COST),
+        },
+        {
+            # A DELETE's options reach admission with gracePeriodSeconds filled in: the caller's, else the
+            # pod's own; the apiserver itself makes it 0 for a pod never scheduled or already finished,
+            # which hold no results, so those stay deletable.
+            "name": "gracefulDelete",
+            "expression": "request.operation != 'DELETE' || !has(request.options) "
+            "|| !has(request.options.gracePeriodSeconds) "
+            f"|| request.options.gracePeriodSeconds >= {int(worker_grace_seconds)} "
+            "|| !has(oldObject.spec) || !has(oldObject.spec.nodeName) || oldObject.spec.nodeName == '' "
+            "|| (has(oldObject.status) && has(oldObject.status.phase) "
+            "&& (oldObject.status.phase == 'Succeeded' || oldObject.status.phase == 'Failed'))",
         },
     ]
 
@@ -98,15 +138,23 @@ def admission_validations(settings: DaskSettings, names: Names) -> list[dict[str
       worker the ReplicaSet removes first, among pods this account may delete outright anyway.
     - DELETE pod: retired worker pods (backend.py `_remove` (b) and `_verify` (d)): this stack's worker
       pods in this namespace only, judged by oldObject's labels.
+      A delete with `gracePeriodSeconds` below the workers' termination grace is refused (a force-delete
+      kills a worker before it hands its results over), unless the pod never ran (see `gracefulDelete`).
     - UPDATE deployments/scale (a PATCH arrives as UPDATE): the worker Deployment only, with
       spec.replicas <= max_workers (backend.py `scale_up` and `_remove` (c) -> api.py `patch_scale`).
+    - CREATE (or PATCH) an Event (backend.py `record` -> ranking.py `build_event`): in its namespace, about
+      its own objects only (the worker or scheduler Deployment or a pod there): a stolen token cannot
+      forge Events about other workloads for the people and tools that read them.
     No pod CREATE and no pod subresource (exec, attach, portforward, ephemeralcontainers, eviction,
     status, resize, binding); no write to any Deployment itself.
     """
     worker = _cel_string(names.worker)
     is_pods = "request.resource.resource == 'pods'"
     is_deployments = "request.resource.resource == 'deployments'"
+    is_events = "request.resource.resource == 'events'"
     is_scale = f"{is_deployments} && variables.subresource == 'scale' && request.operation == 'UPDATE'"
+    writes_event = "(request.operation == 'CREATE' || request.operation == 'UPDATE')"
+    grace = int(settings.termination_grace_seconds)
     return [
         {
             "expression": f"!({is_pods}) || (variables.subresource == '' && "
@@ -137,14 +185,32 @@ def admission_validations(settings: DaskSettings, names: Names) -> list[dict[str
             "message": f"the Dask scheduler may not ask for more than {settings.max_workers} workers",
             "reason": "Forbidden",
         },
+        {
+            "expression": f"!({is_pods}) || variables.gracefulDelete",
+            "message": "the Dask scheduler may not delete a running worker pod with gracePeriodSeconds "
+            f"below the workers' {grace}s: a force-delete loses the results it holds",
+            "reason": "Forbidden",
+        },
+        {
+            "expression": f"!({is_events}) || (variables.inNamespace && {writes_event})",
+            "message": f"the Dask scheduler may only create or patch Events in namespace {names.namespace}",
+            "reason": "Forbidden",
+        },
+        {
+            "expression": f"!({is_events}) || !{writes_event} || ({_event_about_own('object', names)} "
+            f"&& (request.operation != 'UPDATE' || {_event_about_own('oldObject', names)}))",
+            "message": "the Dask scheduler may only record Events about its own objects (the worker or "
+            f"scheduler Deployment, or a pod, of namespace {names.namespace})",
+            "reason": "Forbidden",
+        },
     ]
 
 
 def admission_policy(settings: DaskSettings, names: Names) -> dict:
     """ValidatingAdmissionPolicy (v1, GA since 1.30) for requests made by the scheduler's account only.
 
-    Matches every operation on pods and deployments (with their subresources), then narrows to the
-    scheduler's username by `matchConditions`, so other users never reach the validations. Fails closed.
+    Matches every operation on pods and deployments (with their subresources) and events, then narrows to
+    the scheduler's username by `matchConditions`, so other users never reach the validations. Fails closed.
     """
     username = _cel_string(scheduler_username(names))
     return {
@@ -170,6 +236,12 @@ def admission_policy(settings: DaskSettings, names: Names) -> dict:
                         "operations": ["*"],
                         "resources": ["deployments", "deployments/*"],
                     },
+                    {
+                        "apiGroups": ["", "events.k8s.io"],
+                        "apiVersions": ["*"],
+                        "operations": ["*"],
+                        "resources": ["events"],
+                    },
                 ]
             },
             "matchConditions": [
@@ -179,7 +251,7 @@ def admission_policy(settings: DaskSettings, names: Names) -> dict:
                     f"request.userInfo.username == {username}",
                 }
             ],
-            "variables": admission_variables(names),
+            "variables": admission_variables(names, settings.termination_grace_seconds),
             "validations": admission_validations(settings, names),
         },
     }
@@ -195,4 +267,62 @@ def admission_policy_binding(settings: DaskSettings, names: Names) -> dict:
             "labels": kd.labels(names, "admission-policy", settings.dask_version),
         },
         "spec": {"policyName": admission_policy_name(names), "validationActions": ["Deny"]},
+    }
+
+
+# ---------------------------------------------------------------- the scheduler's PriorityClass
+
+
+def priority_class_policy_name(names: Names) -> str:
+    """Cluster-scoped, so per stack."""
+    return f"{names.namespace}-{names.scheduler}-priority-class"
+
+
+def priority_class_policy(settings: DaskSettings, names: Names) -> dict:
+    """Only pods of the Dask namespace may use the scheduler's PriorityClass (`guards`' PriorityClass).
+
+    A PriorityClass is cluster-wide and usable by any pod of any namespace: without this, anyone who may
+    create a pod anywhere could take priority 100000 and preempt other pods, the Dask workers among them.
+    Judges every pod CREATE in the cluster (the class is immutable on a pod), so the expression is total:
+    a pod always has a spec. Fails closed.
+    """
+    pc, ns = _cel_string(names.scheduler_priority_class), _cel_string(names.namespace)
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {
+            "name": priority_class_policy_name(names),
+            "labels": kd.labels(names, "admission-policy", settings.dask_version),
+        },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {"apiGroups": [""], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["pods"]}
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "!has(object.spec.priorityClassName) "
+                    f"|| object.spec.priorityClassName != {pc} "
+                    f"|| (has(request.namespace) && request.namespace == {ns})",
+                    "message": f"only pods of namespace {names.namespace} may use PriorityClass "
+                    f"{names.scheduler_priority_class}",
+                    "reason": "Forbidden",
+                }
+            ],
+        },
+    }
+
+
+def priority_class_policy_binding(settings: DaskSettings, names: Names) -> dict:
+    """Binds the PriorityClass policy cluster-wide with `Deny`."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {
+            "name": priority_class_policy_name(names),
+            "labels": kd.labels(names, "admission-policy", settings.dask_version),
+        },
+        "spec": {"policyName": priority_class_policy_name(names), "validationActions": ["Deny"]},
     }

@@ -64,8 +64,25 @@ class DaskCluster(pulumi.ComponentResource):
             )
         ]
         fences.append(create(f"{name}-quota", guards.resource_quota(settings, names), opts_(ns)))
+        # The scheduler's PriorityClass is usable cluster-wide the moment it exists: its policy comes first.
+        priority_fences: list[pulumi.Resource] = []
+        if settings.admission_policy:
+            priority_policy = create(
+                f"{name}-priority-admission",
+                admission.priority_class_policy(settings, names),
+                opts_(*depends_on),
+            )
+            priority_fences.append(
+                create(
+                    f"{name}-priority-admission-binding",
+                    admission.priority_class_policy_binding(settings, names),
+                    opts_(priority_policy),
+                )
+            )
         priority = create(
-            f"{name}-scheduler-priority", guards.scheduler_priority_class(settings, names), opts_(*depends_on)
+            f"{name}-scheduler-priority",
+            guards.scheduler_priority_class(settings, names),
+            opts_(*depends_on, *priority_fences),
         )
         scheduler_fences: list[pulumi.Resource] = [priority]
         if settings.admission_policy:
@@ -81,7 +98,8 @@ class DaskCluster(pulumi.ComponentResource):
             )
         scheduler_sa = create(
             f"{name}-scheduler-sa",
-            rbac.service_account(names.scheduler, names, "scheduler", version, automount=True),
+            # no automounted token: the scheduler pod projects its own short-lived one
+            rbac.service_account(names.scheduler, names, "scheduler", version, automount=False),
             opts_(ns),
         )
         worker_sa = create(
@@ -99,11 +117,15 @@ class DaskCluster(pulumi.ComponentResource):
             k8s_dask.worker_deployment(settings, names, files, preload_hash, rollout),
             opts_(preload, worker_sa, *fences, *tls_ready, ignore_changes=WORKER_IGNORE_CHANGES),
         )
+        # Every target: a node drain waits for the scheduler instead of evicting it, from its first pod on.
+        budget = create(
+            f"{name}-scheduler-pdb", k8s_dask.scheduler_disruption_budget(settings, names), opts_(ns)
+        )
         # The preload exits at start if the worker Deployment or its RBAC is missing: create them first.
         scheduler = create(
             f"{name}-scheduler",
             k8s_dask.scheduler_deployment(settings, names, files, preload_hash, rollout),
-            opts_(preload, binding, workers, *scheduler_fences, *tls_ready),
+            opts_(preload, binding, workers, budget, *scheduler_fences, *tls_ready),
         )
         service = create(f"{name}-scheduler-svc", services.scheduler_service(names, version), opts_(ns))
         if settings.headroom_workers:
@@ -159,7 +181,13 @@ class DaskCluster(pulumi.ComponentResource):
         version = settings.dask_version
         # An explicit provider like every other (it only computes: keys and certificates in state).
         tls_provider = pulumi_tls.Provider(f"{name}-tls", opts=pulumi.ResourceOptions(parent=self))
-        material = tls.make_material(name, names, pulumi.ResourceOptions(parent=self, provider=tls_provider))
+        # After the namespace (so after the cluster): a certificate's validity counts from the deploy that
+        # first uses it, not from a first `up` that failed or stopped before the cluster was up.
+        material = tls.make_material(
+            name,
+            names,
+            pulumi.ResourceOptions(parent=self, provider=tls_provider, depends_on=after_ns.depends_on),
+        )
         secrets = [
             create(f"{name}-{secret['metadata']['name']}", secret, after_ns)
             for secret in tls.secrets(material, names, version)

@@ -26,6 +26,13 @@ SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 SAFE_TO_EVICT_LOCAL_VOLUMES = "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes"
 SIGTERM_MARGIN_SECONDS = 15
 SKIP_AWAIT = "pulumi.com/skipAwait"  # the worker's own retirement timeout ends this long before SIGKILL
+# Where every in-cluster client looks for its token, ca.crt and namespace; the preload's default
+# `service-account-dir` (dask_adaptive/adaptive.yaml; a test pins the two together).
+SERVICE_ACCOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The scheduler's token lifetime: the shortest the apiserver issues. The kubelet rewrites a projected token
+# at 80% of it, and the preload re-reads its token file every minute and on a 401 (api.py TokenSource).
+SCHEDULER_TOKEN_SECONDS = 600
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"  # published into every namespace by the controller-manager
 
 
 @dataclass(frozen=True)
@@ -222,6 +229,55 @@ def _template_annotations(preload_hash: str, extra: dict) -> dict:
     return {HASH_ANNOTATION: preload_hash, **extra}
 
 
+def scheduler_token_volume() -> dict:
+    """The scheduler's API credentials as a projected volume, instead of the automounted token.
+
+    The automounted token says 3607 s, but the apiserver extends that one lifetime so that old clients keep
+    working (--service-account-extend-token-expiration; 90 days on EKS): a token stolen from the scheduler,
+    which runs any client's code, would scale and delete pods for that long. This one is bound to the pod
+    and lives `SCHEDULER_TOKEN_SECONDS`; the CA bundle and the namespace complete what the preload reads
+    from the folder (api.py `KubeApi.in_cluster`)."""
+    namespace_item = {
+        "path": "namespace",
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+    }
+    return {
+        "name": "api-token",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": SCHEDULER_TOKEN_SECONDS}},
+                {"configMap": {"name": ROOT_CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [namespace_item]}},
+            ]
+        },
+    }
+
+
+def scheduler_disruption_budget(settings: DaskSettings, names: Names) -> dict:
+    """No voluntary eviction of the scheduler: it is one pod holding every result and task of the cluster.
+
+    A node drain (`kubectl drain`, an EKS managed node-group update, cluster-autoscaler) evicts through the
+    Eviction API, which refuses with 429 while this budget allows no disruption: the drain waits and a
+    managed update fails loudly instead of restarting the scheduler. Deleting the pod is not an eviction:
+    an operator rolls the system group when the cluster is idle (README). `maxUnavailable: 0` rather than
+    `minAvailable: 1`: it means "zero voluntary disruptions" whatever the replica count (the controller
+    reads it from the Deployment's scale), where `minAvailable: 1` would let one of two scheduler pods go.
+    `IfHealthyBudget`: a scheduler that is running but not Ready (an event loop saturated by a big graph
+    fails its probe) is refused too; a crash-looping one also blocks a drain until it is deleted by hand.
+    Workers get no budget: cluster-autoscaler drains their nodes and they retire gracefully on SIGTERM.
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": object_meta(names.scheduler, names, "scheduler", settings.dask_version),
+        "spec": {
+            "maxUnavailable": 0,
+            "selector": {"matchLabels": selector_labels(names, "scheduler")},
+            "unhealthyPodEvictionPolicy": "IfHealthyBudget",
+        },
+    }
+
+
 def scheduler_deployment(
     settings: DaskSettings,
     names: Names,
@@ -255,6 +311,7 @@ def scheduler_deployment(
         "volumeMounts": [
             {"name": "preload", "mountPath": MOUNT_PATH, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "api-token", "mountPath": SERVICE_ACCOUNT_PATH, "readOnly": True},
             *tls.mounts,
         ],
     }
@@ -277,13 +334,15 @@ def scheduler_deployment(
                 },
                 "spec": {
                     "serviceAccountName": names.scheduler,
-                    "automountServiceAccountToken": True,  # the preload calls the API with it
+                    # the preload calls the API with the short-lived token of `scheduler_token_volume`
+                    "automountServiceAccountToken": False,
                     "priorityClassName": names.scheduler_priority_class,  # before its workers
                     "securityContext": _pod_security_context(),
                     "containers": [container],
                     "volumes": [
                         volume("preload", names.preload, files),
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                        scheduler_token_volume(),
                         *tls.volumes,
                     ],
                     **placement,

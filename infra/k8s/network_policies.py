@@ -1,4 +1,5 @@
-"""The Dask namespace's NetworkPolicies (plain dicts): deny all ingress, then allow exactly the Dask traffic.
+"""The Dask namespace's NetworkPolicies (plain dicts): deny all ingress and egress, then allow exactly the
+Dask traffic in, and out only what each component needs.
 
 Enforced on EKS once the vpc-cni addon enables it (`infra.aws.cluster.VPC_CNI_CONFIGURATION`); the
 control plane of the tests stores and selects them but enforces nothing.
@@ -6,6 +7,7 @@ control plane of the tests stores and selects them but enforces nothing.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 
 from infra.config.settings import DaskSettings
@@ -13,6 +15,17 @@ from infra.k8s import dask_objects as kd
 from infra.k8s.dask_objects import Names
 
 SelectorLabels = Mapping[str, str]
+
+# The EC2 instance metadata service: the node role's credentials. The EKS Pod Identity agent, which hands
+# out the pods' own credentials, is another link-local address (169.254.170.23) and stays reachable.
+IMDS = "169.254.169.254/32"
+# Private address space: RFC 1918 and RFC 6598's shared space (VPC secondary CIDRs, EKS custom networking).
+# Every VPC CIDR the aws target accepts lies inside these (infra/config/aws.py), as does the Service range.
+PRIVATE_RANGES = ("10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16")
+# Cluster DNS: CoreDNS pods, labelled like this by EKS, kubeadm, kind and k3s. The label equals the kube-dns
+# Service's selector, which lets the VPC CNI's controller also allow that Service's ClusterIP.
+DNS_NAMESPACE = {"kubernetes.io/metadata.name": "kube-system"}
+DNS_PODS = {"k8s-app": "kube-dns"}
 
 
 # ---------------------------------------------------------------- shared selectors
@@ -31,17 +44,112 @@ def stack_pod_labels(names: Names) -> dict[str, str]:
 # ---------------------------------------------------------------- NetworkPolicy (issue 12 §2)
 
 
-def _policy(name: str, names: Names, version: str, pod_selector: dict, ingress: list[dict]) -> dict:
+def _policy(
+    name: str,
+    names: Names,
+    version: str,
+    pod_selector: dict,
+    ingress: list[dict] | None = None,
+    egress: list[dict] | None = None,
+) -> dict:
+    """A policy for the directions given (None: that direction is not governed by this policy)."""
+    spec: dict = {"podSelector": pod_selector, "policyTypes": []}
+    for direction, rules in (("Ingress", ingress), ("Egress", egress)):
+        if rules is not None:
+            spec["policyTypes"].append(direction)
+            spec[direction.lower()] = rules
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": kd.object_meta(name, names, "network-policy", version),
-        "spec": {"podSelector": pod_selector, "policyTypes": ["Ingress"], "ingress": ingress},
+        "spec": spec,
     }
 
 
 def _tcp(port: int) -> dict:
     return {"protocol": "TCP", "port": port}
+
+
+def _dns_rule() -> dict:
+    return {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": dict(DNS_NAMESPACE)},
+                "podSelector": {"matchLabels": dict(DNS_PODS)},
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+
+
+def worker_egress_except(settings: DaskSettings) -> list[str]:
+    """The addresses workers may not reach outside the Dask pods and DNS: IMDS, and with
+    `worker_egress_deny_private` every private range (the VPC, the Service range, peered networks)."""
+    blocked = [ipaddress.ip_network(IMDS)]
+    if settings.worker_egress_deny_private:
+        blocked += [ipaddress.ip_network(r) for r in PRIVATE_RANGES]
+    return [str(n) for n in ipaddress.collapse_addresses(blocked)]
+
+
+def egress_policies(
+    settings: DaskSettings, names: Names, client_pods: Sequence[SelectorLabels]
+) -> list[dict]:
+    """What each pod of the namespace may open; the default deny leaves every other pod nothing.
+
+    - scheduler -> cluster DNS, the API server (`settings.api_server_cidrs` on `api_server_ports`, TCP) and
+      this stack's workers on any port (it dials their random worker ports). Nothing else: it runs any
+      client's code and holds the scaling token, so it must not reach IMDS or the Internet. On aws the
+      API server's CIDRs include the whole VPC (its ENIs move), so HTTPS inside the VPC stays reachable;
+      `dask.apiServerCidrs` narrows it (README).
+    - workers -> DNS, the scheduler port, each other on any port (transfers), and any IPv4 address except
+      `worker_egress_except` (IMDS always; the private ranges when configured). S3 through the VPC's gateway
+      endpoint keeps working: a gateway endpoint is a route-table entry for S3's prefix list, so the packets
+      still go to S3's public addresses, which `0.0.0.0/0` minus private ranges admits. Interface endpoints
+      (private addresses in the VPC) are refused while the private ranges are.
+    - `client_pods` (pods of this namespace allowed to the scheduler port) -> DNS and the scheduler port.
+    - the headroom placeholders (pause containers) and any other pod: nothing.
+
+    Workers reach the scheduler through its Service: an enforcer matching before kube-proxy's DNAT (the VPC
+    CNI's eBPF agent) sees the ClusterIP, which its controller allows only when the Service's selector
+    equals this podSelector - hence `selector_labels(names, "scheduler")` on both.
+    """
+    version = settings.dask_version
+    scheduler = {"matchLabels": kd.selector_labels(names, "scheduler")}
+    workers = {"matchLabels": kd.selector_labels(names, "worker")}
+    to_scheduler = {"to": [{"podSelector": scheduler}], "ports": [_tcp(kd.SCHEDULER_PORT)]}
+    api_server = {
+        "to": [{"ipBlock": {"cidr": c}} for c in settings.api_server_cidrs],
+        "ports": [_tcp(p) for p in settings.api_server_ports],
+    }
+    world = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": worker_egress_except(settings)}}]}
+    policies = [
+        _policy(
+            "dask-scheduler-egress",
+            names,
+            version,
+            scheduler,
+            egress=[_dns_rule(), api_server, {"to": [{"podSelector": workers}]}],
+        ),
+        _policy(
+            "dask-workers-egress",
+            names,
+            version,
+            workers,
+            egress=[_dns_rule(), to_scheduler, {"to": [{"podSelector": workers}]}, world],
+        ),
+    ]
+    # One policy per selector: a podSelector cannot express "any of these label sets".
+    policies += [
+        _policy(
+            f"dask-client-{i}-egress",
+            names,
+            version,
+            {"matchLabels": dict(s)},
+            egress=[_dns_rule(), to_scheduler],
+        )
+        for i, s in enumerate(client_pods)
+    ]
+    return policies
 
 
 def network_policies(
@@ -50,9 +158,10 @@ def network_policies(
     client_namespaces: Sequence[SelectorLabels] = (),
     client_pods: Sequence[SelectorLabels] = (),
 ) -> list[dict]:
-    """Ingress policies of the Dask namespace: deny all, then allow exactly the Dask traffic.
+    """The Dask namespace's policies: deny all in and out, then allow exactly the Dask traffic.
 
-    - default deny: every pod in the namespace, no ingress rule (egress stays open: workers fetch data).
+    - default deny: every pod in the namespace, ingress and egress, no rule; the egress allowances are
+      `egress_policies`' (above). The ingress ones:
     - scheduler <- this stack's workers on the scheduler port (workers dial it; nothing else of ours does).
     - workers <- this stack's Dask pods (scheduler and workers) on ANY port: `dask worker` is started
       without `--worker-port`/`--nanny-port` (dask_adaptive/command.py), so both listen on random ports
@@ -77,7 +186,7 @@ def network_policies(
     workers = {"matchLabels": kd.selector_labels(names, "worker")}
     stack = {"matchLabels": stack_pod_labels(names)}
     policies = [
-        _policy("dask-default-deny-ingress", names, version, {}, []),
+        _policy("dask-default-deny", names, version, {}, ingress=[], egress=[]),
         _policy(
             "dask-scheduler-from-workers",
             names,
@@ -117,4 +226,4 @@ def network_policies(
                 ],
             )
         )
-    return policies
+    return policies + egress_policies(settings, names, client_pods)

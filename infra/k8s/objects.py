@@ -23,6 +23,7 @@ _CLASSES: dict[tuple[str, str], type[pulumi.CustomResource]] = {
     ("v1", "ResourceQuota"): k8s.core.v1.ResourceQuota,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
     ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"): (
         k8s.admissionregistration.v1.ValidatingAdmissionPolicy
     ),

@@ -71,6 +71,20 @@ def test_decode_secret_names_what_is_missing_or_malformed():
         decode_secret(good | {"ca.crt": "%%%"}, "ns/s")
 
 
+def test_an_existing_folder_keeps_its_mode_and_the_files_are_private(tmp_path: Path):
+    """Issue 20 C14: an existing `--output-dir` (a project folder, a shared one) keeps its mode."""
+    ca = pki.make_ca()
+    leaf = pki.make_leaf(ca, "user")
+    folder = tmp_path / "project"
+    folder.mkdir()
+    folder.chmod(0o755)
+    write_files(folder, ClientTls(ca.cert, leaf.cert, leaf.key), dask_config_yaml(folder, "ns", "ctx"))
+    assert mode(folder) == 0o755
+    assert {p.name: mode(p) for p in folder.iterdir()} == dict.fromkeys(
+        ["ca.crt", "tls.crt", "tls.key", CONFIG_NAME], 0o600
+    )
+
+
 def test_written_folder_is_private_and_is_dask_config(tmp_path: Path):
     ca = pki.make_ca()
     leaf = pki.make_leaf(ca, "user")

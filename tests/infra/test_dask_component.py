@@ -95,11 +95,14 @@ def test_every_kubernetes_object_uses_the_explicit_provider_and_the_component_as
     [component] = graph_aws.of_type(COMPONENT)
     objects = kube(graph_aws)
     # ns, default-SA patch, 2 SAs, Role, RoleBinding, ConfigMap, 2 Deployments, 2 Services (with the
-    # dashboard), 4 NetworkPolicies (deny, scheduler<-workers, workers<-dask, dashboard), ResourceQuota,
-    # PriorityClass, admission policy + binding, 2 TLS Secrets + the client Role (no groups: no binding)
-    assert len(objects) == 22
+    # dashboard), 6 NetworkPolicies (deny in and out, scheduler<-workers, workers<-dask, dashboard, scheduler
+    # egress, worker egress), ResourceQuota, PriorityClass, 2 admission policies + bindings (the scheduler's
+    # requests; its PriorityClass), the scheduler's PodDisruptionBudget, 2 TLS Secrets + the client Role (no
+    # groups: no binding)
+    assert len(objects) == 27
     kinds = sorted(n.type.rsplit(":", 1)[1] for n in objects)
-    assert kinds.count("NetworkPolicy") == 4 and kinds.count("ServiceAccountPatch") == 1
+    assert kinds.count("NetworkPolicy") == 6 and kinds.count("ServiceAccountPatch") == 1
+    assert kinds.count("ValidatingAdmissionPolicy") == 2 and kinds.count("PodDisruptionBudget") == 1
     assert kinds.count("Secret") == 2 and kinds.count("Role") == 2 and kinds.count("RoleBinding") == 1
     for node in objects:
         assert node.provider_urn == provider.urn, node.name
@@ -134,8 +137,9 @@ def test_no_pod_runs_before_its_fences(graph_aws):
     for fence in fences:
         assert graph_aws.depends_on(workers, fence) and graph_aws.depends_on(scheduler, fence), fence.name
     for fence in (
-        graph_aws.one("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding"),
+        *graph_aws.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding"),
         graph_aws.one("kubernetes:scheduling.k8s.io/v1:PriorityClass"),
+        graph_aws.one("kubernetes:policy/v1:PodDisruptionBudget"),
     ):
         assert graph_aws.depends_on(scheduler, fence), fence.name
     template = scheduler.inputs["spec"]["template"]["spec"]
@@ -531,5 +535,5 @@ def test_local_target_has_no_node_constraints_and_a_private_dashboard():
 
 def test_preview_with_unknown_provider_outputs_still_registers_everything():
     graph, _ = run(aws(), preview=True)
-    assert len(kube(graph)) == 20  # the aws graph above less the dashboard Service and its NetworkPolicy
+    assert len(kube(graph)) == 25  # the aws graph above less the dashboard Service and its NetworkPolicy
     assert deployment(graph, "worker").ignore_changes == ["spec.replicas"]

@@ -134,9 +134,10 @@ def test_policies_select_exactly_the_intended_pods_of_the_program():
     specs = by_name(network_policies.network_policies(settings, names, CLIENT_NAMESPACES, CLIENT_PODS))
     every = set(population(settings))
 
-    deny = specs["dask-default-deny-ingress"]
-    assert selected(deny["podSelector"], settings) == every and deny["ingress"] == []
-    assert deny["policyTypes"] == ["Ingress"]
+    deny = specs["dask-default-deny"]
+    assert selected(deny["podSelector"], settings) == every
+    assert deny["policyTypes"] == ["Ingress", "Egress"]  # nothing in, nothing out, unless allowed below
+    assert deny["ingress"] == [] and deny["egress"] == []
 
     sched = specs["dask-scheduler-from-workers"]
     assert selected(sched["podSelector"], settings) == {"scheduler"}
@@ -163,6 +164,26 @@ def test_policies_select_exactly_the_intended_pods_of_the_program():
     ]
     assert selected(rule["from"][1]["podSelector"], settings) == {"notebook"}
     assert rule["ports"] == [{"protocol": "TCP", "port": kd.SCHEDULER_PORT}]
+
+    # Egress: each policy governs exactly its component (tests/infra/test_egress.py evaluates the rules).
+    for name, component in {
+        "dask-scheduler-egress": "scheduler",
+        "dask-workers-egress": "worker",
+        "dask-client-0-egress": "notebook",
+    }.items():
+        assert specs[name]["policyTypes"] == ["Egress"] and "ingress" not in specs[name]
+        assert selected(specs[name]["podSelector"], settings) == {component}, name
+    egress_peers = [
+        peer
+        for name in ("dask-scheduler-egress", "dask-workers-egress", "dask-client-0-egress")
+        for rule in specs[name]["egress"]
+        for peer in rule["to"]
+        if set(peer) == {"podSelector"}
+    ]
+    assert {frozenset(selected(p["podSelector"], settings)) for p in egress_peers} == {
+        frozenset({"scheduler"}),
+        frozenset({"worker"}),
+    }
 
     dashboard = specs["dask-dashboard-from-cidrs"]
     assert selected(dashboard["podSelector"], settings) == {"scheduler"}
@@ -196,9 +217,11 @@ def test_client_and_dashboard_policies_only_exist_when_configured():
     assert settings.dashboard_cidrs == ()
     plain = by_name(network_policies.network_policies(settings, names_of(settings)))
     assert set(plain) == {
-        "dask-default-deny-ingress",
+        "dask-default-deny",
         "dask-scheduler-from-workers",
         "dask-workers-from-dask",
+        "dask-scheduler-egress",
+        "dask-workers-egress",
     }
     two = aws_settings(cidrs=("10.1.0.0/16", "192.168.7.0/24"))
     dash = by_name(network_policies.network_policies(two, names_of(two)))["dask-dashboard-from-cidrs"]
@@ -612,12 +635,6 @@ CASES = [
     (
         "the worker service account deletes a pod",
         pod_delete(WORKER, username=f"system:serviceaccount:{NS}:{NAMES.worker}"),
-        "unmatched",
-        "",
-    ),
-    (
-        "the scheduler records an event",
-        (request("CREATE", "events", "", kind="Event"), {"kind": "Event"}, None),
         "unmatched",
         "",
     ),

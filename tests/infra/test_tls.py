@@ -7,16 +7,19 @@ checked on exactly what the stack would put in its Secrets.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
 import threading
 from pathlib import Path
 
+import pulumi
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from distributed.comm import Comm, CommClosedError, connect, listen
 from distributed.security import Security
 
 from infra.errors import ConfigError
@@ -24,7 +27,7 @@ from infra.k8s import dask_objects as kd
 from infra.k8s import tls, tls_mount
 from tests import pki
 from tests.infra import builders
-from tests.infra.harness import Graph, Node
+from tests.infra.harness import Graph, Node, run_stack
 
 SECRET = "kubernetes:core/v1:Secret"
 AWS_STACKS = ("dev", "prod")
@@ -142,20 +145,68 @@ def test_each_key_matches_its_certificate_and_is_a_secret(stack, stack_graph):
     assert {n.inputs["ecdsaCurve"] for n in keys} == {"P256"}
 
 
-def test_validity_and_early_renewal_rotate_before_expiry(stack_graph):
-    g = stack_graph("prod")
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_validity_and_early_renewal_rotate_before_expiry(stack, stack_graph):
+    g = stack_graph(stack)
     [ca] = g.of_type("tls:index/selfSignedCert:SelfSignedCert")
-    leaves = g.of_type("tls:index/locallySignedCert:LocallySignedCert")
+    leaves = {
+        n.name.rsplit("-", 2)[-2]: n for n in g.of_type("tls:index/locallySignedCert:LocallySignedCert")
+    }
     assert ca.inputs["isCaCertificate"] is True
-    assert ca.inputs["validityPeriodHours"] > ca.inputs["earlyRenewalHours"] >= 30 * 24
-    assert len(leaves) == 2
-    for leaf in leaves:
-        # a leaf is renewed well before it (and before the CA) expires
-        assert leaf.inputs["validityPeriodHours"] > leaf.inputs["earlyRenewalHours"] >= 30 * 24
+    assert (ca.inputs["validityPeriodHours"], ca.inputs["earlyRenewalHours"]) == (5 * 365 * 24, 180 * 24)
+    assert set(leaves) == {"cluster", "client"}
+    # the users' certificate: 30 days, so a copy kept after leaving clientGroups dies within a month;
+    # renewed by any `up` in its last 20 days (a fetched copy has >= 20 days left)
+    client = leaves["client"].inputs
+    assert (client["validityPeriodHours"], client["earlyRenewalHours"]) == (720, 480)
+    # the cluster's certificate keeps a year: renewing it restarts the scheduler
+    cluster = leaves["cluster"].inputs
+    assert (cluster["validityPeriodHours"], cluster["earlyRenewalHours"]) == (365 * 24, 60 * 24)
+    for leaf in leaves.values():
+        # a leaf is renewed before it (and before the CA) expires
+        assert 0 < leaf.inputs["earlyRenewalHours"] < leaf.inputs["validityPeriodHours"]
         assert (
             leaf.inputs["validityPeriodHours"]
             <= ca.inputs["validityPeriodHours"] - ca.inputs["earlyRenewalHours"]
         )
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_keys_and_certificates_are_made_only_once_the_cluster_serves_the_namespace(stack, stack_graph):
+    """Issue 20 A6: made at the start of a first `up` that then fails (or stops at the cluster), a
+    certificate's year would start long before the deploy that uses it."""
+    g = stack_graph(stack)
+    [namespace] = g.of_type("kubernetes:core/v1:Namespace")
+    [cluster] = g.of_type("aws:eks/cluster:Cluster")
+    made = [n for n in g.nodes if n.type.startswith("tls:index/")]
+    assert len(made) == 8  # 3 keys, the CA, 2 certificate requests, 2 leaves
+    for node in made:
+        assert g.depends_on(node, namespace) and g.depends_on(node, cluster), node.name
+
+
+# The resource README "Revocation" tells operators to replace (`pulumi up --replace <urn>`), for prod.
+PROD_CA_KEY_URN = (
+    "urn:pulumi:prod::adaptive-dask::adaptive-dask:kubernetes:DaskCluster"
+    "$tls:index/privateKey:PrivateKey::adask-prod-dask-ca-key"
+)
+
+
+def test_replacing_the_ca_key_replaces_every_key(stack_graph):
+    """Revocation is `pulumi up --replace <the CA key's URN>`: the CA certificate and both leaves take the
+    key as an input (so they are re-issued), and both leaf keys name it in `replace_with` (so they are
+    new too: the old client key, or a cluster key a task copied, must not get a fresh certificate)."""
+    g = stack_graph("prod")
+    keys = {n.urn: n for n in g.of_type("tls:index/privateKey:PrivateKey")}
+    assert PROD_CA_KEY_URN in keys and len(keys) == 3
+    ca_key = keys.pop(PROD_CA_KEY_URN)
+    assert list(ca_key.request.replace_with) == []
+    for leaf_key in keys.values():
+        assert list(leaf_key.request.replace_with) == [PROD_CA_KEY_URN], leaf_key.name
+    [ca] = g.of_type("tls:index/selfSignedCert:SelfSignedCert")
+    assert ca.inputs["privateKeyPem"] == ca_key.state["privateKeyPem"]
+    for leaf in g.of_type("tls:index/locallySignedCert:LocallySignedCert"):
+        assert leaf.inputs["caPrivateKeyPem"] == ca_key.state["privateKeyPem"]
+        assert leaf.inputs["caCertPem"] == ca.state["certPem"]
 
 
 # ---------------------------------------------------------------- pods
@@ -300,3 +351,85 @@ def test_client_config_reads_the_secret_the_program_writes():
 
     assert client_config.SECRET == tls_mount.CLIENT_SECRET
     assert client_config.KEYS == (tls_mount.CA_FILE, tls_mount.CERT_FILE, tls_mount.KEY_FILE)
+
+
+# -------------------------------------------------- revocation: a new CA, over distributed's comm
+
+
+def _dask_exchange(server: Security, client: Security) -> str:
+    """One message over distributed's own TLS comm on loopback (its listener, its connector, the contexts
+    `Security` makes); "ok" when the scheduler side got it, else how the client was refused."""
+
+    async def run() -> str:
+        received: list[object] = []
+
+        async def handle(comm: Comm) -> None:
+            received.append(await comm.read())
+            await comm.write("pong")
+            await comm.close()
+
+        listener = await listen("tls://127.0.0.1:0", handle, **server.get_listen_args("scheduler"))
+        try:
+            comm = await connect(listener.contact_address, timeout=3, **client.get_connection_args("client"))
+            await comm.write("ping")
+            reply = await comm.read()
+            await comm.close()
+        except (CommClosedError, OSError) as e:
+            assert received == [], "the scheduler side must never see a message from a refused client"
+            return f"refused: {type(e).__name__}: {e}"
+        finally:
+            listener.stop()
+        assert (received, reply) == (["ping"], "pong")
+        return "ok"
+
+    loop = asyncio.new_event_loop()  # not the test's loop, which belongs to the Pulumi runtime
+    try:
+        return loop.run_until_complete(asyncio.wait_for(run(), 60))
+    finally:
+        loop.close()
+
+
+def test_after_the_ca_is_replaced_the_old_client_certificate_is_refused(stack_graph, tmp_path):
+    """README "Revocation": replacing the CA's key makes a new CA and new certificates (what a second run
+    of the program makes: the mocks generate keys as the provider does). A scheduler on the new material
+    refuses a client holding the old client certificate and accepts the new one; and a CA *certificate*
+    re-issued for the old key would have let the old client in, so replacing the certificate alone is
+    not revocation."""
+    before = secrets(stack_graph("dev"))
+    try:
+        after_graph = run_stack("dev")  # a fresh run: new keys, new CA
+    finally:
+        pulumi.runtime.set_all_config({})
+        pulumi.runtime.reset_options()
+    after = secrets(after_graph)
+    assert after[tls_mount.CLIENT_SECRET]["ca.crt"] != before[tls_mount.CLIENT_SECRET]["ca.crt"]
+
+    new_cluster = _write(tmp_path / "new-cluster", after[tls_mount.CLUSTER_SECRET])
+    new_client = _write(tmp_path / "new-client", after[tls_mount.CLIENT_SECRET])
+    old_client = _write(tmp_path / "old-client", before[tls_mount.CLIENT_SECRET])
+    scheduler = _contexts(new_cluster, "scheduler")
+
+    assert _dask_exchange(scheduler, _contexts(new_client, "client")) == "ok"
+    # the old certificate, presented with the new CA to check the scheduler by (what a user who kept
+    # the old files and fetched the public CA would do) and with the old CA (the files as they were)
+    old_with_new_ca = Security(
+        require_encryption=True,
+        tls_ca_file=str(new_client.ca_file),
+        tls_client_cert=str(old_client.cert),
+        tls_client_key=str(old_client.key),
+    )
+    refused = _dask_exchange(scheduler, old_with_new_ca)
+    # the scheduler's alert: the old certificate's signature does not verify with the new CA
+    assert refused.startswith("refused: CommClosedError") and "SSLError" in refused, refused
+    as_kept = _dask_exchange(scheduler, _contexts(old_client, "client"))  # both sides refuse: other CAs
+    assert as_kept.startswith("refused: ") and "certificate" in as_kept, as_kept
+
+    # why the key must go: the old CA's key re-signing a CA certificate (same name) trusts the old client
+    g = stack_graph("dev")
+    [ca_key] = [n for n in g.of_type("tls:index/privateKey:PrivateKey") if n.name.endswith("-ca-key")]
+    [ca] = g.of_type("tls:index/selfSignedCert:SelfSignedCert")
+    old_name = cert(ca.state["certPem"]).subject.rfc4514_string().removeprefix("CN=")
+    reissued = pki.make_ca(old_name, key_pem=ca_key.state["privateKeyPem"])
+    assert reissued.cert != ca.state["certPem"]
+    same_key = pki.write_tls_files(tmp_path / "same-key", reissued, pki.make_service_leaf(reissued, "s", ()))
+    assert _dask_exchange(_contexts(same_key, "scheduler"), _contexts(old_client, "client")) == "ok"

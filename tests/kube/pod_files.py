@@ -6,7 +6,10 @@ container's environment, command line and working directory resolved on this mac
   rewritten to its folder, as are declared container ports and Service DNS names (tests/kube/rewriting.py).
 - The ServiceAccount files (a real TokenRequest token bound to the pod, ca.crt, namespace) go to a
   per-pod folder given in DASK_ADAPTIVE__KUBERNETES__SERVICE_ACCOUNT_DIR; the standard mount path
-  /var/run/secrets/kubernetes.io/serviceaccount is rewritten to it.
+  /var/run/secrets/kubernetes.io/serviceaccount is rewritten to it. A pod with
+  `automountServiceAccountToken: false` that mounts its own projected volume (a serviceAccountToken
+  source) at that path gets that volume as its folder instead: the token with the volume's
+  `expirationSeconds`, rewritten at 80% of it as the kubelet does.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +49,10 @@ class PodFiles:
         self.name = runner.name
         self.dir = runner.dir
         self.sa_dir = self.dir / "serviceaccount"
+        self.token_file = "token"
+        self.token_seconds = 3600  # the lifetime asked for; a projected volume's expirationSeconds
+        self.token_written = 0.0  # time.monotonic() of the last write
+        self.projected_sa: str | None = None  # the projected volume mounted at SA_MOUNT, if any
         self.token: str = ""
         self.token_history: list[str] = []
         self.volume_dirs: dict[str, Path] = {}
@@ -63,24 +71,52 @@ class PodFiles:
         sa = self.pod["spec"].get("serviceAccountName") or "default"
         # Two TokenRequests in the same second yield byte-identical JWTs on 1.20 (no jti claim), so a
         # rotation also varies the lifetime by a second to be sure the new token differs.
-        lifetime = 3600 + len(self.token_history) + (1 if self.token else 0)
+        lifetime = self.token_seconds + len(self.token_history) + (1 if self.token else 0)
         token = self.kubelet.kube.service_account_token(
             self.namespace, sa, bound_pod=self.pod, expiration_seconds=lifetime
         )
         self.sa_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.sa_dir / ".token.tmp"
         tmp.write_text(token)
-        tmp.replace(self.sa_dir / "token")  # atomic: a reader never sees half a token
+        tmp.replace(self.sa_dir / self.token_file)  # atomic: a reader never sees half a token
         if self.token:
             self.token_history.append(self.token)
         self.token = token
+        self.token_written = time.monotonic()
+
+    def refresh_token(self, now: float) -> None:
+        """Rewrite the token once 80% of its lifetime has passed, as the kubelet does for projected tokens."""
+        if self.token and now - self.token_written > 0.8 * self.token_seconds:
+            self.write_token()
+
+    def _token_projection(self) -> tuple[str, dict[str, Any]] | None:
+        """(volume name, serviceAccountToken source) of a projected volume mounted at SA_MOUNT, if any."""
+        spec = self.pod["spec"]
+        mounted = {
+            m["name"]
+            for c in spec.get("containers") or []
+            for m in c.get("volumeMounts") or []
+            if m["mountPath"].rstrip("/") == SA_MOUNT
+        }
+        for vol in spec.get("volumes") or []:
+            if vol["name"] in mounted and "projected" in vol:
+                for src in vol["projected"].get("sources") or []:
+                    if "serviceAccountToken" in src:
+                        return vol["name"], src["serviceAccountToken"]
+        return None
 
     def prepare(self) -> None:
         """Token, volumes and every container's env/argv; raises while something is missing (a ConfigMap,
         a Service named in the command line), which the runner reports and retries."""
         spec = self.pod["spec"]
         rest = self.kubelet.rest
-        if spec.get("automountServiceAccountToken", True):
+        projection = self._token_projection()
+        if projection is not None:
+            self.projected_sa = projection[0]
+            self.sa_dir = self.dir / "volumes" / projection[0]
+            self.token_file = projection[1]["path"]
+            self.token_seconds = int(projection[1].get("expirationSeconds", 3600))
+        elif spec.get("automountServiceAccountToken", True):
             self.write_token()
             shutil.copyfile(self.kubelet.kube.ca_file, self.sa_dir / "ca.crt")
             (self.sa_dir / "namespace").write_text(self.namespace)
@@ -105,6 +141,9 @@ class PodFiles:
                         self._project_map(d, "secrets", src["secret"]["name"], src["secret"], rest)
                     elif "downwardAPI" in src:
                         self._project_downward(d, src["downwardAPI"].get("items") or [])
+                    elif "serviceAccountToken" in src and vol["name"] == self.projected_sa:
+                        self.token = ""  # a fresh folder: a first token, not a rotation
+                        self.write_token()
                     elif "serviceAccountToken" in src:
                         sa = spec.get("serviceAccountName") or "default"
                         tok = self.kubelet.kube.service_account_token(self.namespace, sa, bound_pod=self.pod)
@@ -186,7 +225,7 @@ class PodFiles:
         rw = Rewriter()
         mounts = sorted(spec.get("volumeMounts") or [], key=lambda m: -len(m["mountPath"]))
         for m in mounts:
-            if m["mountPath"].rstrip("/") == SA_MOUNT:
+            if m["mountPath"].rstrip("/") == SA_MOUNT and m["name"] != self.projected_sa:
                 # The 1.20 ServiceAccount admission plugin mounts the legacy token Secret here; like
                 # EKS (bound, projected tokens) we give the per-pod TokenRequest folder instead.
                 continue
@@ -194,7 +233,7 @@ class PodFiles:
             if folder is None:
                 continue
             rw.path(m["mountPath"], str(folder / m["subPath"]) if m.get("subPath") else str(folder))
-        if self.pod["spec"].get("automountServiceAccountToken", True):
+        if self.pod["spec"].get("automountServiceAccountToken", True) and self.projected_sa is None:
             rw.path(SA_MOUNT, str(self.sa_dir))
         rw.extend(self.services)
         rw.extend(port_rules(self.ports))
@@ -213,7 +252,7 @@ class PodFiles:
             "KUBERNETES_PORT": f"tcp://127.0.0.1:{k.api_port}",
         }
         (self.dir / "home").mkdir(exist_ok=True)
-        if self.pod["spec"].get("automountServiceAccountToken", True):
+        if self.pod["spec"].get("automountServiceAccountToken", True) or self.projected_sa is not None:
             env[SA_DIR_ENV] = str(self.sa_dir)
         env.update(k.extra_env)
         for src in spec.get("envFrom") or []:

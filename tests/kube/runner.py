@@ -150,6 +150,10 @@ class PodRunner:
 
     def _step(self) -> None:
         now = time.monotonic()
+        try:
+            self.files.refresh_token(now)
+        except Exception as exc:  # the apiserver may be briefly away: the next step retries, as kubelet does
+            log.warning("token refresh for %s/%s failed: %r", self.namespace, self.name, exc)
         policy = self.pod["spec"].get("restartPolicy", "Always")
         for c in self.containers:
             if c.finished:

@@ -193,6 +193,35 @@ def _check(kube, k, objs: StackObjects, ns: str, other_ns: str) -> None:
     with contextlib.suppress(ApiError):
         admin.delete(f"/apis/apps/v1/namespaces/{other_ns}/deployments/{WORKER}")
     _check_fences(admin, objs, ns, scheduler=pod_name, worker=worker_pod)
+    _check_disruption_budget(admin, objs, ns, scheduler=pod_name, worker=worker_pod)
+
+
+def _evict(admin, ns: str, pod: str) -> int:
+    """The Eviction API, as `kubectl drain`, cluster-autoscaler and a managed node-group update call it."""
+    body = {"apiVersion": "policy/v1beta1", "kind": "Eviction", "metadata": {"name": pod, "namespace": ns}}
+    return status(lambda: admin.post(f"/api/v1/namespaces/{ns}/pods/{pod}/eviction", body))
+
+
+def _check_disruption_budget(admin, objs: StackObjects, ns: str, scheduler: str, worker: str) -> None:
+    """6. The program's PodDisruptionBudget (issue 20 A2), as the disruption controller computes it: a drain
+    is refused the running scheduler (429: the drain waits, a node-group update fails loudly) and may
+    evict a worker (it retires on SIGTERM)."""
+    (pdb,) = objs.of_kind("PodDisruptionBudget")
+    path = f"/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets/{pdb['metadata']['name']}"
+
+    def computed():
+        live = admin.get(path)
+        st = live.get("status") or {}
+        done = st.get("observedGeneration") == live["metadata"]["generation"] and st.get("expectedPods") == 1
+        return st if done and st.get("currentHealthy") == 1 else None
+
+    st = wait_for(computed, 60, message="the disruption controller computed the scheduler's budget")
+    assert st["disruptionsAllowed"] == 0 and st["desiredHealthy"] == 1
+    assert _evict(admin, ns, scheduler) == 429
+    assert admin.get(f"/api/v1/namespaces/{ns}/pods/{scheduler}")["metadata"].get("deletionTimestamp") is None
+    assert _evict(admin, ns, worker) == 200
+    deleting = admin.get_or_none(f"/api/v1/namespaces/{ns}/pods/{worker}")
+    assert deleting is None or deleting["metadata"].get("deletionTimestamp") is not None
 
 
 def _selected(admin, ns: str, selector: dict) -> set[str]:
@@ -230,7 +259,7 @@ def _check_fences(admin, objs: StackObjects, ns: str, scheduler: str, worker: st
     assert set(policies) == {p["metadata"]["name"] for p in objs.of_kind("NetworkPolicy")}
     everyone, dask = {scheduler, worker, "stranger"}, {scheduler, worker}
     expected = {  # policy -> (pods it governs, pods each `from` peer selects)
-        "dask-default-deny-ingress": (everyone, []),
+        "dask-default-deny": (everyone, []),
         "dask-scheduler-from-workers": ({scheduler}, [{worker}]),
         "dask-workers-from-dask": ({worker}, [dask]),
     }
@@ -239,6 +268,19 @@ def _check_fences(admin, objs: StackObjects, ns: str, scheduler: str, worker: st
         assert _selected(admin, ns, spec["podSelector"]) == governed, name
         froms = [f for rule in spec.get("ingress") or [] for f in rule["from"]]
         assert [_selected(admin, ns, f["podSelector"]) for f in froms] == peers, name
+    # Egress, as the API server stores it: the default deny covers both directions; the scheduler may open
+    # only its workers among the pods (the rest are DNS and API-server addresses), workers the scheduler and
+    # each other.
+    assert policies["dask-default-deny"]["policyTypes"] == ["Ingress", "Egress"]
+    egress_expected = {
+        "dask-scheduler-egress": ({scheduler}, [{worker}]),
+        "dask-workers-egress": ({worker}, [{scheduler}, {worker}]),
+    }
+    for name, (governed, peers) in egress_expected.items():
+        spec = policies[name]
+        assert _selected(admin, ns, spec["podSelector"]) == governed, name
+        tos = [t for rule in spec["egress"] for t in rule["to"] if set(t) == {"podSelector"}]
+        assert [_selected(admin, ns, t["podSelector"]) for t in tos] == peers, name
     # The default ServiceAccount mounts no token; the quota is computed and counts the stack's pods.
     assert (
         admin.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default")["automountServiceAccountToken"] is False
