@@ -29,6 +29,7 @@ import pulumi_kubernetes as k8s
 from infra.aws import iam
 from infra.aws.component import AwsComponent
 from infra.aws.tags import name_tag
+from infra.config.aws import PREVIEW_GROUP
 from infra.config.settings import ClusterConfig
 
 PRE_NODE_ADDONS = ("vpc-cni", "kube-proxy")
@@ -208,6 +209,22 @@ class EksCluster(AwsComponent):
             self._cluster_admin(f"{name}-deployer", args.deployer_arn, partition)
         for arn in cfg.admin_arns:
             self._cluster_admin(f"{name}-admin-{principal_key(arn)}", arn, partition)
+        # CI's preview roles: authenticated, in PREVIEW_GROUP, no access policy and no RBAC. Without an
+        # entry the Kubernetes half of a preview fails 401; with one it gets discovery and the OpenAPI
+        # schema, and its server-side dry-runs are refused 403, on which pulumi-kubernetes previews
+        # client-side (provider.go: Create/Update with preview and IsForbidden). Dry-run rights would be
+        # write rights in RBAC, and a dry-run patch of a Secret answers with its data.
+        self.preview_entries = [
+            aws.eks.AccessEntry(
+                f"{name}-preview-{principal_key(arn)}",
+                cluster_name=self.cluster.name,
+                principal_arn=arn,
+                type="STANDARD",
+                kubernetes_groups=[PREVIEW_GROUP],
+                opts=self._opts(),
+            )
+            for arn in cfg.preview_arns
+        ]
 
         # -- vpc-cni's own IRSA role ------------------------------------------------------------------
         self.vpc_cni_role = aws.iam.Role(

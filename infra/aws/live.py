@@ -20,6 +20,7 @@ from types import MappingProxyType
 import pulumi
 import pulumi_aws as aws
 
+from infra.config.aws import role_name_key
 from infra.config.reader import PROJECT
 from infra.config.settings import Settings, WorkerGroupConfig
 from infra.errors import ConfigError, LiveStateError
@@ -82,7 +83,9 @@ def choose_zones(
 PLACEHOLDER_ACCOUNT = "111122223333"
 
 
-def placeholder_admin_error(admin_arns: Sequence[str], account_id: str) -> ConfigError | None:
+def placeholder_admin_error(
+    admin_arns: Sequence[str], account_id: str, key: str = "adminArns"
+) -> ConfigError | None:
     """An admin ARN still in the placeholder account, deployed into another account: refused at preview,
     before a first `up` spends ~20 minutes on the VPC and cluster and then fails on the access entry."""
     if account_id == PLACEHOLDER_ACCOUNT:
@@ -90,19 +93,12 @@ def placeholder_admin_error(admin_arns: Sequence[str], account_id: str) -> Confi
     for i, arn in enumerate(admin_arns):
         if arn.split(":")[4:5] == [PLACEHOLDER_ACCOUNT]:
             return ConfigError(
-                f"{PROJECT}:cluster.adminArns[{i}]",
+                f"{PROJECT}:cluster.{key}[{i}]",
                 arn,
                 f"is the stack file's placeholder (account {PLACEHOLDER_ACCOUNT}); this deploy runs in "
                 f"account {account_id}: name your own role, e.g. arn:aws:iam::{account_id}:role/<name>",
             )
     return None
-
-
-def role_name_key(arn: str) -> str:
-    """An IAM principal without its path: `role/a/b/name` and `role/name` are one role (names are unique
-    per account whatever the path), and EKS allows one access entry per principal."""
-    match = re.match(r"^(arn:[^:]+:iam::[0-9]{12}:(?:role|user))/(?:.*/)?([^/]+)$", arn)
-    return f"{match[1]}/{match[2]}" if match else arn
 
 
 def deployer_entry_needed(deployer_arn: str, deployer_admin: bool, admin_arns: Sequence[str]) -> bool:
@@ -240,9 +236,10 @@ def read_live_facts(settings: Settings, provider: aws.Provider, log_group: str) 
     if cfg.cluster.log_types:
         _check_log_group(settings, provider, log_group)
     account_id, deployer = _caller(provider)
-    placeholder = placeholder_admin_error(cfg.cluster.admin_arns, account_id)
-    if placeholder is not None:
-        raise placeholder
+    for key, arns in (("adminArns", cfg.cluster.admin_arns), ("previewArns", cfg.cluster.preview_arns)):
+        placeholder = placeholder_admin_error(arns, account_id, key)
+        if placeholder is not None:
+            raise placeholder
     if deployer_without_access(deployer, cfg.cluster.deployer_admin, cfg.cluster.admin_arns):
         pulumi.log.warn(
             f"{PROJECT}:cluster.deployerAdmin is false and {deployer} is not in cluster.adminArns: this "

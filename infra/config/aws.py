@@ -61,6 +61,10 @@ MAX_ASG_TAGS = 50  # per Auto Scaling Group
 # Tags EKS itself puts on a managed node group's ASG (eks:cluster-name, eks:nodegroup-name,
 # k8s.io/cluster-autoscaler/enabled, k8s.io/cluster-autoscaler/<cluster>, kubernetes.io/cluster/<cluster>).
 EKS_OWN_ASG_TAGS = 5
+# The Kubernetes group of `cluster.previewArns`' access entries. The program binds nothing to it: a
+# preview needs only discovery (every authenticated user has it), and its dry-run writes are refused
+# (403), on which pulumi-kubernetes falls back to a client-side diff. A team may bind reads to it.
+PREVIEW_GROUP = "adaptive-dask:previewers"
 
 _NAME_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _GROUP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -99,6 +103,7 @@ DEFAULT_CLUSTER: dict[str, Any] = {
     "logTypes": ["api", "audit", "authenticator"],
     "logRetentionDays": 30,
     "adminArns": [],
+    "previewArns": [],
     "deployerAdmin": True,
     "serviceCidr": "172.20.0.0/16",
     "supportType": None,  # DEFAULT_SUPPORT_TYPE by `production`
@@ -331,6 +336,25 @@ def _zone_ids(field: Field, az_count: int, production: bool, prod_key: str) -> t
     return ids
 
 
+def _principal_arns(field: Field) -> tuple[str, ...]:
+    """IAM role or user ARNs, each once (EKS keys access entries by principal)."""
+    arns = field.strings()
+    for i, arn in enumerate(arns):
+        if not _ADMIN_ARN_RE.match(arn):
+            raise Field(f"{field.key}[{i}]", arn).fail(
+                "must be an IAM role or user ARN (arn:aws:iam::<account>:role/<name>); "
+                "map an assumed-role session ARN to its role ARN"
+            )
+    return arns
+
+
+def role_name_key(arn: str) -> str:
+    """An IAM principal without its path: `role/a/b/name` and `role/name` are one role (names are unique
+    per account whatever the path), and EKS allows one access entry per principal."""
+    match = re.match(r"^(arn:[^:]+:iam::[0-9]{12}:(?:role|user))/(?:.*/)?([^/]+)$", arn)
+    return f"{match[1]}/{match[2]}" if match else arn
+
+
 def _retention(field: Field) -> int:
     days = field.integer()
     if days not in CLOUDWATCH_RETENTION_DAYS:
@@ -367,12 +391,14 @@ def _cluster_config(s: Section, network: NetworkConfig, production: bool, prod_k
     for i, log_type in enumerate(log_types):
         Field(f"{s['logTypes'].key}[{i}]", log_type).choice(CONTROL_PLANE_LOG_TYPES)
 
-    admins = s["adminArns"].strings()
-    for i, arn in enumerate(admins):
-        if not _ADMIN_ARN_RE.match(arn):
-            raise Field(f"{s['adminArns'].key}[{i}]", arn).fail(
-                "must be an IAM role or user ARN (arn:aws:iam::<account>:role/<name>); "
-                "map an assumed-role session ARN to its role ARN"
+    admins = _principal_arns(s["adminArns"])
+
+    previews = _principal_arns(s["previewArns"])
+    for i, arn in enumerate(previews):
+        if role_name_key(arn) in {role_name_key(a) for a in admins}:
+            raise Field(f"{s['previewArns'].key}[{i}]", arn).fail(
+                "must not also be in adminArns: EKS allows one access entry per principal, and a preview "
+                "role is read-only by design"
             )
 
     service = _network(s["serviceCidr"])
@@ -391,10 +417,10 @@ def _cluster_config(s: Section, network: NetworkConfig, production: bool, prod_k
         log_types=log_types,
         log_retention_days=_retention(s["logRetentionDays"]),
         admin_arns=admins,
+        preview_arns=previews,
         deployer_admin=s["deployerAdmin"].boolean(),
         service_cidr=str(service),
-        support_type=s.with_default("supportType", DEFAULT_SUPPORT_TYPE[production])
-        .choice(SUPPORT_TYPES),
+        support_type=s.with_default("supportType", DEFAULT_SUPPORT_TYPE[production]).choice(SUPPORT_TYPES),
         addon_versions=MappingProxyType(addons),
         node_ami_release_version=_ami_release(
             s["nodeAmiReleaseVersion"], version, s["version"].key, production, prod_key
@@ -426,9 +452,7 @@ def _addon_versions(field: Field, production: bool, prod_key: str) -> dict[str, 
     return pins
 
 
-def _ami_release(
-    field: Field, version: str, version_key: str, production: bool, prod_key: str
-) -> str | None:
+def _ami_release(field: Field, version: str, version_key: str, production: bool, prod_key: str) -> str | None:
     """A pinned EKS AMI release (`<kubernetes version>-<yyyymmdd>`) for the cluster's own minor; None
     (`latest`, or unset outside production) tracks the newest, which rolls every node group when AWS
     publishes one (about weekly)."""

@@ -40,6 +40,7 @@ class ClusterConfig:
     support_type: str
     addon_versions: Mapping[str, str]
     node_ami_release_version: str | None  # None: the newest AMI release for `version` (read from SSM)
+    preview_arns: tuple[str, ...] = ()  # CI's read-only preview roles: an access entry each, view only
 
 
 @dataclass(frozen=True)

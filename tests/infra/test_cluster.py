@@ -148,7 +148,7 @@ def test_configured_admins_get_entries_too(stack_graph: GraphOf) -> None:
     g = stack_graph("prod")
     principals = sorted(a.inputs["principalArn"] for a in g.of_type(ASSOC))
     assert principals == sorted(cluster_cfg("prod")["adminArns"])  # deployerAdmin: false in prod
-    assert len(g.of_type(ENTRY)) == len(principals)
+    assert len(g.of_type(ENTRY)) == len(principals) + len(cluster_cfg("prod")["previewArns"])
 
 
 def test_deployer_admin_can_be_turned_off(stack_graph: GraphOf) -> None:
@@ -156,8 +156,26 @@ def test_deployer_admin_can_be_turned_off(stack_graph: GraphOf) -> None:
     g = stack_graph(
         "dev", overrides={"adaptive-dask:cluster": json.dumps({"deployerAdmin": False, "adminArns": admins})}
     )
-    assert sorted(e.inputs["principalArn"] for e in g.of_type(ENTRY)) == admins
+    assert sorted(e.inputs["principalArn"] for e in g.of_type(ENTRY)) == admins  # (no previewArns here)
     assert g.calls_to("aws:eks/getAddonVersion:getAddonVersion")  # the rest of the program is unaffected
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_preview_roles_get_an_entry_in_the_preview_group_and_no_access_policy(
+    stack: str, stack_graph: GraphOf
+) -> None:
+    """Issue 20 B9: CI's preview role authenticates (no 401) and holds nothing beyond discovery."""
+    from infra.config.aws import PREVIEW_GROUP
+
+    g = stack_graph(stack)
+    previews = cluster_cfg(stack)["previewArns"]
+    assert previews
+    entries = {e.inputs["principalArn"]: e.inputs for e in g.of_type(ENTRY)}
+    for arn in previews:
+        assert entries[arn]["kubernetesGroups"] == [PREVIEW_GROUP] and entries[arn]["type"] == "STANDARD"
+    associated = {a.inputs["principalArn"] for a in g.of_type(ASSOC)}
+    assert associated.isdisjoint(previews)  # no EKS access policy: not even view
+    assert not PREVIEW_GROUP.startswith(("system:", "eks:", "aws:", "amazon:", "iam:"))  # EKS reserves those
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

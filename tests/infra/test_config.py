@@ -535,6 +535,27 @@ BAD = [
         "'kube-'",
     ),
     bad(
+        "preview-arn-also-admin",
+        {
+            f"{NS}:cluster": json.dumps(
+                {
+                    "adminArns": ["arn:aws:iam::123456789012:role/x"],
+                    "previewArns": ["arn:aws:iam::123456789012:role/path/x"],
+                }
+            )
+        },
+        "cluster.previewArns[0]",
+        "arn:aws:iam::123456789012:role/path/x",
+        "must not also be in adminArns",
+    ),
+    bad(
+        "preview-arn-session",
+        {f"{NS}:cluster": json.dumps({"previewArns": ["arn:aws:sts::123456789012:assumed-role/p/s"]})},
+        "cluster.previewArns[0]",
+        "arn:aws:sts::123456789012:assumed-role/p/s",
+        "IAM role or user ARN",
+    ),
+    bad(
         "taints-51",
         {WORKERS: worker(taints=[{"key": f"k{i}", "effect": "NoSchedule"} for i in range(50)])},
         "workerGroups[0].taints",

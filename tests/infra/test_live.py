@@ -237,7 +237,8 @@ def test_ci_managed_stacks_follow_the_readme_advice(stack: str, stack_graph: Gra
     assert any(":role/adaptive-dask-deploy-" in arn for arn in cluster["adminArns"])
     # Whoever runs the preview, the access entries are the same: none follows the caller.
     g = stack_graph(stack)
-    assert sorted(e.inputs["principalArn"] for e in g.of_type(ENTRY)) == sorted(cluster["adminArns"])
+    entries = sorted(e.inputs["principalArn"] for e in g.of_type(ENTRY))
+    assert entries == sorted([*cluster["adminArns"], *cluster["previewArns"]])
 
 
 # ------------------------------------------------------------------------------------ 6. DNS first
