@@ -64,10 +64,20 @@ def run_lister(stacks_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
+def parse_outputs(stdout: str) -> dict[str, list[str]]:
+    """The script's `key=value` lines, as $GITHUB_OUTPUT reads them: {"stacks": [...], "strict": [...]}."""
+    out = {}
+    for line in stdout.splitlines():
+        key, _, value = line.partition("=")
+        out[key] = json.loads(value)
+    assert set(out) == {"stacks", "strict"}, stdout
+    return out
+
+
 def parse_output(stdout: str) -> list[str]:
-    key, _, value = stdout.strip().partition("=")
-    assert key == "stacks", stdout
-    return json.loads(value)
+    """Every stack the script lists for CI (pull-request and main-only previews together)."""
+    out = parse_outputs(stdout)
+    return sorted(out["stacks"] + out["strict"])
 
 
 # --- stack coverage ---------------------------------------------------------------------------
@@ -87,6 +97,9 @@ def test_lister_covers_every_committed_stack_file():
     # every stack file is either previewed or a local-target stack (no cloud, no CI kube context)
     assert sorted(previewed) == sorted(set(files) - left_out)
     assert {"dev", "prod"} <= set(previewed)
+    split = parse_outputs(proc.stdout)
+    assert "prod" in split["strict"] and "dev" in split["stacks"]  # prod never in the pull-request list
+    assert not set(split["stacks"]) & set(split["strict"])
     for stack in left_out:
         assert stack in proc.stderr
 
@@ -103,9 +116,10 @@ def test_lister_on_edge_cases(tmp_path: Path):
     proc = run_lister(tmp_path)
     assert proc.returncode == 0
     assert parse_output(proc.stdout) == ["bare", "cloud", "dev", "prod-eu", "qa"]
+    assert parse_outputs(proc.stdout)["strict"] == ["prod-eu"]  # a prod- name is strict
     assert "laptop" in proc.stderr
-    # one line of `key=value`, as $GITHUB_OUTPUT requires
-    assert proc.stdout.count("\n") == 1
+    # one line of `key=value` per output, as $GITHUB_OUTPUT requires
+    assert proc.stdout.count("\n") == 2
     for p in tmp_path.glob("Pulumi.*.y*ml"):
         if p.is_file() and p.stem != "Pulumi":
             listed = p.name.split(".")[1] in parse_output(proc.stdout)
@@ -125,13 +139,18 @@ def test_matrix_is_the_listing_job_output(wf):
     (step,) = [s for s in stacks_job["steps"] if "list_stacks.py" in str(s.get("run", ""))]
     assert re.search(r"\.github/scripts/list_stacks\.py\s+stacks\b", step["run"])
     assert '>> "$GITHUB_OUTPUT"' in step["run"]
-    assert stacks_job["outputs"]["stacks"] == f"${{{{ steps.{step['id']}.outputs.stacks }}}}"
+    for key in ("stacks", "strict"):
+        assert stacks_job["outputs"][key] == f"${{{{ steps.{step['id']}.outputs.{key} }}}}"
     preview = wf["jobs"]["preview"]
     assert "stacks" in needs(preview)
     assert preview["strategy"]["matrix"] == {"stack": "${{ fromJSON(needs.stacks.outputs.stacks) }}"}
-    (pulumi,) = steps_using(preview, "pulumi/actions")
-    assert pulumi["with"]["stack-name"] == "${{ matrix.stack }}"
-    assert pulumi["with"]["command"] == "preview"
+    strict = wf["jobs"]["preview-strict"]
+    assert "stacks" in needs(strict)
+    assert strict["strategy"]["matrix"] == {"stack": "${{ fromJSON(needs.stacks.outputs.strict) }}"}
+    for job in (preview, strict):
+        (pulumi,) = steps_using(job, "pulumi/actions")
+        assert pulumi["with"]["stack-name"] == "${{ matrix.stack }}"
+        assert pulumi["with"]["command"] == "preview"
 
 
 def test_named_deploy_stacks_exist():
@@ -159,7 +178,7 @@ def test_test_job_runs_the_readme_command(wf):
 
 def test_test_job_gates_every_pulumi_job(wf):
     jobs = pulumi_jobs(wf)
-    assert set(jobs) == {"preview", "deploy-dev", "deploy-prod"}
+    assert set(jobs) == {"preview", "preview-strict", "deploy-dev", "deploy-prod"}
     for name in jobs:
         assert "test" in upstream(wf, name), name
         cond = str(wf["jobs"][name].get("if", ""))
@@ -181,6 +200,9 @@ def test_deploy_targets_and_conditions(wf):
     assert "pull_request" not in prod_if
     assert "refs/tags/v" in prod_if and "workflow_dispatch" in prod_if
     assert "github.event_name == 'pull_request'" in wf["jobs"]["preview"]["if"]
+    assert commands["preview-strict"][0] == "preview"
+    strict_if = wf["jobs"]["preview-strict"]["if"]
+    assert "github.event_name == 'push'" in strict_if and "refs/heads/main" in strict_if
 
 
 def test_prod_deploys_only_through_its_environment(wf):
@@ -225,6 +247,26 @@ def test_aws_only_through_oidc(wf):
         assert step_names.index(aws["uses"]) < step_names.index(steps_using(job, "pulumi/actions")[0]["uses"])
 
 
+# STS limits for AssumeRoleWithWebIdentity: at least 15 minutes, at most the role's MaxSessionDuration
+# (<= 12 h).
+MIN_SESSION_S, MAX_SESSION_S = 900, 43200
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / ".github" / "workflows").glob("*.y*ml")), ids=lambda p: p.name
+)
+def test_aws_credentials_outlive_their_job(path: Path):
+    """The default session is 1 hour; an `up` allowed 90-120 minutes would lose its credentials mid-update
+    and leave the stack locked. Every credentials step asks for at least its job's whole timeout."""
+    for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+        for step in steps_using(job, "aws-actions/configure-aws-credentials"):
+            assert isinstance(job.get("timeout-minutes"), int), f"{name}: timeout-minutes must be set"
+            duration = step["with"].get("role-duration-seconds")
+            assert isinstance(duration, int), f"{name}: role-duration-seconds must be set (default 3600)"
+            assert duration >= job["timeout-minutes"] * 60, (name, duration, job["timeout-minutes"])
+            assert MIN_SESSION_S <= duration <= MAX_SESSION_S, (name, duration)
+
+
 def test_state_backend_and_policy_pack(wf):
     assert wf["env"]["PULUMI_STATE_URL"].startswith("s3://")
     for name, job in pulumi_jobs(wf).items():
@@ -259,6 +301,35 @@ def test_every_action_is_pinned_to_a_commit_with_its_tag(path: Path):
         ref, _, comment = ln.split("uses:", 1)[1].partition("#")
         assert SHA_PIN.match(ref.strip()), ln
         assert re.fullmatch(r"\s*v\d+\.\d+\.\d+\s*", comment), f"missing exact tag comment: {ln}"
+
+
+# The first release line of each action that runs on Node 24 (action.yml `runs.using: node24`), read from
+# the actions' own repositories; GitHub retires Node 20 on its runners. A new action must be added here on
+# purpose.
+FIRST_NODE24_MAJOR = {
+    "actions/checkout": 5,
+    "actions/cache": 5,
+    "actions/setup-python": 6,
+    "aws-actions/configure-aws-credentials": 6,
+    "pulumi/actions": 7,
+}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_actions_run_on_node24(path: Path):
+    for m in re.finditer(r"uses:\s*([^@\s]+)@[0-9a-f]{40}\s*#\s*v(\d+)\.", path.read_text()):
+        action = "/".join(m[1].split("/")[:2])
+        assert action in FIRST_NODE24_MAJOR, f"{action}: which release runs on Node 24? add it to the table"
+        assert int(m[2]) >= FIRST_NODE24_MAJOR[action], f"{m[1]} v{m[2]} still runs on Node 20"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_container_images_are_pinned_by_digest(path: Path):
+    """A tag can be re-pushed; a digest names one image. Tag kept for the reader, digest for the runner."""
+    images = [j["container"] for j in yaml.safe_load(path.read_text())["jobs"].values() if "container" in j]
+    for image in images:
+        ref = image["image"] if isinstance(image, dict) else image
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", ref), ref
 
 
 def test_same_action_same_pin():
