@@ -110,6 +110,25 @@ class EksCluster(AwsComponent):
 
     TYPE = "adaptive-dask:aws:EksCluster"
 
+    # Set by the sections of __init__ (in this order); the next layers and the tests read them.
+    version: str
+    role: aws.iam.Role
+    kms_key: aws.kms.Key
+    log_group: aws.cloudwatch.LogGroup | None
+    cluster: aws.eks.Cluster
+    cluster_name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    oidc_provider: aws.iam.OpenIdConnectProvider
+    oidc_provider_arn: pulumi.Output[str]
+    oidc_issuer: pulumi.Output[str]
+    admin_associations: list[aws.eks.AccessPolicyAssociation]
+    preview_entries: list[aws.eks.AccessEntry]
+    vpc_cni_role: aws.iam.Role
+    addons: dict[str, aws.eks.Addon]
+    pre_node_addons: list[pulumi.Resource]
+    kubeconfig: pulumi.Output[str]
+    k8s_provider: k8s.Provider
+
     def __init__(
         self,
         name: str,
@@ -118,52 +137,82 @@ class EksCluster(AwsComponent):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(name, provider, opts)
-        cfg = args.config
         self._name = name
         self._args = args
-        self.version: str = cfg.version
+        self.version = args.config.version
         partition = pulumi.Output.from_input(args.partition)
 
-        # -- IAM role for the control plane ---------------------------------------------------------
-        self.role = aws.iam.Role(
-            f"{name}-cluster", assume_role_policy=iam.cluster_trust_policy(), opts=self._opts()
+        attachments = self._control_plane_role(partition)
+        kms_policy = self._encryption()
+        before_cluster: list[pulumi.Resource] = [*attachments, kms_policy]
+        self.log_group = self._control_plane_logs()
+        if self.log_group is not None:
+            before_cluster.append(self.log_group)
+        self.cluster = self._control_plane(before_cluster)
+        self.cluster_name = self.cluster.name
+        self.endpoint = self.cluster.endpoint
+        issuer_url = self._irsa()
+        self._access_entries(partition)
+        cni_attachments = self._vpc_cni_role(issuer_url, partition)
+        self._pre_node_addons(cni_attachments)
+        self._kubeconfig_and_provider()
+        self.register_outputs(
+            {
+                "clusterName": self.cluster_name,
+                "endpoint": self.endpoint,
+                "oidcProviderArn": self.oidc_provider_arn,
+                "oidcIssuer": self.oidc_issuer,
+                "kubeconfig": self.kubeconfig,
+            }
         )
-        attachments = self._attach_managed(f"{name}-cluster", self.role, iam.CLUSTER_POLICIES, partition)
 
-        # -- secrets encryption ---------------------------------------------------------------------
+    def _control_plane_role(self, partition: pulumi.Output[str]) -> list[aws.iam.RolePolicyAttachment]:
+        """The IAM role EKS assumes to run the control plane; returns its managed-policy attachments."""
+        self.role = aws.iam.Role(
+            f"{self._name}-cluster", assume_role_policy=iam.cluster_trust_policy(), opts=self._opts()
+        )
+        return self._attach_managed(f"{self._name}-cluster", self.role, iam.CLUSTER_POLICIES, partition)
+
+    def _encryption(self) -> aws.iam.RolePolicy:
+        """The rotating customer key that envelope-encrypts Secrets, and the control plane's right to use it
+        (returned: the cluster waits for it)."""
+        args = self._args
         self.kms_key = aws.kms.Key(
-            f"{name}-secrets",
+            f"{self._name}-secrets",
             description=f"EKS secrets envelope encryption for {args.cluster_name}",
             enable_key_rotation=True,
             deletion_window_in_days=30,
             opts=self._opts(protect=args.production),
         )
         aws.kms.Alias(
-            f"{name}-secrets",
+            f"{self._name}-secrets",
             name=f"alias/{args.cluster_name}-eks-secrets",
             target_key_id=self.kms_key.key_id,
             opts=self._opts(),
         )
-        kms_policy = aws.iam.RolePolicy(
-            f"{name}-cluster-kms",
+        return aws.iam.RolePolicy(
+            f"{self._name}-cluster-kms",
             role=self.role.id,
             policy=self.kms_key.arn.apply(iam.secrets_encryption_policy),
             opts=self._opts(),
         )
 
-        # -- control-plane logs ---------------------------------------------------------------------
-        before_cluster: list[pulumi.Resource] = [*attachments, kms_policy]
-        self.log_group: aws.cloudwatch.LogGroup | None = None
-        if cfg.log_types:
-            self.log_group = aws.cloudwatch.LogGroup(
-                f"{name}-control-plane",
-                name=log_group_name(args.cluster_name),
-                retention_in_days=cfg.log_retention_days,
-                opts=self._opts(),
-            )
-            before_cluster.append(self.log_group)
+    def _control_plane_logs(self) -> aws.cloudwatch.LogGroup | None:
+        """The log group EKS writes to, made first so it has a retention (None: no log types enabled)."""
+        cfg = self._args.config
+        if not cfg.log_types:
+            return None
+        return aws.cloudwatch.LogGroup(
+            f"{self._name}-control-plane",
+            name=log_group_name(self._args.cluster_name),
+            retention_in_days=cfg.log_retention_days,
+            opts=self._opts(),
+        )
 
-        # -- the cluster ----------------------------------------------------------------------------
+    def _control_plane(self, before_cluster: Sequence[pulumi.Resource]) -> aws.eks.Cluster:
+        """The EKS cluster itself, created after its role, key policy and log group (`before_cluster`)."""
+        args = self._args
+        cfg = args.config
         vpc_config: dict[str, Any] = {
             "subnet_ids": args.subnet_ids,
             "endpoint_private_access": cfg.endpoint_private_access,
@@ -171,8 +220,8 @@ class EksCluster(AwsComponent):
         }
         if cfg.endpoint_public_access:
             vpc_config["public_access_cidrs"] = list(cfg.public_access_cidrs)
-        self.cluster = aws.eks.Cluster(
-            f"{name}-eks",
+        return aws.eks.Cluster(
+            f"{self._name}-eks",
             name=args.cluster_name,
             version=cfg.version,
             role_arn=self.role.arn,
@@ -190,25 +239,27 @@ class EksCluster(AwsComponent):
             tags=name_tag(args.cluster_name),
             # production: Pulumi refuses to plan its delete, so a destroy stops before deleting anything
             # (AWS's deletion protection alone stops it only here, after the Dask layer and nodes are gone)
-            opts=self._opts(depends_on=before_cluster, protect=args.production),
+            opts=self._opts(depends_on=list(before_cluster), protect=args.production),
         )
-        self.cluster_name: pulumi.Output[str] = self.cluster.name
-        self.endpoint: pulumi.Output[str] = self.cluster.endpoint
 
-        # -- IRSA -----------------------------------------------------------------------------------
+    def _irsa(self) -> pulumi.Output[str]:
+        """The cluster's OIDC provider in IAM, which IRSA roles trust; returns the issuer URL."""
         issuer_url = self.cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)
         self.oidc_provider = aws.iam.OpenIdConnectProvider(
-            f"{name}-oidc", url=issuer_url, client_id_lists=["sts.amazonaws.com"], opts=self._opts()
+            f"{self._name}-oidc", url=issuer_url, client_id_lists=["sts.amazonaws.com"], opts=self._opts()
         )
-        self.oidc_provider_arn: pulumi.Output[str] = self.oidc_provider.arn
-        self.oidc_issuer: pulumi.Output[str] = issuer_url.apply(lambda u: u.removeprefix("https://"))
+        self.oidc_provider_arn = self.oidc_provider.arn
+        self.oidc_issuer = issuer_url.apply(lambda u: u.removeprefix("https://"))
+        return issuer_url
 
-        # -- access entries -------------------------------------------------------------------------
-        self.admin_associations: list[aws.eks.AccessPolicyAssociation] = []
+    def _access_entries(self, partition: pulumi.Output[str]) -> None:
+        """Who may authenticate to the cluster: the admins (cluster-admin) and CI's preview roles."""
+        args = self._args
+        self.admin_associations = []
         if args.deployer_arn is not None:
-            self._cluster_admin(f"{name}-deployer", args.deployer_arn, partition)
-        for arn in cfg.admin_arns:
-            self._cluster_admin(f"{name}-admin-{principal_key(arn)}", arn, partition)
+            self._cluster_admin(f"{self._name}-deployer", args.deployer_arn, partition)
+        for arn in args.config.admin_arns:
+            self._cluster_admin(f"{self._name}-admin-{principal_key(arn)}", arn, partition)
         # CI's preview roles: authenticated, in PREVIEW_GROUP, no access policy and no RBAC. Without an
         # entry the Kubernetes half of a preview fails 401; with one it gets discovery and the OpenAPI
         # schema, and its server-side dry-runs are refused 403, on which pulumi-kubernetes previews
@@ -216,19 +267,23 @@ class EksCluster(AwsComponent):
         # write rights in RBAC, and a dry-run patch of a Secret answers with its data.
         self.preview_entries = [
             aws.eks.AccessEntry(
-                f"{name}-preview-{principal_key(arn)}",
+                f"{self._name}-preview-{principal_key(arn)}",
                 cluster_name=self.cluster.name,
                 principal_arn=arn,
                 type="STANDARD",
                 kubernetes_groups=[PREVIEW_GROUP],
                 opts=self._opts(),
             )
-            for arn in cfg.preview_arns
+            for arn in args.config.preview_arns
         ]
 
-        # -- vpc-cni's own IRSA role ------------------------------------------------------------------
+    def _vpc_cni_role(
+        self, issuer_url: pulumi.Output[str], partition: pulumi.Output[str]
+    ) -> list[aws.iam.RolePolicyAttachment]:
+        """vpc-cni's own IRSA role, so the node role needs no network-management rights; returns its
+        managed-policy attachments (the addon waits for them)."""
         self.vpc_cni_role = aws.iam.Role(
-            f"{name}-vpc-cni",
+            f"{self._name}-vpc-cni",
             assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, issuer_url).apply(
                 lambda v: json.dumps(
                     iam.irsa_trust_policy(v[0], v[1], iam.VPC_CNI_NAMESPACE, iam.VPC_CNI_SERVICE_ACCOUNT)
@@ -237,12 +292,13 @@ class EksCluster(AwsComponent):
             description="vpc-cni (IRSA, kube-system/aws-node only)",
             opts=self._opts(),
         )
-        cni_attachments = self._attach_managed(
-            f"{name}-vpc-cni", self.vpc_cni_role, iam.VPC_CNI_POLICIES, partition
+        return self._attach_managed(
+            f"{self._name}-vpc-cni", self.vpc_cni_role, iam.VPC_CNI_POLICIES, partition
         )
 
-        # -- addons the nodes need before they can become Ready --------------------------------------
-        self.addons: dict[str, aws.eks.Addon] = {
+    def _pre_node_addons(self, cni_attachments: Sequence[pulumi.Resource]) -> None:
+        """The addons nodes need before they can become Ready (a CNI, kube-proxy)."""
+        self.addons = {
             "vpc-cni": self._addon(
                 "vpc-cni",
                 depends_on=cni_attachments,
@@ -251,31 +307,24 @@ class EksCluster(AwsComponent):
             ),
             "kube-proxy": self._addon("kube-proxy"),
         }
-        self.pre_node_addons: list[pulumi.Resource] = [self.addons[a] for a in PRE_NODE_ADDONS]
+        self.pre_node_addons = [self.addons[a] for a in PRE_NODE_ADDONS]
 
-        # -- kubeconfig and the Kubernetes provider for the next layers -------------------------------
+    def _kubeconfig_and_provider(self) -> None:
+        """The (secret) kubeconfig and the Kubernetes provider the next layers create their objects with."""
+        region = self._args.region
         # Output.all would turn the typed certificate_authority back into a plain dict: lift .data first.
         ca_data = self.cluster.certificate_authority.apply(lambda ca: ca.data)
-        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
+        self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(self.cluster.name, self.cluster.endpoint, ca_data).apply(
-                lambda a: json.dumps(kubeconfig(a[0], a[1], a[2], args.region))
+                lambda a: json.dumps(kubeconfig(a[0], a[1], a[2], region))
             )
         )
         self.k8s_provider = k8s.Provider(
-            f"{name}-k8s",
+            f"{self._name}-k8s",
             kubeconfig=self.kubeconfig,
             enable_server_side_apply=True,
             # Nothing in-cluster is applied before somebody may actually authenticate.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster, *self.admin_associations]),
-        )
-        self.register_outputs(
-            {
-                "clusterName": self.cluster_name,
-                "endpoint": self.endpoint,
-                "oidcProviderArn": self.oidc_provider_arn,
-                "oidcIssuer": self.oidc_issuer,
-                "kubeconfig": self.kubeconfig,
-            }
         )
 
     def _cluster_admin(

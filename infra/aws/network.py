@@ -57,19 +57,56 @@ class Network(AwsComponent):
 
     TYPE = "adaptive-dask:aws:Network"
 
+    # Set by the sections of __init__ (in this order); the cluster layer and the tests read them.
+    vpc: aws.ec2.Vpc
+    default_security_group: aws.ec2.DefaultSecurityGroup
+    internet_gateway: aws.ec2.InternetGateway
+    public_subnets: list[aws.ec2.Subnet]
+    private_subnets: list[aws.ec2.Subnet]
+    public_route_table: aws.ec2.RouteTable
+    eips: list[aws.ec2.Eip]
+    nat_gateways: list[aws.ec2.NatGateway]
+    private_route_tables: list[aws.ec2.RouteTable]
+    s3_endpoint: aws.ec2.VpcEndpoint
+    flow_log: aws.ec2.FlowLog | None
+    vpc_id: pulumi.Output[str]
+    public_subnet_ids: pulumi.Output[list[str]]
+    private_subnet_ids: pulumi.Output[list[str]]
+
     def __init__(
         self, name: str, args: NetworkArgs, provider: aws.Provider, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(name, provider, opts)
         cfg = args.config
 
+        self._vpc(name, cfg, args.protect)
+        self._subnets(name, args)
+        self._public_routes(name)
+        self._nat_gateways(name, cfg)
+        self._private_routes(name, cfg)
+        self._s3_endpoint(name, args.region)
+        self.flow_log = self._flow_logs(name, cfg, args.account_id) if cfg.flow_logs else None
+
+        self.vpc_id = self.vpc.id
+        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in self.public_subnets])
+        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in self.private_subnets])
+        self.register_outputs(
+            {
+                "vpcId": self.vpc_id,
+                "publicSubnetIds": self.public_subnet_ids,
+                "privateSubnetIds": self.private_subnet_ids,
+            }
+        )
+
+    def _vpc(self, name: str, cfg: NetworkConfig, protect: bool) -> None:
+        """The VPC, its default security group emptied, and its internet gateway."""
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
             cidr_block=cfg.cidr,
             enable_dns_support=True,
             enable_dns_hostnames=True,  # required by the private EKS endpoint
             tags=name_tag(name),
-            opts=self._opts(protect=args.protect),
+            opts=self._opts(protect=protect),
         )
         # Adopt the default SG and strip every rule: nothing may rely on its allow-all-internal default.
         self.default_security_group = aws.ec2.DefaultSecurityGroup(
@@ -84,9 +121,11 @@ class Network(AwsComponent):
             f"{name}-igw", vpc_id=self.vpc.id, tags=name_tag(name), opts=self._opts()
         )
 
-        self.public_subnets: list[aws.ec2.Subnet] = []
-        self.private_subnets: list[aws.ec2.Subnet] = []
-        for plan in carve_subnets(cfg.cidr, cfg.az_count):
+    def _subnets(self, name: str, args: NetworkArgs) -> None:
+        """One public and one private subnet per AZ, tagged for the load balancers that look them up."""
+        self.public_subnets = []
+        self.private_subnets = []
+        for plan in carve_subnets(args.config.cidr, args.config.az_count):
             az = args.zones[plan.az_index]
             self.public_subnets.append(
                 aws.ec2.Subnet(
@@ -111,6 +150,8 @@ class Network(AwsComponent):
                 )
             )
 
+    def _public_routes(self, name: str) -> None:
+        """One route table for every public subnet: the internet through the gateway."""
         self.public_route_table = aws.ec2.RouteTable(
             f"{name}-public",
             vpc_id=self.vpc.id,
@@ -126,8 +167,10 @@ class Network(AwsComponent):
                 opts=self._opts(),
             )
 
-        self.eips: list[aws.ec2.Eip] = []
-        self.nat_gateways: list[aws.ec2.NatGateway] = []
+    def _nat_gateways(self, name: str, cfg: NetworkConfig) -> None:
+        """The NAT gateways (one shared, or one per AZ) and their addresses, in the public subnets."""
+        self.eips = []
+        self.nat_gateways = []
         for i in nat_subnet_indexes(cfg.nat_mode, cfg.az_count):
             eip = aws.ec2.Eip(
                 f"{name}-nat-{i}", domain="vpc", tags=name_tag(f"{name}-nat-{i}"), opts=self._opts()
@@ -145,7 +188,9 @@ class Network(AwsComponent):
                 )
             )
 
-        self.private_route_tables: list[aws.ec2.RouteTable] = []
+    def _private_routes(self, name: str, cfg: NetworkConfig) -> None:
+        """A route table per private subnet: the internet through its NAT gateway (its AZ's, or the one)."""
+        self.private_route_tables = []
         for i, subnet in enumerate(self.private_subnets):
             nat = self.nat_gateways[i if cfg.nat_mode == "per-az" else 0]
             table = aws.ec2.RouteTable(
@@ -160,29 +205,16 @@ class Network(AwsComponent):
             )
             self.private_route_tables.append(table)
 
+    def _s3_endpoint(self, name: str, region: str) -> None:
+        """A free gateway endpoint: the nodes' S3 traffic (image layers, Dask spill) skips the NAT."""
         self.s3_endpoint = aws.ec2.VpcEndpoint(
             f"{name}-s3",
             vpc_id=self.vpc.id,
-            service_name=f"com.amazonaws.{args.region}.s3",
+            service_name=f"com.amazonaws.{region}.s3",
             vpc_endpoint_type="Gateway",
             route_table_ids=[t.id for t in self.private_route_tables],
             tags=name_tag(f"{name}-s3"),
             opts=self._opts(),
-        )
-
-        self.flow_log: aws.ec2.FlowLog | None = None
-        if cfg.flow_logs:
-            self.flow_log = self._flow_logs(name, cfg, args.account_id)
-
-        self.vpc_id = self.vpc.id
-        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in self.public_subnets])
-        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in self.private_subnets])
-        self.register_outputs(
-            {
-                "vpcId": self.vpc_id,
-                "publicSubnetIds": self.public_subnet_ids,
-                "privateSubnetIds": self.private_subnet_ids,
-            }
         )
 
     def _flow_logs(self, name: str, cfg: NetworkConfig, account_id: pulumi.Input[str]) -> aws.ec2.FlowLog:

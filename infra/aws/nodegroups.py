@@ -142,40 +142,7 @@ class NodeGroups(AwsComponent):
         self.asg_names: dict[str, pulumi.Output[str]] = {}
         self.asg_tags: dict[str, list[aws.autoscaling.Tag]] = {}
         for group in args.workers:
-            live = args.live_node_groups.get(group.name)
-            scaling = worker_scaling(group, live)
-            marker = (
-                {}
-                if scaling.ignore_desired or live is None
-                else {DESIRED_FROM_LIVE_TAG: str(live.desired_size)}
-            )
-            node_group = self._group(
-                group.name,
-                instance_types=list(group.instance_types),
-                capacity_type=group.capacity_type,
-                scaling={
-                    "min_size": scaling.min_size,
-                    "max_size": scaling.max_size,
-                    "desired_size": scaling.desired_size,
-                },
-                disk_gib=group.disk_gib,
-                labels=group.node_labels,
-                taints=eks_taints(group.node_taints),
-                ignore_changes=["scalingConfig.desiredSize"] if scaling.ignore_desired else [],
-                extra_tags=marker,
-            )
-            self.workers[group.name] = node_group
-            asg_name = node_group.resources.apply(lambda rs: rs[0].autoscaling_groups[0].name)
-            self.asg_names[group.name] = asg_name
-            self.asg_tags[group.name] = [
-                aws.autoscaling.Tag(
-                    tag_resource_name(f"{name}-{group.name}", key),
-                    autoscaling_group_name=asg_name,
-                    tag={"key": key, "value": value, "propagate_at_launch": False},
-                    opts=self._opts(),
-                )
-                for key, value in scale_from_zero_tags(group).items()
-            ]
+            self._worker_group(group)
 
         self.all_groups: list[aws.eks.NodeGroup] = [self.system, *self.workers.values()]
         self.node_group_names: dict[str, pulumi.Output[str]] = {
@@ -183,6 +150,41 @@ class NodeGroups(AwsComponent):
             **{g: ng.node_group_name for g, ng in self.workers.items()},
         }
         self.register_outputs({"nodeGroupNames": self.node_group_names, "asgNames": self.asg_names})
+
+    def _worker_group(self, group: WorkerGroupConfig) -> None:
+        """One autoscaled worker group, and the ASG tags cluster-autoscaler reads to scale it from zero."""
+        live = self._args.live_node_groups.get(group.name)
+        scaling = worker_scaling(group, live)
+        marker = (
+            {} if scaling.ignore_desired or live is None else {DESIRED_FROM_LIVE_TAG: str(live.desired_size)}
+        )
+        node_group = self._group(
+            group.name,
+            instance_types=list(group.instance_types),
+            capacity_type=group.capacity_type,
+            scaling={
+                "min_size": scaling.min_size,
+                "max_size": scaling.max_size,
+                "desired_size": scaling.desired_size,
+            },
+            disk_gib=group.disk_gib,
+            labels=group.node_labels,
+            taints=eks_taints(group.node_taints),
+            ignore_changes=["scalingConfig.desiredSize"] if scaling.ignore_desired else [],
+            extra_tags=marker,
+        )
+        self.workers[group.name] = node_group
+        asg_name = node_group.resources.apply(lambda rs: rs[0].autoscaling_groups[0].name)
+        self.asg_names[group.name] = asg_name
+        self.asg_tags[group.name] = [
+            aws.autoscaling.Tag(
+                tag_resource_name(f"{self._name}-{group.name}", key),
+                autoscaling_group_name=asg_name,
+                tag={"key": key, "value": value, "propagate_at_launch": False},
+                opts=self._opts(),
+            )
+            for key, value in scale_from_zero_tags(group).items()
+        ]
 
     def _group(
         self,

@@ -40,115 +40,39 @@ class DaskCluster(pulumi.ComponentResource):
     ) -> None:
         """`depends_on`: what must exist before any pod is created (e.g. the node groups)."""
         super().__init__("adaptive-dask:kubernetes:DaskCluster", name, None, opts)
+        self._k8s_provider = k8s_provider
         names = k8s_dask.Names.of(settings)
         version = settings.dask_version
         files = k8s_preload.collect()
         preload_hash = k8s_preload.content_hash(files)
 
-        def opts_(*after: pulumi.Resource, **extra: object) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, provider=k8s_provider, depends_on=list(after), **extra)
-
-        # Every other object waits for the namespace, so waiting here holds back the whole layer. Its Pod
-        # Security labels enforce `restricted` on every pod created in it.
-        ns = create(
-            f"{name}-namespace",
-            guards.namespace(settings, names, settings.kubernetes_version),
-            opts_(*depends_on),
+        ns = self._namespace(name, settings, names, depends_on)
+        fences = self._fences(name, settings, names, ns)
+        scheduler_fences = self._scheduler_fences(name, settings, names, depends_on)
+        worker_sa, binding = self._rbac(name, names, version, ns)
+        preload = create(
+            f"{name}-preload", k8s_dask.preload_configmap(names, version, files), self._after(ns)
         )
-        patch(f"{name}-default-sa", guards.default_service_account(settings, names), opts_(ns))
-        # The fences exist before any pod does: no pod of the stack ever runs unfenced or over budget.
-        fences = [
-            create(f"{name}-{policy['metadata']['name']}", policy, opts_(ns))
-            for policy in network_policies.network_policies(
-                settings, names, settings.client_namespace_selectors, settings.client_pod_selectors
-            )
-        ]
-        fences.append(create(f"{name}-quota", guards.resource_quota(settings, names), opts_(ns)))
-        # The scheduler's PriorityClass is usable cluster-wide the moment it exists: its policy comes first.
-        priority_fences: list[pulumi.Resource] = []
-        if settings.admission_policy:
-            priority_policy = create(
-                f"{name}-priority-admission",
-                admission.priority_class_policy(settings, names),
-                opts_(*depends_on),
-            )
-            priority_fences.append(
-                create(
-                    f"{name}-priority-admission-binding",
-                    admission.priority_class_policy_binding(settings, names),
-                    opts_(priority_policy),
-                )
-            )
-        priority = create(
-            f"{name}-scheduler-priority",
-            guards.scheduler_priority_class(settings, names),
-            opts_(*depends_on, *priority_fences),
-        )
-        scheduler_fences: list[pulumi.Resource] = [priority]
-        if settings.admission_policy:
-            policy = create(
-                f"{name}-admission", admission.admission_policy(settings, names), opts_(*depends_on)
-            )
-            scheduler_fences.append(
-                create(
-                    f"{name}-admission-binding",
-                    admission.admission_policy_binding(settings, names),
-                    opts_(policy),
-                )
-            )
-        scheduler_sa = create(
-            f"{name}-scheduler-sa",
-            # no automounted token: the scheduler pod projects its own short-lived one
-            rbac.service_account(names.scheduler, names, "scheduler", version, automount=False),
-            opts_(ns),
-        )
-        worker_sa = create(
-            f"{name}-worker-sa",
-            rbac.service_account(names.worker, names, "worker", version, automount=False),
-            opts_(ns),
-        )
-        role = create(f"{name}-role", rbac.role(names, version), opts_(ns))
-        binding = create(f"{name}-rolebinding", rbac.role_binding(names, version), opts_(role, scheduler_sa))
-        preload = create(f"{name}-preload", k8s_dask.preload_configmap(names, version, files), opts_(ns))
         # Mutual TLS: the certificates exist (in Secrets) before any Dask pod, which mounts them.
-        rollout, tls_ready, client_setup = self._mutual_tls(name, settings, names, opts_(ns))
+        rollout, tls_ready, client_setup = self._mutual_tls(name, settings, names, self._after(ns))
         workers = create(
             f"{name}-workers",
             k8s_dask.worker_deployment(settings, names, files, preload_hash, rollout),
-            opts_(preload, worker_sa, *fences, *tls_ready, ignore_changes=WORKER_IGNORE_CHANGES),
+            self._after(preload, worker_sa, *fences, *tls_ready, ignore_changes=WORKER_IGNORE_CHANGES),
         )
         # Every target: a node drain waits for the scheduler instead of evicting it, from its first pod on.
         budget = create(
-            f"{name}-scheduler-pdb", k8s_dask.scheduler_disruption_budget(settings, names), opts_(ns)
+            f"{name}-scheduler-pdb", k8s_dask.scheduler_disruption_budget(settings, names), self._after(ns)
         )
         # The preload exits at start if the worker Deployment or its RBAC is missing: create them first.
         scheduler = create(
             f"{name}-scheduler",
             k8s_dask.scheduler_deployment(settings, names, files, preload_hash, rollout),
-            opts_(preload, binding, workers, budget, *scheduler_fences, *tls_ready),
+            self._after(preload, binding, workers, budget, *scheduler_fences, *tls_ready),
         )
-        service = create(f"{name}-scheduler-svc", services.scheduler_service(names, version), opts_(ns))
-        if settings.headroom_workers:
-            # After the workers' Deployment and the fences (the quota reserves the placeholders' share).
-            placeholders = create(
-                f"{name}-headroom-priority", headroom.priority_class(settings, names), opts_(*depends_on)
-            )
-            create(
-                f"{name}-headroom",
-                headroom.placeholder_deployment(settings, names),
-                opts_(placeholders, worker_sa, workers, *fences),
-            )
-
-        dashboard: pulumi.Input[str] = services.port_forward_instructions(names)
-        if settings.dashboard_cidrs:
-            lb = create(
-                f"{name}-dashboard",
-                services.dashboard_service(names, version, settings.dashboard_cidrs, settings.target),
-                opts_(scheduler),
-            )
-            dashboard = lb.status.apply(  # type: ignore[attr-defined]
-                lambda status: _lb_instructions(status, settings.dashboard_cidrs)
-            )
+        service = create(f"{name}-scheduler-svc", services.scheduler_service(names, version), self._after(ns))
+        self._headroom(name, settings, names, depends_on, [worker_sa, workers, *fences])
+        dashboard = self._dashboard(name, settings, names, scheduler)
 
         self.namespace = ns.metadata.name  # type: ignore[attr-defined]
         self.scheduler_address = service.metadata.apply(lambda _: names.scheduler_address)  # type: ignore[attr-defined]
@@ -169,6 +93,141 @@ class DaskCluster(pulumi.ComponentResource):
                 "workerSelector": self.worker_selector,
                 "clientSetup": self.client_setup,
             }
+        )
+
+    def _after(self, *after: pulumi.Resource, **extra: object) -> pulumi.ResourceOptions:
+        """Options for a child object: parented here, through the explicit provider, after `after`."""
+        return pulumi.ResourceOptions(
+            parent=self, provider=self._k8s_provider, depends_on=list(after), **extra
+        )
+
+    def _namespace(
+        self, name: str, settings: DaskSettings, names: k8s_dask.Names, depends_on: Sequence[pulumi.Resource]
+    ) -> pulumi.Resource:
+        """The namespace (its Pod Security labels enforce `restricted` on every pod in it) and its default
+        ServiceAccount locked down. Every other object waits for the namespace, so waiting for
+        `depends_on` here holds back the whole layer."""
+        ns = create(
+            f"{name}-namespace",
+            guards.namespace(settings, names, settings.kubernetes_version),
+            self._after(*depends_on),
+        )
+        patch(f"{name}-default-sa", guards.default_service_account(settings, names), self._after(ns))
+        return ns
+
+    def _fences(
+        self, name: str, settings: DaskSettings, names: k8s_dask.Names, ns: pulumi.Resource
+    ) -> list[pulumi.Resource]:
+        """NetworkPolicies and the quota, which exist before any pod does: no pod of the stack ever runs
+        unfenced or over budget."""
+        fences = [
+            create(f"{name}-{policy['metadata']['name']}", policy, self._after(ns))
+            for policy in network_policies.network_policies(
+                settings, names, settings.client_namespace_selectors, settings.client_pod_selectors
+            )
+        ]
+        fences.append(create(f"{name}-quota", guards.resource_quota(settings, names), self._after(ns)))
+        return fences
+
+    def _scheduler_fences(
+        self, name: str, settings: DaskSettings, names: k8s_dask.Names, depends_on: Sequence[pulumi.Resource]
+    ) -> list[pulumi.Resource]:
+        """The scheduler's PriorityClass and the admission policies that limit what it (and its scaling
+        token) may do, all of which the scheduler waits for."""
+        # The scheduler's PriorityClass is usable cluster-wide the moment it exists: its policy comes first.
+        priority_fences: list[pulumi.Resource] = []
+        if settings.admission_policy:
+            priority_policy = create(
+                f"{name}-priority-admission",
+                admission.priority_class_policy(settings, names),
+                self._after(*depends_on),
+            )
+            priority_fences.append(
+                create(
+                    f"{name}-priority-admission-binding",
+                    admission.priority_class_policy_binding(settings, names),
+                    self._after(priority_policy),
+                )
+            )
+        priority = create(
+            f"{name}-scheduler-priority",
+            guards.scheduler_priority_class(settings, names),
+            self._after(*depends_on, *priority_fences),
+        )
+        scheduler_fences: list[pulumi.Resource] = [priority]
+        if settings.admission_policy:
+            policy = create(
+                f"{name}-admission", admission.admission_policy(settings, names), self._after(*depends_on)
+            )
+            scheduler_fences.append(
+                create(
+                    f"{name}-admission-binding",
+                    admission.admission_policy_binding(settings, names),
+                    self._after(policy),
+                )
+            )
+        return scheduler_fences
+
+    def _rbac(
+        self, name: str, names: k8s_dask.Names, version: str, ns: pulumi.Resource
+    ) -> tuple[pulumi.Resource, pulumi.Resource]:
+        """The pods' ServiceAccounts and the scheduler's Role (scaling the workers) with its binding;
+        returns (the workers' ServiceAccount, the scheduler's RoleBinding), which the pods wait for."""
+        scheduler_sa = create(
+            f"{name}-scheduler-sa",
+            # no automounted token: the scheduler pod projects its own short-lived one
+            rbac.service_account(names.scheduler, names, "scheduler", version, automount=False),
+            self._after(ns),
+        )
+        worker_sa = create(
+            f"{name}-worker-sa",
+            rbac.service_account(names.worker, names, "worker", version, automount=False),
+            self._after(ns),
+        )
+        role = create(f"{name}-role", rbac.role(names, version), self._after(ns))
+        binding = create(
+            f"{name}-rolebinding", rbac.role_binding(names, version), self._after(role, scheduler_sa)
+        )
+        return worker_sa, binding
+
+    def _headroom(
+        self,
+        name: str,
+        settings: DaskSettings,
+        names: k8s_dask.Names,
+        depends_on: Sequence[pulumi.Resource],
+        after_workers: Sequence[pulumi.Resource],
+    ) -> None:
+        """Warm headroom (`dask.headroomWorkers`): placeholder pods holding room for workers, which preempt
+        them. After the workers' ServiceAccount, Deployment and the fences (`after_workers`: the quota
+        reserves the placeholders' share)."""
+        if not settings.headroom_workers:
+            return
+        placeholders = create(
+            f"{name}-headroom-priority", headroom.priority_class(settings, names), self._after(*depends_on)
+        )
+        create(
+            f"{name}-headroom",
+            headroom.placeholder_deployment(settings, names),
+            self._after(placeholders, *after_workers),
+        )
+
+    def _dashboard(
+        self, name: str, settings: DaskSettings, names: k8s_dask.Names, scheduler: pulumi.Resource
+    ) -> pulumi.Input[str]:
+        """How to reach the dashboard: a LoadBalancer limited to `dashboard_cidrs` when any are given,
+        else port-forward instructions."""
+        if not settings.dashboard_cidrs:
+            return services.port_forward_instructions(names)
+        lb = create(
+            f"{name}-dashboard",
+            services.dashboard_service(
+                names, settings.dask_version, settings.dashboard_cidrs, settings.target
+            ),
+            self._after(scheduler),
+        )
+        return lb.status.apply(  # type: ignore[attr-defined]
+            lambda status: _lb_instructions(status, settings.dashboard_cidrs)
         )
 
     def _mutual_tls(
