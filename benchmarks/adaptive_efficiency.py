@@ -135,7 +135,7 @@ def cluster(c: Contender, maximum: int, workdir: Path) -> Iterator[str]:
     from distributed import LocalCluster
 
     if c.kind == "ours":
-        options = ["--backend", "local", "--minimum", "0", "--maximum", str(maximum)]
+        options = ["--backend", "local", "--min-workers", "0", "--max-workers", str(maximum)]
         if c.window is not None:
             options += ["--scale-down-delay", f"{c.window:g}s"]
         with preload_scheduler(workdir, *options) as s:

@@ -62,7 +62,7 @@ from dask_adaptive.activity import Activity
 from dask_adaptive.backends.base import Observation, Phase, RemovalReport, Unit
 from dask_adaptive.config import resolve
 from dask_adaptive.controller import Controller
-from dask_adaptive.policy import History, ScaleDown, decide
+from dask_adaptive.decisions import History, ScaleDown, decide
 
 TARGET_DURATION = 5.0
 
@@ -179,7 +179,9 @@ def measure(n_workers: int, n_tasks: int, budget: float) -> dict[str, Any]:
         s = populated(loop, n_workers, n_tasks)
         built = time.perf_counter() - t
         names = [str(ws.name) for ws in s.workers.values()]
-        settings = resolve({"backend": "local", "maximum": str(max(1, n_workers)), "scale_down_delay": "0s"})
+        settings = resolve(
+            {"backend": "local", "max_workers": str(max(1, n_workers)), "scale_down_delay": "0s"}
+        )
         controller = Controller(s, MemoryBackend(names), settings)
         controller.known.update(names)
 

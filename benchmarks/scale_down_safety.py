@@ -222,7 +222,7 @@ def run_contender(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cycles", type=int, default=20, help="scale-up/scale-down cycles per contender [20]")
-    ap.add_argument("--maximum", type=int, default=3, help="workers at the top of a cycle [3]")
+    ap.add_argument("--max-workers", type=int, default=3, help="workers at the top of a cycle [3]")
     ap.add_argument("--contenders", default="2017,dask-adaptive", help="2017,dask-adaptive")
     ap.add_argument("--quick", action="store_true", help="3 cycles")
     ap.add_argument("--write-results", action="store_true", help="replace this section of RESULTS.md")
@@ -244,10 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             out(
                 f"scale_down_safety: Kubernetes 1.20.2 control plane started in {kube.started_in:.1f} s; "
-                f"{args.cycles} cycles per contender, {args.maximum} -> 1 workers per cycle\n"
+                f"{args.cycles} cycles per contender, {args.max_workers} -> 1 workers per cycle\n"
             )
             for name in names:
-                results.append(run_contender(kube, name, args.cycles, args.maximum, Path(tmp), out))
+                results.append(run_contender(kube, name, args.cycles, args.max_workers, Path(tmp), out))
         finally:
             kube.stop()
     rows: list[list[Any]] = []

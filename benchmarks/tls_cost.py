@@ -67,7 +67,7 @@ def contender(mode: str, maximum: int, workdir: Path) -> Iterator[tuple[str, Any
     """Yield (address, client security) of a started preload scheduler, plain or TLS."""
     from distributed import Security
 
-    options = ["--backend", "local", "--minimum", "0", "--maximum", str(maximum)]
+    options = ["--backend", "local", "--min-workers", "0", "--max-workers", str(maximum)]
     if mode == "plain":
         with preload_scheduler(workdir, *options, extra_env=PATHS) as s:
             yield s.address, Security()

@@ -8,14 +8,14 @@ Scheduler (options fall back to dask config `adaptive.*`, defaults in adaptive.y
 
     dask scheduler --preload dask_adaptive.preload --backend kubernetes \\
         --namespace NS --deployment dask-worker --selector app=dask-worker \\
-        --minimum 0 --maximum 50 --interval 1s --target-duration 5s --scale-down-delay 30s
+        --min-workers 0 --max-workers 50 --interval 1s --target-duration 5s --scale-down-delay 30s
 
 Workers (readiness endpoint + graceful SIGTERM; the module serves worker and nanny alike):
 
     dask worker tcp://SCHEDULER:8786 --name $(POD_NAME) --dashboard-address :8788 \\
         --preload dask_adaptive.worker --preload-nanny dask_adaptive.worker
 
-Modules: preload (entry point, options), config (validated settings, read once), policy (pure
+Modules: preload (entry point, options), config (validated settings, read once), decisions (pure
 decisions), controller (the loop), executor (the data-safe scale-down), internals (the one reach into
 distributed), reconcile (orphans), metrics (/metrics), command (the `dask worker` command line), worker
 (worker preload), backends/ (base: the contract; departures: one record per unit on its way out; local;

@@ -14,7 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="scale local workers up and down under a real workload")
     demo.add_argument("--tasks", type=int, default=120, help="leaf tasks (plus a tree of additions) [120]")
     demo.add_argument("--sleep", type=float, default=1.0, help="seconds each leaf task sleeps [1.0]")
-    demo.add_argument("--maximum", type=int, default=8, help="most workers [8]")
+    demo.add_argument("--max-workers", type=int, default=8, help="most workers [8]")
     demo.add_argument("--scale-down-delay", default="10s", help="stabilization window [10s]")
     demo.add_argument("--interval", default="500ms", help="control loop period [500ms]")
     demo.add_argument("--output", default="dask-adaptive-demo.png", help="PNG plot path")
@@ -32,8 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(config_markdown(), end="")
         return 0
-    if args.tasks < 1 or args.maximum < 1 or args.sleep < 0:
-        parser.error("--tasks and --maximum must be >= 1, --sleep >= 0")
+    if args.tasks < 1 or args.max_workers < 1 or args.sleep < 0:
+        parser.error("--tasks and --max-workers must be >= 1, --sleep >= 0")
 
     from dask_adaptive.demo.run import DemoOptions, run
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DemoOptions(
             leaves=args.tasks,
             seconds=args.sleep,
-            maximum=args.maximum,
+            max_workers=args.max_workers,
             scale_down_delay=args.scale_down_delay,
             interval=args.interval,
             output=args.output,

@@ -5,7 +5,7 @@ Busy: `Scheduler.adaptive_target()` is a point sample. When tasks come in a rhyt
 interval, every sample can land in a pause, and a worker ~60% busy looks idle for the whole scale-down
 window (issue 13 §5). At any moment adaptive_target never counts below the workers that are processing
 a task (`workers_to_close` only offers idle ones), so the busiest moment between two looks is the size
-that was needed then; `take()` returns it, and the stabilization window (policy.py) keeps it.
+that was needed then; `take()` returns it, and the stabilization window (decisions.py) keeps it.
 
 Wake: the controller's wait is cut short when the next look has something to act on: new work (so a
 cold burst is decided at its submit, not up to an interval later); the first result of a kind of task

@@ -1,4 +1,9 @@
-"""The `dask worker` command line: one builder for the Kubernetes pods and the local backend.
+"""The Dask command lines: `dask scheduler` with the preload, and `dask worker`, built here for both the
+Kubernetes pods (the Pulumi program imports this module) and the local backend.
+
+The scheduler's preload flags come from the options table (options.py): the program passes values by
+their Python names (`PreloadArgs(max_workers=...)`) and spells no flag. The workers' preload settings
+travel as Dask's own environment (`worker_environment`), named from their config keys.
 
 Both run the same worker with the same flags (a fixed name, so worker name = unit name; the worker preload
 for readiness and graceful SIGTERM, in the nanny too); only the program, the name, the sizes, the
@@ -17,9 +22,43 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from dask_adaptive.options import PRELOAD, dask_env_name
 
 WORKER_PRELOAD = "dask_adaptive.worker"
 DASK_WORKER = ("dask", "worker")  # the CLI on PATH, as in the pods
+DASK_SCHEDULER = ("dask", "scheduler")
+# The worker preload's config keys under "adaptive." (adaptive.yaml `worker:`; a test holds them equal).
+WORKER_SIGTERM_TIMEOUT = "worker.sigterm-timeout"
+
+
+def scheduler_command(
+    preload: Any,
+    *,
+    port: int,
+    dashboard_address: str,
+    tls: bool = False,
+    program: Sequence[str] = DASK_SCHEDULER,
+) -> list[str]:
+    """argv of a scheduler running the preload; `preload` is an options.PreloadArgs."""
+    return [
+        *program,
+        "--port",
+        str(port),
+        "--dashboard-address",
+        dashboard_address,
+        *(["--protocol", "tls"] if tls else []),
+        "--preload",
+        PRELOAD,
+        *preload.argv(),
+    ]
+
+
+def worker_environment(sigterm_timeout_seconds: float) -> dict[str, str]:
+    """The worker preload's settings as Dask reads them from the environment (a misspelt name would be
+    silently ignored and fall back to the default, so it is derived from the key, never typed)."""
+    return {dask_env_name(WORKER_SIGTERM_TIMEOUT): f"{sigterm_timeout_seconds:g}s"}
 
 
 @dataclass(frozen=True)

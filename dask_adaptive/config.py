@@ -20,9 +20,10 @@ import dask.config
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
 
+from dask_adaptive.options import BACKENDS, BY_FIELD, BY_NAME, OPTIONS, dask_env_name
 from dask_adaptive.schedule import Schedule, parse_schedule
 
-BACKENDS = ("kubernetes", "local")
+__all__ = ["BACKENDS", "PreloadSettings", "SettingsError", "resolve"]
 _YAML = os.path.join(os.path.dirname(__file__), "adaptive.yaml")
 
 
@@ -44,13 +45,13 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class PreloadSettings:
     """Everything the controller and the backends need; durations are in seconds."""
 
     backend: str
-    minimum: int
-    maximum: int
-    minimum_schedule: Schedule  # windows raising the minimum at given times (no windows: none)
+    min_workers: int
+    max_workers: int
+    min_workers_schedule: Schedule  # windows raising the minimum at given times (no windows: none)
     interval: float
     target_duration: float
     scale_down_delay: float
@@ -60,11 +61,10 @@ class Settings:
     deployment: str | None
     selector: str | None
     service_account_dir: str
-    worker_nthreads: int
     worker_memory_limit: str
     worker_nanny: bool  # local: `dask worker` with its nanny (the pods' layout) or `--no-nanny`
-    worker_threads: int  # threads of every worker this backend starts (divides the target from zero)
-    node_packing: bool  # victims packed by node (policy.pack_victims); False: the scheduler's order
+    worker_threads: int  # threads of every worker (the local backend starts them so; divides a cold target)
+    node_packing: bool  # victims packed by node (decisions.pack_victims); False: the scheduler's order
     # kubernetes backend tunables (dask config only: no command-line option)
     not_ready_timeout: float
     settle_timeout: float
@@ -73,27 +73,6 @@ class Settings:
     retry_budget: float
 
 
-# option name (as on the command line, without "--") -> dask config key under "adaptive."
-OPTION_KEYS: dict[str, str] = {
-    "backend": "backend",
-    "minimum": "minimum",
-    "minimum-schedule": "minimum-schedule",
-    "maximum": "maximum",
-    "interval": "interval",
-    "target-duration": "target-duration",
-    "scale-down-delay": "scale-down-delay",
-    "orphan-grace": "orphan-grace",
-    "retire-timeout": "retire-timeout",
-    "worker-threads": "worker-threads",
-    "node-packing": "node-packing",
-    "namespace": "namespace",
-    "deployment": "deployment",
-    "selector": "selector",
-    "service-account-dir": "kubernetes.service-account-dir",
-    "worker-nthreads": "local.worker-nthreads",
-    "worker-memory-limit": "local.worker-memory-limit",
-    "worker-nanny": "local.worker-nanny",
-}
 # read from dask config only (tunables an operator rarely touches); validated like the options
 CONFIG_ONLY_KEYS: dict[str, str] = {
     "not-ready-timeout": "kubernetes.not-ready-timeout",
@@ -111,12 +90,12 @@ class Key:
     key: str  # full dask config key, e.g. "adaptive.kubernetes.settle-timeout"
     default: Any  # its value in adaptive.yaml
     meaning: str  # the comment beside it there
-    option: str | None  # the preload's command-line option ("--minimum"), if it has one
+    option: str | None  # the preload's command-line option ("--min-workers"), if it has one
 
     @property
     def env(self) -> str:
         """The environment variable dask reads for it (DASK_ + path in upper case, `__` between levels)."""
-        return "DASK_" + "__".join(part.upper().replace("-", "_") for part in self.key.split("."))
+        return dask_env_name(self.key.removeprefix("adaptive."))
 
 
 # `<indent><key>: <value>  # <meaning>`; a key without a value opens a section
@@ -160,7 +139,7 @@ def reference() -> dict[str, Key]:
     with open(_YAML) as f:
         text = f.read()
     meanings = _meanings(text)
-    options = {f"adaptive.{key}": f"--{option}" for option, key in OPTION_KEYS.items()}
+    options = {f"adaptive.{o.key}": o.flag for o in OPTIONS}
     return {
         key: Key(key, default, meanings.get(key, ""), options.get(key))
         for key, default in _leaves(yaml.safe_load(text)).items()
@@ -179,8 +158,8 @@ def config_markdown() -> str:
         "Generated from `dask_adaptive/adaptive.yaml` (the only place defaults are set) by",
         "`python -m dask_adaptive config-doc > dask_adaptive/CONFIG.md`; a test keeps the two equal.",
         "",
-        "A preload option (`dask scheduler --preload dask_adaptive.preload --minimum 2 ...`) wins over dask",
-        "config (YAML files, or the environment variable), which wins over the default. Durations are",
+        "A preload option (`dask scheduler --preload dask_adaptive.preload --min-workers 2 ...`) wins over",
+        "dask config (YAML files, or the environment variable), which wins over the default. Durations are",
         "written like `30s`, `2m` or `500ms`. The scheduler preload validates its values at start: a bad",
         "one ends the scheduler with `dask-adaptive: cannot start: adaptive.<key>=<value> is invalid: ...`.",
         "Keys without an option are read from dask config only. `adaptive.worker.*` is read by the worker",
@@ -199,7 +178,7 @@ def config_markdown() -> str:
 
 def option_help(option: str) -> str:
     """--help text of a preload option: its meaning and default, from adaptive.yaml."""
-    entry = reference()[f"adaptive.{OPTION_KEYS[option]}"]
+    entry = reference()[f"adaptive.{BY_NAME[option].key}"]
     default = "" if entry.default is None else f" [{entry.default}]"
     return f"{entry.meaning}{default}"
 
@@ -251,43 +230,34 @@ def _text(key: str, value: Any) -> str | None:
     return value
 
 
-def _schedule(value: Any, maximum: int) -> Schedule:
-    """A schedule no window of which asks for more than the maximum could ever give."""
+def _schedule(value: Any, max_workers: int) -> Schedule:
+    """A schedule no window of which asks for more than max-workers could ever give."""
     if value is not None and not isinstance(value, str):
-        raise SettingsError("minimum-schedule", value, "must be a string")
+        raise SettingsError("min-workers-schedule", value, "must be a string")
     try:
         schedule = parse_schedule(value)
     except ValueError as e:
-        raise SettingsError("minimum-schedule", value, str(e)) from None
+        raise SettingsError("min-workers-schedule", value, str(e)) from None
     for window in schedule.windows:
-        if window.minimum > maximum:
+        if window.minimum > max_workers:
             rule = (
-                f"window {window.text!r} asks for {window.minimum} workers, above adaptive.maximum={maximum}"
+                f"window {window.text!r} asks for {window.minimum} workers, "
+                f"above adaptive.max-workers={max_workers}"
             )
-            raise SettingsError("minimum-schedule", value, rule)
+            raise SettingsError("min-workers-schedule", value, rule)
     return schedule
 
 
-def _worker_threads(backend: str, value: Any, local_nthreads: int) -> int:
-    """One fact, one value: the local backend starts its workers with local.worker-nthreads, so the
-    thread count that sizes a cold scale-up may only repeat it; null means distributed's behaviour (1)."""
-    if backend != "local":
-        return 1 if value is None else _int("worker-threads", value, 1)
-    if value is None:
-        return local_nthreads
-    threads = _int("worker-threads", value, 1)
-    if threads != local_nthreads:
-        rule = f"must equal local.worker-nthreads ({local_nthreads}) with the local backend"
-        raise SettingsError("worker-threads", value, rule)
-    return threads
-
-
-def resolve(options: Mapping[str, Any]) -> Settings:
-    """Validate `options` (None = not given) falling back to dask config; raise SettingsError."""
+def resolve(options: Mapping[str, Any]) -> PreloadSettings:
+    """Validate `options` (by Python name; None = not given) falling back to dask config; raise
+    SettingsError. A name outside the options table is a programming error (click gives only known ones)."""
+    unknown = sorted(set(options) - set(BY_FIELD))
+    if unknown:
+        raise TypeError(f"unknown preload options {unknown}; known: {', '.join(BY_FIELD)}")
 
     def get(option: str) -> Any:
         given = options.get(option.replace("-", "_"))
-        return given if given is not None else dask.config.get(f"adaptive.{OPTION_KEYS[option]}")
+        return given if given is not None else dask.config.get(f"adaptive.{BY_NAME[option].key}")
 
     def tunable(name: str) -> float:
         key = CONFIG_ONLY_KEYS[name]
@@ -296,8 +266,8 @@ def resolve(options: Mapping[str, Any]) -> Settings:
     backend = get("backend")
     if backend not in BACKENDS:
         raise SettingsError("backend", backend, f"must be one of {', '.join(BACKENDS)}")
-    minimum = _int("minimum", get("minimum"), 0)
-    maximum = _int("maximum", get("maximum"), max(1, minimum))
+    min_workers = _int("min-workers", get("min-workers"), 0)
+    max_workers = _int("max-workers", get("max-workers"), max(1, min_workers))
     memory_limit = str(get("worker-memory-limit"))
     if memory_limit != "auto":
         try:
@@ -307,12 +277,11 @@ def resolve(options: Mapping[str, Any]) -> Settings:
             raise SettingsError(
                 "local.worker-memory-limit", memory_limit, "must be a size such as 2GiB, 0 or auto"
             ) from None
-    nthreads = _int("local.worker-nthreads", get("worker-nthreads"), 1)
-    settings = Settings(
+    settings = PreloadSettings(
         backend=backend,
-        minimum=minimum,
-        maximum=maximum,
-        minimum_schedule=_schedule(get("minimum-schedule"), maximum),
+        min_workers=min_workers,
+        max_workers=max_workers,
+        min_workers_schedule=_schedule(get("min-workers-schedule"), max_workers),
         interval=_seconds("interval", get("interval"), positive=True),
         target_duration=_seconds("target-duration", get("target-duration"), positive=True),
         scale_down_delay=_seconds("scale-down-delay", get("scale-down-delay"), positive=False),
@@ -324,10 +293,9 @@ def resolve(options: Mapping[str, Any]) -> Settings:
         # empty means the Kubernetes default, which adaptive.yaml holds
         service_account_dir=_text("kubernetes.service-account-dir", get("service-account-dir"))
         or str(reference()["adaptive.kubernetes.service-account-dir"].default),
-        worker_nthreads=nthreads,
         worker_memory_limit=memory_limit,
         worker_nanny=_bool("local.worker-nanny", get("worker-nanny")),
-        worker_threads=_worker_threads(backend, get("worker-threads"), nthreads),
+        worker_threads=_int("worker-threads", get("worker-threads"), 1),
         node_packing=_bool("node-packing", get("node-packing")),
         not_ready_timeout=tunable("not-ready-timeout"),
         settle_timeout=tunable("settle-timeout"),

@@ -1,4 +1,4 @@
-"""The control loop inside the scheduler: look, decide (policy.py), act through a Backend.
+"""The control loop inside the scheduler: look, decide (decisions.py), act through a Backend.
 
 Runs on the scheduler's event loop and calls the Scheduler object directly (no RPC to itself).
 Everything it awaits is either a cheap scheduler call or async backend I/O, so the loop never blocks.
@@ -29,11 +29,8 @@ from typing import Any
 from dask_adaptive.activity import Activity
 from dask_adaptive.backends.base import Backend, BackendError, Observation, Phase
 from dask_adaptive.backends.departures import COUNTED, IN_REMOVAL, Departures, Stage
-from dask_adaptive.config import Settings
-from dask_adaptive.executor import ACCEPTING, ScaleDownExecutor, workers_by_name
-from dask_adaptive.logs import fmt
-from dask_adaptive.metrics import Stats
-from dask_adaptive.policy import (
+from dask_adaptive.config import PreloadSettings
+from dask_adaptive.decisions import (
     Decision,
     History,
     Hold,
@@ -44,6 +41,9 @@ from dask_adaptive.policy import (
     cold_target,
     decide,
 )
+from dask_adaptive.executor import ACCEPTING, ScaleDownExecutor, workers_by_name
+from dask_adaptive.logs import fmt
+from dask_adaptive.metrics import Stats
 from dask_adaptive.reconcile import reconcile
 from dask_adaptive.schedule import active_windows
 
@@ -59,15 +59,17 @@ class Controller:
         self,
         scheduler: Any,  # distributed.Scheduler; Any because its attributes are used duck-typed
         backend: Backend,
-        settings: Settings,
+        settings: PreloadSettings,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),  # minimum-schedule's clock
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),  # min-workers-schedule's clock
     ) -> None:
         self.scheduler = scheduler
         self.settings = settings
         self.clock = clock
         self.wall = wall
-        self.limits = Limits(settings.minimum, settings.maximum, settings.scale_down_delay, "--minimum")
+        self.limits = Limits(
+            settings.min_workers, settings.max_workers, settings.scale_down_delay, "--min-workers"
+        )
         self.stats = Stats()
         self.history = History()
         self.known: set[str] = set()  # every unit name the backend reported (updated in place)
@@ -96,10 +98,6 @@ class Controller:
     @property
     def backend(self) -> Backend:
         return self.executor.backend
-
-    @backend.setter
-    def backend(self, backend: Backend) -> None:
-        self.executor.backend = backend
 
     @property
     def departures(self) -> Departures:
@@ -183,7 +181,7 @@ class Controller:
     def snapshot(
         self, now: float, obs: Observation, workers: Mapping[str, Any] | None = None, busy: int = 0
     ) -> Snapshot:
-        """What the policy sees: reads the scheduler and the departures, changes nothing.
+        """What the decisions see: reads the scheduler and the departures, changes nothing.
 
         `busy` is the activity since the previous look (Activity.take, which step() calls: taking it
         starts the next interval, so it is not done here)."""
@@ -221,20 +219,20 @@ class Controller:
         )
 
     def _update_limits(self) -> None:
-        """The minimum in force now: --minimum, raised by any minimum-schedule window active (the wall
+        """The minimum in force now: --min-workers, raised by any min-workers-schedule window active (the wall
         clock); a change is logged with its cause."""
-        minimum, cause = self.settings.minimum, "--minimum"
-        if self.settings.minimum_schedule.windows:
-            for window in active_windows(self.settings.minimum_schedule, self.wall()):
+        minimum, cause = self.settings.min_workers, "--min-workers"
+        if self.settings.min_workers_schedule.windows:
+            for window in active_windows(self.settings.min_workers_schedule, self.wall()):
                 if window.minimum > minimum:
-                    minimum, cause = window.minimum, f"minimum-schedule {window.text}"
+                    minimum, cause = window.minimum, f"min-workers-schedule {window.text}"
         if (minimum, cause) == (self.limits.minimum, self.limits.minimum_from):
             return
         logger.info(
             "dask-adaptive: %s", fmt(event="minimum", minimum=minimum, was=self.limits.minimum, by=cause)
         )
         self._event("minimum", minimum=minimum, was=self.limits.minimum, by=cause)
-        self.limits = Limits(minimum, self.settings.maximum, self.settings.scale_down_delay, cause)
+        self.limits = Limits(minimum, self.settings.max_workers, self.settings.scale_down_delay, cause)
 
     def _update_gauges(self, snap: Snapshot) -> None:
         self.stats.desired = max(self.limits.minimum, min(self.limits.maximum, snap.target))

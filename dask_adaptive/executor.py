@@ -32,11 +32,11 @@ from distributed.core import Status
 
 from dask_adaptive.backends.base import Backend, BackendError, RemovalReport
 from dask_adaptive.backends.departures import IN_REMOVAL, Departures, Stage
-from dask_adaptive.config import Settings
+from dask_adaptive.config import PreloadSettings
+from dask_adaptive.decisions import ScaleDown, pick_victims
 from dask_adaptive.internals import stop_retirement
 from dask_adaptive.logs import fmt
 from dask_adaptive.metrics import Stats
-from dask_adaptive.policy import ScaleDown, pick_victims
 
 logger = logging.getLogger("dask_adaptive")
 
@@ -52,7 +52,7 @@ class ScaleDownExecutor:
         self,
         scheduler: Any,  # distributed.Scheduler, used duck-typed
         backend: Backend,
-        settings: Settings,
+        settings: PreloadSettings,
         stats: Stats,
         known: set[str],  # the controller's: every unit name the backend reported (updated in place)
         event: Callable[..., None],  # the controller's event sink: event(action, **fields)
@@ -155,7 +155,7 @@ class ScaleDownExecutor:
     def choose_victims(self, k: int) -> list[str]:
         """The scheduler's own ranking (idle, least data first; plugin vetoes and long-running tasks
         respected), restricted to accepting workers of our units that are not already leaving, then
-        packed by node so a scale-down frees whole nodes where it can (policy.pack_victims) unless node
+        packed by node so a scale-down frees whole nodes where it can (decisions.pack_victims) unless node
         packing is off. A busy worker may be chosen only to free a whole node, and only if the work the
         scheduler expects on it fits in half the retire-timeout (it is drained, see `_retire`)."""
         workers = workers_by_name(self.scheduler)

@@ -16,7 +16,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 GAUGES = {
-    "desired": "Workers the policy wants (scheduler target clamped to minimum/maximum)",
+    "desired": "Workers the decisions want (scheduler target clamped to min-workers/max-workers)",
     "requested": "Workers the backend was asked for (e.g. Deployment spec.replicas)",
     "pending": "Requested workers that have not connected to the scheduler yet",
     "observed": "Workers of this backend connected to the scheduler and accepting work",

@@ -2,7 +2,7 @@
 
 `dask_setup` is a click command, the form through which distributed hands the extra command-line
 options to a preload. Every option falls back to dask config key `adaptive.<name>` (defaults and
-meanings in adaptive.yaml, which also gives the --help texts; e.g. env DASK_ADAPTIVE__MINIMUM=2);
+meanings in adaptive.yaml, which also gives the --help texts; e.g. env DASK_ADAPTIVE__MIN_WORKERS=2);
 CONFIG.md lists every option and key.
 
 distributed's PreloadManager catches `Exception` from a preload, logs it and runs on *without* the
@@ -25,17 +25,18 @@ from typing import Any
 import click
 
 from dask_adaptive.backends.base import Backend, BackendUnavailable
-from dask_adaptive.config import BACKENDS, Settings, SettingsError, option_help, resolve
+from dask_adaptive.config import PreloadSettings, SettingsError, option_help, resolve
 from dask_adaptive.controller import Controller
 from dask_adaptive.logs import configure_logging
 from dask_adaptive.metrics import register, unregister
+from dask_adaptive.options import OPTIONS
 
 logger = logging.getLogger("dask_adaptive")
 
 EXTENSION = "adaptive"
 
 
-def make_backend(settings: Settings, scheduler: Any) -> Backend:
+def make_backend(settings: PreloadSettings, scheduler: Any) -> Backend:
     if settings.backend == "kubernetes":
         # imported lazily: the local backend must not depend on the Kubernetes module
         from dask_adaptive.backends.kubernetes.api import retry_policy
@@ -55,7 +56,7 @@ def make_backend(settings: Settings, scheduler: Any) -> Backend:
 
     return LocalBackend(
         scheduler.address,
-        nthreads=settings.worker_nthreads,
+        nthreads=settings.worker_threads,
         memory_limit=settings.worker_memory_limit,
         nanny=settings.worker_nanny,
         registered=lambda: {str(ws.name) for ws in scheduler.workers.values()},
@@ -71,25 +72,16 @@ def _fail(reason: str) -> None:
     sys.exit(1)
 
 
+def _with_options(command: Any) -> Any:
+    """One click option per row of the options table (values arrive as text; `resolve` validates)."""
+    for option in reversed(OPTIONS):  # click lists decorators applied last first
+        kind = click.Choice(option.choices) if option.choices else str
+        command = click.option(option.flag, type=kind, default=None, help=option_help(option.name))(command)
+    return command
+
+
 @click.command(context_settings={"ignore_unknown_options": False})
-@click.option("--backend", type=click.Choice(BACKENDS), default=None, help=option_help("backend"))
-@click.option("--minimum", type=str, default=None, help=option_help("minimum"))
-@click.option("--minimum-schedule", type=str, default=None, help=option_help("minimum-schedule"))
-@click.option("--maximum", type=str, default=None, help=option_help("maximum"))
-@click.option("--interval", type=str, default=None, help=option_help("interval"))
-@click.option("--target-duration", type=str, default=None, help=option_help("target-duration"))
-@click.option("--scale-down-delay", type=str, default=None, help=option_help("scale-down-delay"))
-@click.option("--orphan-grace", type=str, default=None, help=option_help("orphan-grace"))
-@click.option("--retire-timeout", type=str, default=None, help=option_help("retire-timeout"))
-@click.option("--worker-threads", type=str, default=None, help=option_help("worker-threads"))
-@click.option("--node-packing", type=str, default=None, help=option_help("node-packing"))
-@click.option("--namespace", type=str, default=None, help=option_help("namespace"))
-@click.option("--deployment", type=str, default=None, help=option_help("deployment"))
-@click.option("--selector", type=str, default=None, help=option_help("selector"))
-@click.option("--service-account-dir", type=str, default=None, help=option_help("service-account-dir"))
-@click.option("--worker-nthreads", type=str, default=None, help=option_help("worker-nthreads"))
-@click.option("--worker-memory-limit", type=str, default=None, help=option_help("worker-memory-limit"))
-@click.option("--worker-nanny", type=str, default=None, help=option_help("worker-nanny"))
+@_with_options
 async def dask_setup(scheduler: Any, **options: Any) -> None:
     configure_logging()
     # _fail is called outside the except blocks so the exit carries no chained traceback
@@ -111,12 +103,12 @@ async def dask_setup(scheduler: Any, **options: Any) -> None:
     scheduler.extensions[EXTENSION] = controller
     controller.metrics_handle = register(controller.stats)
     logger.info(
-        "dask-adaptive: started backend=%s minimum=%d minimum-schedule=%r maximum=%d interval=%gs "
-        "target-duration=%gs scale-down-delay=%gs worker-threads=%d node-packing=%s",
+        "dask-adaptive: started backend=%s min-workers=%d min-workers-schedule=%r max-workers=%d "
+        "interval=%gs target-duration=%gs scale-down-delay=%gs worker-threads=%d node-packing=%s",
         settings.backend,
-        settings.minimum,
-        str(settings.minimum_schedule),
-        settings.maximum,
+        settings.min_workers,
+        str(settings.min_workers_schedule),
+        settings.max_workers,
         settings.interval,
         settings.target_duration,
         settings.scale_down_delay,

@@ -2,7 +2,7 @@
 
 Worker name = unit name, so both directions are set lookups:
 * a unit without a connected worker for longer than a grace period is an orphan (crash-looping or
-  never joined) and is removed; units still PENDING (waiting for a node) are left to the policy,
+  never joined) and is removed; units still PENDING (waiting for a node) are left to the decisions,
   which cancels them first when they are no longer wanted;
 * a scheduler worker whose unit is gone is dropped from the scheduler (it cannot come back).
 """

@@ -1,6 +1,6 @@
 """Scheduled minimums: "at least 4 workers Mon-Fri 08:00-18:00 London time" (issue 13 §2).
 
-Stdlib only (the Pulumi program validates `dask.minimumSchedule` at preview time with
+Stdlib only (the Pulumi program validates `dask.minWorkersSchedule` at preview time with
 `parse_schedule`, and the preload runs in the stock Dask image). The grammar:
 
     schedule := window (";" window)*                 an empty text is no schedule
@@ -72,7 +72,7 @@ class Schedule:
     def __str__(self) -> str:
         return "; ".join(w.text for w in self.windows)
 
-    def __repr__(self) -> str:  # Settings' repr is logged at start: show the schedule as written
+    def __repr__(self) -> str:  # PreloadSettings' repr is logged at start: show the schedule as written
         return repr(str(self))
 
 
@@ -145,8 +145,3 @@ def active_windows(schedule: Schedule, now: datetime) -> tuple[Window, ...]:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now must be an aware datetime, got naive {now.isoformat()}")
     return tuple(w for w in schedule.windows if w.active(now))
-
-
-def minimum_at(schedule: Schedule, now: datetime) -> int:
-    """The scheduled minimum at `now`: the highest count of the windows in force, 0 when none is."""
-    return max((w.minimum for w in active_windows(schedule, now)), default=0)

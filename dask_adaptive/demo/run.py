@@ -25,7 +25,7 @@ from dask_adaptive.demo.workload import build
 class DemoOptions:
     leaves: int = 120
     seconds: float = 1.0
-    maximum: int = 8
+    max_workers: int = 8
     scale_down_delay: str = "10s"
     interval: str = "500ms"
     output: str = "dask-adaptive-demo.png"
@@ -38,8 +38,8 @@ def start_scheduler(opts: DemoOptions, workdir: Path) -> tuple[subprocess.Popen[
     sfile, log = workdir / "scheduler.json", workdir / "scheduler.log"
     cmd = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0"]
     cmd += ["--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sfile)]
-    cmd += ["--preload", "dask_adaptive.preload", "--backend", "local", "--minimum", "0"]
-    cmd += ["--maximum", str(opts.maximum), "--scale-down-delay", opts.scale_down_delay]
+    cmd += ["--preload", "dask_adaptive.preload", "--backend", "local", "--min-workers", "0"]
+    cmd += ["--max-workers", str(opts.max_workers), "--scale-down-delay", opts.scale_down_delay]
     cmd += ["--interval", opts.interval]
     env = dict(os.environ)
     # importable by the scheduler even when the demo runs from a source checkout, not an install
@@ -77,7 +77,7 @@ def run(opts: DemoOptions) -> int:
     with tempfile.TemporaryDirectory(prefix="dask-adaptive-demo-") as tmp:
         process, address, log = start_scheduler(opts, Path(tmp))
         try:
-            with Client(address, timeout=30) as client, View(total, opts.maximum, opts.live) as view:
+            with Client(address, timeout=30) as client, View(total, opts.max_workers, opts.live) as view:
                 client.register_plugin(DoneCounter())
                 view.say(f"scheduler {address} (log {log}); 0 workers; submitting {total} tasks")
                 t0 = time.monotonic()

@@ -62,7 +62,7 @@ DASK_DEFAULTS: dict[str, Any] = {
     "tls": True,
     "clientGroups": [],
     "headroomWorkers": 0,
-    "minimumSchedule": "",
+    "minWorkersSchedule": "",
     "apiServerCidrs": None,  # aws: the VPC CIDR and the `kubernetes` Service IP; local: 0.0.0.0/0
     "apiServerPorts": None,  # aws: [443]; local: [443, 6443, 8443]
     "workerEgressDenyPrivate": None,  # aws: true; local: false
@@ -169,7 +169,7 @@ def _client_groups(field: Field) -> tuple[str, ...]:
     return groups
 
 
-def _minimum_schedule(field: Field, max_workers: int) -> str:
+def _min_workers_schedule(field: Field, max_workers: int) -> str:
     """Validated here with the preload's own parser, so a bad schedule fails `pulumi preview`, not the pod."""
     from dask_adaptive.schedule import parse_schedule  # stdlib only, like dask_adaptive.command
 
@@ -376,9 +376,9 @@ def parse_dask(
         image=image,
         min_workers=min_workers,
         max_workers=max_workers,
-        interval_s=s["interval"].seconds(0.1, 300),
-        target_duration_s=s["targetDuration"].seconds(0.1, 3600),
-        scale_down_delay_s=s["scaleDownDelay"].seconds(0, 86_400),
+        interval=s["interval"].seconds(0.1, 300),
+        target_duration=s["targetDuration"].seconds(0.1, 3600),
+        scale_down_delay=s["scaleDownDelay"].seconds(0, 86_400),
         workers_per_node=per_node,
         worker=worker,
         scheduler_cpu_millicores=scheduler_cpu,
@@ -393,7 +393,7 @@ def parse_dask(
         tls=_tls(s, production),
         client_groups=_client_groups(s["clientGroups"]),
         headroom_workers=s["headroomWorkers"].integer(0, max_workers),
-        minimum_schedule=_minimum_schedule(s["minimumSchedule"], max_workers),
+        min_workers_schedule=_min_workers_schedule(s["minWorkersSchedule"], max_workers),
         kubernetes_version=aws.cluster.version if aws else None,
         api_server_cidrs=api_server_cidrs,
         api_server_ports=api_server_ports,

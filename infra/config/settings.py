@@ -103,9 +103,9 @@ class DaskSettings:
     image: str
     min_workers: int
     max_workers: int
-    interval_s: float
-    target_duration_s: float
-    scale_down_delay_s: float
+    interval: float  # seconds, like the next two
+    target_duration: float
+    scale_down_delay: float
     workers_per_node: int
     worker: WorkerSizing
     scheduler_cpu_millicores: int
@@ -122,7 +122,7 @@ class DaskSettings:
     tls: bool = True  # mutual TLS on every Dask connection (per-stack CA; infra/k8s/tls.py)
     client_groups: tuple[str, ...] = ()  # Kubernetes groups bound to the client Role (cert + port-forward)
     headroom_workers: int = 0  # placeholder pods holding warm room for this many workers (k8s/headroom.py)
-    minimum_schedule: str = ""  # time-varying minimum for the preload (dask_adaptive/schedule.py grammar)
+    min_workers_schedule: str = ""  # time-varying minimum for the preload (dask_adaptive/schedule.py grammar)
     kubernetes_version: str | None = None  # the cluster's minor when known (aws); None: any (local)
     dask_version: str = DASK_VERSION
     # Egress (k8s/network_policies.py). Where the scheduler reaches the API server (IPv4 CIDRs, TCP ports),

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dask_adaptive.command import scheduler_command as dask_scheduler_command
+from dask_adaptive.command import worker_command as dask_worker_command
+from dask_adaptive.command import worker_environment
+from dask_adaptive.options import PreloadArgs
 from infra.config.settings import DaskSettings
 from infra.facts.placement import POOL_LABEL, SYSTEM_POOL, pool_placement, tolerations
 from infra.facts.quantity import format_cpu_millicores, format_memory_mib
@@ -119,54 +123,32 @@ def preload_configmap(names: Names, version: str, files: tuple[PreloadFile, ...]
 # ---------------------------------------------------------------- command lines (the preload contract)
 
 
-def _seconds(value: float) -> str:
-    return f"{value:g}s"
-
-
 def scheduler_command(settings: DaskSettings, names: Names) -> list[str]:
-    worker_selector = selector_string(selector_labels(names, "worker"))
-    return [
-        "dask",
-        "scheduler",
-        "--port",
-        str(SCHEDULER_PORT),
-        "--dashboard-address",
-        f":{DASHBOARD_PORT}",
-        *(["--protocol", "tls"] if settings.tls else []),
-        "--preload",
-        "dask_adaptive.preload",
-        "--backend",
-        "kubernetes",
-        "--namespace",
-        names.namespace,
-        "--deployment",
-        names.worker,
-        "--selector",
-        worker_selector,
-        "--minimum",
-        str(settings.min_workers),
-        "--maximum",
-        str(settings.max_workers),
-        "--interval",
-        _seconds(settings.interval_s),
-        "--target-duration",
-        _seconds(settings.target_duration_s),
-        "--scale-down-delay",
-        _seconds(settings.scale_down_delay_s),
+    """Built by dask_adaptive from its options table: values by their Python names, no flag spelt here."""
+    preload = PreloadArgs(
+        backend="kubernetes",
+        namespace=names.namespace,
+        deployment=names.worker,
+        selector=selector_string(selector_labels(names, "worker")),
+        min_workers=settings.min_workers,
+        max_workers=settings.max_workers,
+        interval=settings.interval,
+        target_duration=settings.target_duration,
+        scale_down_delay=settings.scale_down_delay,
         # the workers' threads, from the same value as their own command line: a scale-up from zero
-        # workers asks for workers, not cores (dask_adaptive.policy.cold_target)
-        "--worker-threads",
-        str(settings.worker.threads),
-        *(["--minimum-schedule", settings.minimum_schedule] if settings.minimum_schedule else []),
-    ]
+        # workers asks for workers, not cores (dask_adaptive.decisions.cold_target)
+        worker_threads=settings.worker.threads,
+        min_workers_schedule=settings.min_workers_schedule or None,
+    )
+    return dask_scheduler_command(
+        preload, port=SCHEDULER_PORT, dashboard_address=f":{DASHBOARD_PORT}", tls=settings.tls
+    )
 
 
 def worker_command(settings: DaskSettings, names: Names) -> list[str]:
     """`$(POD_NAME)` is expanded by the kubelet from the env, so the Dask worker name is the pod name.
 
     The flags come from dask_adaptive's one builder, shared with its local backend (stdlib only)."""
-    from dask_adaptive.command import worker_command as dask_worker_command
-
     return dask_worker_command(
         names.scheduler_address,
         name="$(POD_NAME)",
@@ -400,7 +382,7 @@ def worker_deployment(
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 {"name": "DASK_TEMPORARY_DIRECTORY", "value": SCRATCH_PATH},
                 # the worker preload's own deadline for a graceful retirement, inside the grace period
-                {"name": "DASK_ADAPTIVE__WORKER__SIGTERM_TIMEOUT", "value": f"{sigterm_timeout}s"},
+                *({"name": k, "value": v} for k, v in worker_environment(sigterm_timeout).items()),
                 *tls.env,
             ]
         ),

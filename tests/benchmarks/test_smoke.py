@@ -73,7 +73,7 @@ def test_scale_down_safety_one_cycle():
 
     if find_binaries()[0] is None:
         pytest.skip("no Kubernetes binaries (tests/kube/build.sh)")
-    out = run("scale_down_safety.py", "--cycles", "1", "--maximum", "2", "--contenders", "dask-adaptive")
+    out = run("scale_down_safety.py", "--cycles", "1", "--max-workers", "2", "--contenders", "dask-adaptive")
     row = next(line for line in out.splitlines() if line.startswith("| dask-adaptive"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "1/1" and cells[5] == "0" and cells[6] == "0", row  # lost/recomputed, wrong pods

@@ -232,7 +232,7 @@ def test_client_config_from_the_cluster_connects_through_localhost(kube, namespa
     # the scheduler of the stack: its certificate names only the service; reached through localhost
     cluster = pki.write_tls_files(tmp_path / "cluster", ca, pki.make_service_leaf(ca, "dask", (service,)))
     options = ["--protocol", "tls", "--tls-ca-file", str(cluster.ca_file), "--tls-cert", str(cluster.cert)]
-    options += ["--tls-key", str(cluster.key), "--backend", "local", "--maximum", "1"]
+    options += ["--tls-key", str(cluster.key), "--backend", "local", "--max-workers", "1"]
     options += ["--interval", "200ms", "--worker-memory-limit", "512MiB"]
     with scheduler(tmp_path, *options) as s:
         local = "tls://localhost:" + s.address.rsplit(":", 1)[1]

@@ -1,7 +1,8 @@
 """Issue 13 §6 end to end: from zero workers, a burst asks for workers, not cores.
 
 Scheduler.adaptive_target() divides its core estimate by the threads per worker only once workers
-exist; the preload divides by `--worker-threads` (here: the local backend's `--worker-nthreads`)
+exist; the preload divides by `--worker-threads` (here also the threads the local backend starts its
+workers with)
 before the first one arrives. Real scheduler, real preload, real local worker processes.
 """
 
@@ -27,9 +28,9 @@ def pause(seconds: float) -> float:
 @pytest.mark.parametrize("threads", [1, 4])
 def test_cold_burst_asks_for_workers_not_cores(tmp_path: Path, threads: int):
     # unknown durations count 500ms each: 12 queued tasks / a 500ms target duration = 12 cores
-    options = ["--backend", "local", "--minimum", "0", "--maximum", "16", "--interval", "200ms"]
+    options = ["--backend", "local", "--min-workers", "0", "--max-workers", "16", "--interval", "200ms"]
     options += ["--target-duration", "500ms", "--worker-memory-limit", "512MiB"]
-    options += ["--worker-nthreads", str(threads)]
+    options += ["--worker-threads", str(threads)]
     with scheduler(tmp_path, *options) as s, Client(s.address, timeout=30) as client:
         time.sleep(1)
         assert client.scheduler_info()["workers"] == {}, "starts with 0 workers"

@@ -15,16 +15,16 @@ from dask.utils import parse_timedelta
 import dask_adaptive
 from dask_adaptive.config import (
     CONFIG_ONLY_KEYS,
-    OPTION_KEYS,
     SettingsError,
     config_markdown,
     option_help,
     reference,
     resolve,
 )
+from dask_adaptive.options import OPTIONS
 
 PACKAGE = Path(dask_adaptive.__file__).parent
-# a complete literal key; f-strings ("adaptive.{...}") are covered by OPTION_KEYS / CONFIG_ONLY_KEYS
+# a complete literal key; f-strings ("adaptive.{...}") are covered by OPTIONS / CONFIG_ONLY_KEYS
 LITERAL_KEY = re.compile(r"""["'](adaptive\.[a-z0-9-]+(?:\.[a-z0-9-]+)*)["']""")
 KUBE = {"backend": "kubernetes", "namespace": "n", "deployment": "d", "selector": "app=w"}
 TUNABLES = ("not-ready-timeout", "settle-timeout", "poll-interval", "request-timeout", "retry-budget")
@@ -38,7 +38,7 @@ def keys_in_source() -> set[str]:
 
 
 def keys_by_mapping() -> set[str]:
-    return {f"adaptive.{key}" for key in (*OPTION_KEYS.values(), *CONFIG_ONLY_KEYS.values())}
+    return {f"adaptive.{key}" for key in (*(o.key for o in OPTIONS), *CONFIG_ONLY_KEYS.values())}
 
 
 def seconds(key: str) -> float:
@@ -93,8 +93,8 @@ def test_code_side_fallbacks_equal_the_yaml_defaults():
 
     ref = reference()
     s = resolve({})
-    assert (s.backend, s.minimum, s.maximum) == tuple(
-        ref[f"adaptive.{k}"].default for k in ("backend", "minimum", "maximum")
+    assert (s.backend, s.min_workers, s.max_workers) == tuple(
+        ref[f"adaptive.{k}"].default for k in ("backend", "min-workers", "max-workers")
     )
     for field in ("interval", "target-duration", "scale-down-delay", "orphan-grace"):
         assert getattr(s, field.replace("-", "_")) == seconds(f"adaptive.{field}"), field
@@ -104,12 +104,12 @@ def test_code_side_fallbacks_equal_the_yaml_defaults():
     assert s.service_account_dir == "/var/run/secrets/kubernetes.io/serviceaccount"
     local = LocalBackend("tcp://127.0.0.1:1")
     assert (local.nthreads, local.memory_limit, local.nanny) == (
-        s.worker_nthreads,
+        s.worker_threads,
         s.worker_memory_limit,
         s.worker_nanny,
     )
-    assert (s.worker_nthreads, s.worker_memory_limit, s.worker_nanny) == (
-        ref["adaptive.local.worker-nthreads"].default,
+    assert (s.worker_threads, s.worker_memory_limit, s.worker_nanny) == (
+        ref["adaptive.worker-threads"].default,
         ref["adaptive.local.worker-memory-limit"].default,
         ref["adaptive.local.worker-nanny"].default,
     )
@@ -132,7 +132,7 @@ def test_every_key_has_a_one_line_meaning_and_options_show_it_in_help():
     for entry in reference().values():
         assert entry.meaning and "\n" not in entry.meaning, entry.key
     options = {p.name.replace("_", "-"): p for p in dask_setup.params}
-    assert set(options) == set(OPTION_KEYS)
+    assert list(options) == [o.name for o in OPTIONS]  # generated from the table, in its order
     for name, param in options.items():
         assert param.help == option_help(name)
     text = CliRunner().invoke(dask_setup, ["--help"], terminal_width=400).output
@@ -227,11 +227,11 @@ def test_worker_nanny_resolves_and_reaches_the_local_backend(option, config, exp
 
 
 def test_minimum_schedule_resolves_from_option_or_config():
-    assert resolve({}).minimum_schedule.windows == ()  # default: none
-    with dask.config.set({"adaptive.minimum-schedule": "Mon-Fri 08:00-18:00 Europe/London=4"}):
-        assert str(resolve({}).minimum_schedule) == "Mon-Fri 08:00-18:00 Europe/London=4"
-        option = resolve({"minimum_schedule": "Sat 10:00-14:00 UTC=1"})  # the option wins
-        assert str(option.minimum_schedule) == "Sat 10:00-14:00 UTC=1"
+    assert resolve({}).min_workers_schedule.windows == ()  # default: none
+    with dask.config.set({"adaptive.min-workers-schedule": "Mon-Fri 08:00-18:00 Europe/London=4"}):
+        assert str(resolve({}).min_workers_schedule) == "Mon-Fri 08:00-18:00 Europe/London=4"
+        option = resolve({"min_workers_schedule": "Sat 10:00-14:00 UTC=1"})  # the option wins
+        assert str(option.min_workers_schedule) == "Sat 10:00-14:00 UTC=1"
 
 
 @pytest.mark.parametrize(
@@ -241,13 +241,13 @@ def test_minimum_schedule_resolves_from_option_or_config():
         ("Mon-Fri 8-18 UTC=4", "window 'Mon-Fri 8-18 UTC=4': not of the form"),
         (
             "00:00-24:00 UTC=1; Mon 08:00-18:00 UTC=11",
-            "window 'Mon 08:00-18:00 UTC=11' asks for 11 workers, above adaptive.maximum=10",
+            "window 'Mon 08:00-18:00 UTC=11' asks for 11 workers, above adaptive.max-workers=10",
         ),
         (4, "must be a string"),
     ],
 )
 def test_minimum_schedule_refuses_bad_values_at_start(value, rule):
     with pytest.raises(SettingsError) as err:
-        resolve({"minimum_schedule": value})
-    assert err.value.key == "minimum-schedule"
-    assert str(err.value).startswith(f"adaptive.minimum-schedule={value!r} is invalid: {rule}")
+        resolve({"min_workers_schedule": value})
+    assert err.value.key == "min-workers-schedule"
+    assert str(err.value).startswith(f"adaptive.min-workers-schedule={value!r} is invalid: {rule}")

@@ -7,6 +7,7 @@ to provoke there: aborted retirements, foreign workers, backend failures, orphan
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from dask_adaptive.backends.base import BackendError, Observation, Phase, Remova
 from dask_adaptive.backends.departures import Departures, Stage
 from dask_adaptive.config import resolve
 from dask_adaptive.controller import Controller
-from dask_adaptive.policy import Hold, ScaleDown, ScaleUp
+from dask_adaptive.decisions import Hold, ScaleDown, ScaleUp
 
 
 class ScriptedBackend:
@@ -75,16 +76,17 @@ def scenario(
     units: list[Unit],
     workers: list[str],
     foreign: tuple[str, ...] = (),
+    make_backend: Callable[..., Any] | None = None,
     **options: Any,
 ) -> None:
     async def main() -> None:
-        settings = resolve({"minimum": "0", "maximum": "4", "interval": "100ms", **options})
+        settings = resolve({"min_workers": "0", "max_workers": "4", "interval": "100ms", **options})
         async with Scheduler(port=0, dashboard=False, host="127.0.0.1") as s:
             ws = [Worker(s.address, name=n, nthreads=1, dashboard=False) for n in (*workers, *foreign)]
             await asyncio.gather(*ws)
             try:
                 async with Client(s.address, asynchronous=True) as client:
-                    backend = ScriptedBackend(*units)
+                    backend = (make_backend or ScriptedBackend)(*units)
                     controller = Controller(s, backend, settings, clock=Clock())
                     controller.known.update(u.name for u in units)
                     await body(s, client, backend, controller)
@@ -116,7 +118,7 @@ def test_scale_down_cancels_unstarted_units_and_keeps_starting_ones():
         assert {"u1", "p-start"} <= set(backend.units) and controller.stats.cancelled == 1
         assert "starting=1" in decision.reason and "keep 1 starting" in decision.reason
 
-    scenario(body, units, ["u1"], minimum="1", scale_down_delay="0s")
+    scenario(body, units, ["u1"], min_workers="1", scale_down_delay="0s")
 
 
 def test_victims_are_ours_idle_and_least_data_first_and_data_survives():
@@ -185,7 +187,7 @@ def test_observe_failure_is_counted_and_nothing_is_done():
         assert await controller.step() is None
         assert controller.stats.api_errors == 1 and backend.scaled == [] and backend.removed == []
 
-    scenario(body, [], [], minimum="2")
+    scenario(body, [], [], min_workers="2")
 
 
 def test_orphan_units_and_unitless_workers_are_reconciled():
@@ -206,7 +208,7 @@ def test_orphan_units_and_unitless_workers_are_reconciled():
         assert not any(w.name == "u1" for w in s.workers.values())
         assert controller.stats.corrections == 2
 
-    scenario(body, units, ["u1"], minimum="2", maximum="2", scale_down_delay="1h")
+    scenario(body, units, ["u1"], min_workers="2", max_workers="2", scale_down_delay="1h")
 
 
 @pytest.mark.parametrize("n", [1, 2])
@@ -362,11 +364,8 @@ def test_a_burst_during_a_blocked_removal_scales_up_at_once_and_ends_at_the_righ
         assert isinstance(await controller.step(), Hold)  # at target: 3 requested, none leaving
         assert backend.scaled == [4] and backend.removed == [[victim]]
 
-    async def with_blocking_backend(s, client, _, controller):
-        controller.backend = BlockingRemovalBackend(blocked_in, *running("u1", "u2"))
-        await body(s, client, controller.backend, controller)
-
-    scenario(with_blocking_backend, running("u1", "u2"), ["u1", "u2"])
+    blocking = functools.partial(BlockingRemovalBackend, blocked_in)
+    scenario(body, running("u1", "u2"), ["u1", "u2"], make_backend=blocking)
 
 
 def test_a_retirement_that_never_finishes_is_given_up_and_the_worker_goes_back_to_work(monkeypatch):
@@ -495,7 +494,7 @@ def test_a_minimum_schedule_scales_up_at_its_start_and_lets_go_after_its_end(cap
         with caplog.at_level(logging.INFO, logger="dask_adaptive"):
             decision = await controller.step()
         assert decision == ScaleUp(3, decision.reason) and backend.scaled == [3]
-        cause = f"to minimum 3 (minimum-schedule {schedule})"
+        cause = f"to minimum 3 (min-workers-schedule {schedule})"
         assert decision.reason.startswith(f"scale up now {cause}: target=0")
         assert any(cause in r.getMessage() and "ScaleUp" in r.getMessage() for r in caplog.records)
         assert any("event=minimum minimum=3 was=0" in r.getMessage() for r in caplog.records)
@@ -506,19 +505,19 @@ def test_a_minimum_schedule_scales_up_at_its_start_and_lets_go_after_its_end(cap
         controller.clock.now = 101.0
         decision = await controller.step()
         assert isinstance(decision, Hold) and decision.reason.startswith("needed 3 within the last 30s")
-        assert controller.limits.minimum == 0  # --minimum again
+        assert controller.limits.minimum == 0  # --min-workers again
         controller.clock.now = 131.0
         decision = await controller.step()
         assert isinstance(decision, ScaleDown) and decision.wanted == 0
 
-    scenario(body, [], [], minimum_schedule=schedule, scale_down_delay="30s")
+    scenario(body, [], [], min_workers_schedule=schedule, scale_down_delay="30s")
 
 
 def test_a_window_below_the_minimum_changes_nothing():
     async def body(s, client, backend, controller):
         controller.wall = lambda: datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
         decision = await controller.step()
-        assert decision == ScaleUp(2, decision.reason) and "(--minimum)" in decision.reason
+        assert decision == ScaleUp(2, decision.reason) and "(--min-workers)" in decision.reason
         assert controller.limits.minimum == 2
 
-    scenario(body, [], [], minimum="2", minimum_schedule="00:00-24:00 UTC=1")
+    scenario(body, [], [], min_workers="2", min_workers_schedule="00:00-24:00 UTC=1")

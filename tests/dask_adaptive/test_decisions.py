@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dask_adaptive.policy import (
+from dask_adaptive.decisions import (
     History,
     Hold,
     Limits,

@@ -11,7 +11,18 @@ from tests.dask_adaptive.procs import env
 
 def test_demo_smoke(tmp_path: Path):
     png = tmp_path / "demo.png"
-    cmd = [sys.executable, "-m", "dask_adaptive", "demo", "--tasks", "6", "--sleep", "0.2", "--maximum", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dask_adaptive",
+        "demo",
+        "--tasks",
+        "6",
+        "--sleep",
+        "0.2",
+        "--max-workers",
+        "2",
+    ]
     cmd += ["--scale-down-delay", "1s", "--interval", "200ms", "--output", str(png), "--timeout", "150"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

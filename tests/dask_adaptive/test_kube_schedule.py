@@ -1,7 +1,7 @@
-"""Scheduled minimums (`dask.minimumSchedule`, dask_adaptive/schedule.py) end to end on the REAL
+"""Scheduled minimums (`dask.minWorkersSchedule`, dask_adaptive/schedule.py) end to end on the REAL
 Kubernetes 1.20.2 control plane.
 
-The stack is recorded with the Pulumi program's own builders and a `minimumSchedule` stack-config override
+The stack is recorded with the Pulumi program's own builders and a `minWorkersSchedule` stack-config override
 (so the program's preview-time validation and its scheduler command line are what runs), applied with
 the kubelet harness, and the scheduler's preload alone must scale the idle worker Deployment: no work is
 ever submitted, so the only reason for a worker is the window in force.
@@ -64,10 +64,10 @@ def deployment_events(kube: Any, ns: str) -> list[dict[str, Any]]:
 
 
 def shipped_schedule(layer: Any) -> str:
-    """The `--minimum-schedule` value on the scheduler command line the program builds."""
+    """The `--min-workers-schedule` value on the scheduler command line the program builds."""
     (container,) = layer.stack.find("Deployment", SCHEDULER)["spec"]["template"]["spec"]["containers"]
     command = container["command"]
-    return command[command.index("--minimum-schedule") + 1]
+    return command[command.index("--min-workers-schedule") + 1]
 
 
 def premise(schedule: str, expected: list[str]) -> None:
@@ -96,7 +96,7 @@ def test_a_window_in_force_scales_the_idle_deployment_to_its_minimum(
     in_force, decoys = windows_around(datetime.now(UTC))
     schedule = "; ".join([in_force, *decoys])
     premise(schedule, [in_force])
-    layer = dask_layer(namespace, minimumSchedule=schedule, **FAST)
+    layer = dask_layer(namespace, minWorkersSchedule=schedule, **FAST)
     assert shipped_schedule(layer) == schedule  # validated and shipped by the program as written
     kubelet = kubelet_factory(probe_period_scale=0.5)
     deploy_dask(kube, namespace, layer=layer, nanny=False)
@@ -135,7 +135,7 @@ def test_a_window_in_force_scales_the_idle_deployment_to_its_minimum(
     assert tasks == 0  # no work: the window is the only reason for a worker
     assert seen == {(SCHEDULED, SCHEDULED, SCHEDULED)}, seen  # exactly the window's minimum, held
     assert workers == pods == watch.seen  # the workers are these pods, and no other pod ever existed
-    cause = f"minimum-schedule {in_force}"
+    cause = f"min-workers-schedule {in_force}"
     minimums = [(m["minimum"], m["by"]) for m in events if m["action"] == "minimum"]
     assert minimums == [(SCHEDULED, cause)], minimums  # raised once, by this window (not a decoy)
     scale_ups = [m["reason"] for m in events if m["action"] == "ScaleUp"]
@@ -152,7 +152,7 @@ def test_windows_not_in_force_leave_the_idle_deployment_at_zero(
     _, decoys = windows_around(datetime.now(UTC))
     schedule = "; ".join(decoys)
     premise(schedule, [])
-    layer = dask_layer(namespace, minimumSchedule=schedule, **FAST)
+    layer = dask_layer(namespace, minWorkersSchedule=schedule, **FAST)
     assert shipped_schedule(layer) == schedule
     kubelet = kubelet_factory(probe_period_scale=0.5)
     deploy_dask(kube, namespace, layer=layer, nanny=False)

@@ -37,7 +37,7 @@ def test_zero_to_n_to_floor_without_losing_or_recomputing(tmp_path: Path):
     marks = tmp_path / "marks"
     marks.mkdir()
     per_burst, bursts = 16, 2
-    options = ["--backend", "local", "--minimum", "0", "--maximum", "3", "--interval", "200ms"]
+    options = ["--backend", "local", "--min-workers", "0", "--max-workers", "3", "--interval", "200ms"]
     options += ["--scale-down-delay", "3s", "--worker-memory-limit", "512MiB"]
     futures = []
     timings = []
@@ -63,7 +63,7 @@ def test_zero_to_n_to_floor_without_losing_or_recomputing(tmp_path: Path):
 
             wait_for(all_done, 120, f"burst {burst} to finish", every=0.2)
             t_done = time.time()
-            assert 2 <= peak <= 3, "scaled out beyond one worker, never above --maximum"
+            assert 2 <= peak <= 3, "scaled out beyond one worker, never above --max-workers"
 
             # idle: after the window every worker goes except the one the held results need
             # (workers_to_close keeps twice the stored bytes of memory): the floor here is 1
@@ -116,8 +116,8 @@ def test_zero_to_n_to_floor_without_losing_or_recomputing(tmp_path: Path):
 @pytest.mark.parametrize(
     ("options", "env", "reason"),
     [
-        (["--minimum", "-1"], {}, "adaptive.minimum='-1' is invalid"),
-        (["--minimum", "3", "--maximum", "2"], {}, "adaptive.maximum='2' is invalid"),
+        (["--min-workers", "-1"], {}, "adaptive.min-workers='-1' is invalid"),
+        (["--min-workers", "3", "--max-workers", "2"], {}, "adaptive.max-workers='2' is invalid"),
         (["--scale-down-delay", "soon"], {}, "adaptive.scale-down-delay='soon' is invalid"),
         (["--backend", "kubernetes"], {}, "adaptive.namespace=None is invalid"),
         ([], {"DASK_ADAPTIVE__INTERVAL": "0s"}, "adaptive.interval='0s' is invalid"),

@@ -67,15 +67,16 @@ def clean_config():
 
 def test_defaults(clean_config):
     s = resolve({})
-    assert (s.backend, s.minimum, s.maximum, s.interval, s.scale_down_delay) == ("local", 0, 10, 1.0, 30.0)
+    expected = ("local", 0, 10, 1.0, 30.0)
+    assert (s.backend, s.min_workers, s.max_workers, s.interval, s.scale_down_delay) == expected
     assert s.service_account_dir == "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def test_config_and_option_precedence(clean_config):
-    with dask.config.set({"adaptive.minimum": 2, "adaptive.scale-down-delay": "1m"}):
-        s = resolve({"maximum": "4"})
-        assert (s.minimum, s.maximum, s.scale_down_delay) == (2, 4, 60.0)
-        assert resolve({"minimum": "0"}).minimum == 0
+    with dask.config.set({"adaptive.min-workers": 2, "adaptive.scale-down-delay": "1m"}):
+        s = resolve({"max_workers": "4"})
+        assert (s.min_workers, s.max_workers, s.scale_down_delay) == (2, 4, 60.0)
+        assert resolve({"min_workers": "0"}).min_workers == 0
 
 
 KUBE_OPTIONS = {"backend": "kubernetes", "namespace": "n", "deployment": "d", "selector": "app=w"}
@@ -84,10 +85,9 @@ KUBE_OPTIONS = {"backend": "kubernetes", "namespace": "n", "deployment": "d", "s
 @pytest.mark.parametrize(
     ("options", "config", "threads"),
     [
-        ({}, {}, 1),  # local default: its workers' default --nthreads
-        ({"worker_nthreads": "4"}, {}, 4),  # local: follows the threads it starts workers with
-        ({"worker_nthreads": "4", "worker_threads": "4"}, {}, 4),
-        ({}, {"adaptive.local.worker-nthreads": 3}, 3),
+        ({}, {}, 1),  # local default: the local backend starts its workers with this many threads
+        ({"worker_threads": "4"}, {}, 4),  # one knob: the local backend's workers get these threads
+        ({}, {"adaptive.worker-threads": 3}, 3),
         (KUBE_OPTIONS, {}, 1),  # kubernetes, not given: distributed's behaviour (cores = workers)
         ({**KUBE_OPTIONS, "worker_threads": "4"}, {}, 4),
         (KUBE_OPTIONS, {"adaptive.worker-threads": 8}, 8),
@@ -108,10 +108,10 @@ def test_kubernetes_config_key(clean_config):
 @pytest.mark.parametrize(
     ("options", "key"),
     [
-        ({"minimum": "-1"}, "minimum"),
-        ({"minimum": "1.5"}, "minimum"),
-        ({"maximum": "0"}, "maximum"),
-        ({"minimum": "3", "maximum": "2"}, "maximum"),
+        ({"min_workers": "-1"}, "min-workers"),
+        ({"min_workers": "1.5"}, "min-workers"),
+        ({"max_workers": "0"}, "max-workers"),
+        ({"min_workers": "3", "max_workers": "2"}, "max-workers"),
         ({"interval": "0s"}, "interval"),
         ({"interval": "soon"}, "interval"),
         ({"scale_down_delay": "-5s"}, "scale-down-delay"),
@@ -121,13 +121,9 @@ def test_kubernetes_config_key(clean_config):
         ({"backend": "kubernetes", "namespace": "n", "deployment": "d"}, "selector"),
         ({"backend": "yarn"}, "backend"),
         ({"worker_memory_limit": "lots"}, "local.worker-memory-limit"),
-        ({"worker_nthreads": "0"}, "local.worker-nthreads"),
         ({"worker_nanny": "sometimes"}, "local.worker-nanny"),
         ({"worker_threads": "0"}, "worker-threads"),
         ({"worker_threads": "four"}, "worker-threads"),
-        # the local backend starts its workers with local.worker-nthreads: a different count is a lie
-        ({"worker_threads": "4"}, "worker-threads"),
-        ({"worker_threads": "2", "worker_nthreads": "4"}, "worker-threads"),
         ({**KUBE_OPTIONS, "worker_threads": "0"}, "worker-threads"),
     ],
 )

@@ -1,4 +1,4 @@
-"""Scheduled minimums (issue 13 §2): the grammar and `minimum_at` against an injected clock, by table."""
+"""Scheduled minimums (issue 13 §2): the grammar and the windows in force at an injected clock, by table."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dask_adaptive.schedule import FORM, active_windows, minimum_at, parse_schedule
+from dask_adaptive.schedule import FORM, Schedule, active_windows, parse_schedule
 
 WORKDAY = "Mon-Fri 08:00-18:00 Europe/London=4"
+
+
+def minimum_at(schedule: Schedule, now: datetime) -> int:
+    """The scheduled minimum at `now`, as the controller takes it: the highest window in force, else 0."""
+    return max((w.minimum for w in active_windows(schedule, now)), default=0)
 
 
 def utc(text: str) -> datetime:

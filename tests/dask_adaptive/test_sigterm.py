@@ -68,9 +68,9 @@ def assert_survived(client: Client, key: str, computed, scattered, marks: Path) 
 def test_sigterm_retires_gracefully_and_readiness_follows_status(tmp_path: Path):
     marks = tmp_path / "marks"
     marks.mkdir()
-    # minimum through the environment: dask config key adaptive.minimum
-    extra_env = {"DASK_ADAPTIVE__MINIMUM": "2"}
-    options = ["--backend", "local", "--maximum", "3", "--scale-down-delay", "5m", "--interval", "200ms"]
+    # minimum through the environment: dask config key adaptive.min-workers
+    extra_env = {"DASK_ADAPTIVE__MIN_WORKERS": "2"}
+    options = ["--backend", "local", "--max-workers", "3", "--scale-down-delay", "5m", "--interval", "200ms"]
     options += ["--worker-nanny", "true"]
     with scheduler(tmp_path, *options, extra_env=extra_env) as s, Client(s.address, timeout=30) as client:
         own = {
@@ -82,7 +82,7 @@ def test_sigterm_retires_gracefully_and_readiness_follows_status(tmp_path: Path)
             wait_for(lambda: len(by_name(client)) >= 5, 120, "2 backend workers + 3 test workers", every=0.3)
             names = by_name(client)
             backend_workers = sorted(n for n in names if n.startswith("local-"))
-            assert len(backend_workers) == 2, names.keys()  # DASK_ADAPTIVE__MINIMUM=2 took effect
+            assert len(backend_workers) == 2, names.keys()  # DASK_ADAPTIVE__MIN_WORKERS=2 took effect
 
             # readiness: 200 while accepting work, 503 once retiring
             addr, info = names["k8s-ready"]

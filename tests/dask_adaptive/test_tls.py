@@ -126,7 +126,7 @@ def test_tls_scheduler_scales_real_workers_and_refuses_strangers(tmp_path: Path,
     user = pki.write_tls_files(tmp_path / "user", ca, user_leaf)
     stranger = pki.write_tls_files(tmp_path / "stranger", other, pki.make_leaf(other, "stranger"))
 
-    options = ["--protocol", "tls", "--backend", "local", "--minimum", "0", "--maximum", "3"]
+    options = ["--protocol", "tls", "--backend", "local", "--min-workers", "0", "--max-workers", "3"]
     options += ["--interval", "200ms", "--scale-down-delay", "3s", "--worker-memory-limit", "512MiB"]
     # flags: the pods' layout, whose nanny port must refuse strangers too; env: the local default
     nanny = configured_by == "flags"

@@ -39,7 +39,7 @@ def actions(client: Client, *names: str) -> list[dict]:
     ],
 )
 def test_a_trickle_keeps_its_worker(tmp_path: Path, task_s: float, pause_s: float):
-    options = ["--backend", "local", "--minimum", "0", "--maximum", "2", "--interval", "500ms"]
+    options = ["--backend", "local", "--min-workers", "0", "--max-workers", "2", "--interval", "500ms"]
     options += ["--scale-down-delay", "5s", "--worker-memory-limit", "512MiB"]
     with scheduler(tmp_path, *options) as s, Client(s.address, timeout=30) as client:
         assert client.submit(work, 0.0, pure=False).result(timeout=120) == 0.0  # the first worker

@@ -297,6 +297,15 @@ def test_pod_templates_carry_a_hash_of_the_shipped_files(graph_aws):
 # ---------------------------------------------------------------- scheduler
 
 
+def preload_settings(argv: list[str]):
+    """The preload's Settings from its part of a scheduler command line, through its own click command."""
+    from dask_adaptive.config import resolve
+    from dask_adaptive.preload import dask_setup
+
+    context = dask_setup.make_context("dask_setup", list(argv))
+    return resolve(context.params)
+
+
 def test_scheduler_pod(graph_aws):
     dep = deployment(graph_aws, "scheduler").inputs
     spec = dep["spec"]["template"]["spec"]
@@ -305,7 +314,9 @@ def test_scheduler_pod(graph_aws):
     worker_threads = worker["command"][worker["command"].index("--nthreads") + 1]
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     assert c["image"] == "ghcr.io/dask/dask:2026.8.0-py3.12"
-    assert c["command"] == [
+    command = c["command"]
+    preload_at = command.index("dask_adaptive.preload") + 1
+    assert command[:preload_at] == [
         "dask",
         "scheduler",
         "--port",
@@ -316,29 +327,22 @@ def test_scheduler_pod(graph_aws):
         "tls",
         "--preload",
         "dask_adaptive.preload",
-        "--backend",
-        "kubernetes",
-        "--namespace",
-        "adask-test",
-        "--deployment",
-        "dask-worker",
-        "--selector",
-        "app.kubernetes.io/name=dask,app.kubernetes.io/instance=adask-test,"
-        "app.kubernetes.io/component=worker",
-        "--minimum",
-        "0",
-        "--maximum",
-        "10",
-        "--interval",
-        "1s",
-        "--target-duration",
-        "5s",
-        "--scale-down-delay",
-        "60s",
-        # a scale-up from zero divides the scheduler's core count by the workers' own --nthreads
-        "--worker-threads",
-        worker_threads,
     ]
+    # The rest is read by the preload's own parser (its click command, then `resolve`): what the scheduler
+    # would run with, whatever the flags are called.
+    settings = preload_settings(command[preload_at:])
+    assert (settings.backend, settings.namespace, settings.deployment) == (
+        "kubernetes",
+        "adask-test",
+        "dask-worker",
+    )
+    assert settings.selector == (
+        "app.kubernetes.io/name=dask,app.kubernetes.io/instance=adask-test,app.kubernetes.io/component=worker"
+    )
+    assert (settings.min_workers, settings.max_workers) == (0, 10)
+    assert (settings.interval, settings.target_duration, settings.scale_down_delay) == (1.0, 5.0, 60.0)
+    # a scale-up from zero divides the scheduler's core count by the workers' own --nthreads
+    assert settings.worker_threads == int(worker_threads)
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"tcp-comm": 8786, "http-dashboard": 8787}
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"] == {"path": "/health", "port": "http-dashboard"}

@@ -116,7 +116,7 @@ def test_explicit_values_that_fit_are_kept():
     )
     assert (s.worker.cpu_millicores, s.worker.memory_mib, s.worker.threads) == (2000, 8192, 2)
     assert (s.min_workers, s.max_workers) == (1, 6)
-    assert (s.interval_s, s.target_duration_s, s.scale_down_delay_s) == (2.0, 10.0, 120.0)
+    assert (s.interval, s.target_duration, s.scale_down_delay) == (2.0, 10.0, 120.0)
     assert s.dashboard_cidrs == ("10.20.0.0/16",)
     assert s.scratch_mib == 20 * 1024 and s.termination_grace_seconds == 300
 

@@ -16,6 +16,7 @@ from infra.facts.placement import EXPENDABLE_PRIORITY_CUTOFF
 from infra.k8s import guards, headroom
 from tests.infra import builders
 from tests.infra.harness import Graph
+from tests.infra.pod_security import restricted_violations
 from tests.infra.test_k8s_schema import schema_errors
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -65,7 +66,7 @@ def test_placeholders_hold_worker_sized_room_where_workers_run(stack_graph):
     selector = worker["spec"]["selector"]["matchLabels"]
     labels = held["spec"]["template"]["metadata"]["labels"]
     assert any(labels.get(k) != v for k, v in selector.items())
-    assert guards.restricted_violations(hspec) == []
+    assert restricted_violations(hspec) == []
     for manifest in (held, *(n.inputs for n in g.of_type(PRIORITY_CLASS))):
         assert (
             schema_errors(
@@ -110,11 +111,13 @@ def test_headroom_bounds(raw):
 
 
 def test_minimum_schedule_reaches_the_preload(stack_graph):
-    g = stack_graph("local", overrides=dask_overrides(minimumSchedule="Mon-Fri 08:00-18:00 Europe/London=2"))
+    g = stack_graph(
+        "local", overrides=dask_overrides(minWorkersSchedule="Mon-Fri 08:00-18:00 Europe/London=2")
+    )
     command = deployment(g, "scheduler")["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[command.index("--minimum-schedule") + 1] == "Mon-Fri 08:00-18:00 Europe/London=2"
+    assert command[command.index("--min-workers-schedule") + 1] == "Mon-Fri 08:00-18:00 Europe/London=2"
     assert (
-        "--minimum-schedule"
+        "--min-workers-schedule"
         not in deployment(stack_graph("local"), "scheduler")["spec"]["template"]["spec"]["containers"][0][
             "command"
         ]
@@ -131,6 +134,6 @@ def test_minimum_schedule_reaches_the_preload(stack_graph):
 )
 def test_bad_schedules_fail_at_preview_naming_the_key(schedule, why):
     with pytest.raises(ConfigError) as caught:
-        builders.dask({"minimumSchedule": schedule}, target="local")
-    assert caught.value.key == "adaptive-dask:dask.minimumSchedule"
+        builders.dask({"minWorkersSchedule": schedule}, target="local")
+    assert caught.value.key == "adaptive-dask:dask.minWorkersSchedule"
     assert why in str(caught.value)

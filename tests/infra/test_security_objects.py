@@ -27,6 +27,7 @@ from infra.k8s import admission, guards, network_policies, rbac, services
 from infra.k8s import dask_objects as kd
 from infra.k8s import preload as kp
 from tests.infra import builders
+from tests.infra.pod_security import restricted_violations
 from tests.infra.test_k8s_schema import schema_errors
 
 SCHEMA_VERSION = "1.33"
@@ -786,7 +787,7 @@ def test_namespace_keeps_the_program_labels_and_adds_pod_security():
 @pytest.mark.parametrize("settings", [aws_settings(), local_settings()], ids=["aws", "local"])
 @pytest.mark.parametrize("component", ["scheduler", "worker"])
 def test_the_program_pods_meet_restricted(settings, component):
-    assert guards.restricted_violations(templates(settings)[component]["spec"]) == []
+    assert restricted_violations(templates(settings)[component]["spec"]) == []
 
 
 def _container(spec: dict) -> dict:
@@ -817,7 +818,7 @@ BREAKAGES = {
 def test_the_restricted_check_catches(breakage):
     spec = copy.deepcopy(templates(aws_settings())["worker"]["spec"])
     BREAKAGES[breakage](spec)
-    assert guards.restricted_violations(spec), breakage
+    assert restricted_violations(spec), breakage
 
 
 # ---------------------------------------------------------------- PriorityClass, default ServiceAccount
