@@ -2,7 +2,8 @@
 
 Order: config (validated, nothing registered yet) -> explicit AWS provider with default tags -> live
 facts read through it (zones, deployer, node group sizes; may still stop the run) -> Network -> EksCluster
--> NodeGroups -> node-dependent addons -> ClusterAutoscaler and DaskCluster on the cluster's provider.
+-> NodeGroups -> node-dependent addons -> ClusterAutoscaler, the workers' data role (when asked) and
+DaskCluster on the cluster's provider.
 For the `local` target only the Dask layer is built, on the user's kubeconfig.
 """
 
@@ -15,13 +16,16 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.aws.cluster import EksCluster, EksClusterArgs, log_group_name
+from infra.aws.data_access import WorkerDataRole, WorkerDataRoleArgs
 from infra.aws.live import deployer_entry_needed, read_live_facts
 from infra.aws.network import Network, NetworkArgs
 from infra.aws.nodegroups import NodeGroups, NodeGroupsArgs
+from infra.config.aws import POD_IDENTITY_AGENT
 from infra.config.load import load_settings
 from infra.config.settings import AwsConfig, Settings
 from infra.k8s.autoscaler import ClusterAutoscaler
 from infra.k8s.dask import DaskCluster
+from infra.k8s.dask_objects import Names
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class AwsLayer:
     network: Network
     cluster: EksCluster
     node_groups: NodeGroups
+    partition: pulumi.Output[str]
 
 
 def build_aws(settings: Settings, cfg: AwsConfig) -> AwsLayer:
@@ -86,8 +91,11 @@ def build_aws(settings: Settings, cfg: AwsConfig) -> AwsLayer:
         ),
         provider,
     )
-    cluster.add_node_dependent_addons(node_groups.all_groups)
-    return AwsLayer(provider=provider, network=network, cluster=cluster, node_groups=node_groups)
+    optional = (POD_IDENTITY_AGENT,) if settings.dask.data_access.role_needed else ()
+    cluster.add_node_dependent_addons(node_groups.all_groups, optional)
+    return AwsLayer(
+        provider=provider, network=network, cluster=cluster, node_groups=node_groups, partition=partition
+    )
 
 
 def export_aws(cfg: AwsConfig, layer: AwsLayer) -> None:
@@ -129,6 +137,30 @@ def build_autoscaler(
     pulumi.export("clusterAutoscalerRoleArn", autoscaler.role_arn)
 
 
+def build_worker_data_role(settings: Settings, layer: AwsLayer) -> WorkerDataRole | None:
+    """The workers' Pod Identity role, when the stack names data buckets or extra policies."""
+    assert settings.aws is not None
+    access = settings.dask.data_access
+    if not access.role_needed:
+        return None
+    cluster = layer.cluster
+    role = WorkerDataRole(
+        f"{settings.name}-worker-data",
+        WorkerDataRoleArgs(
+            access=access,
+            cluster_name=cluster.cluster_name,
+            namespace=settings.dask.namespace,
+            service_account=Names.of(settings.dask).worker,
+            region=settings.aws.region,
+            partition=layer.partition,
+            depends_on=[cluster.addons[POD_IDENTITY_AGENT]],
+        ),
+        layer.provider,
+    )
+    pulumi.export("workerDataRoleArn", role.role_arn)
+    return role
+
+
 def build_dask(settings: Settings, provider: k8s.Provider, ready: list[pulumi.Resource]) -> DaskCluster:
     dask = DaskCluster(f"{settings.name}-dask", settings.dask, provider, depends_on=ready)
     pulumi.export("daskNamespace", dask.namespace)
@@ -157,5 +189,8 @@ def build() -> AwsLayer | None:
     # created once nodes exist): cluster-autoscaler resolves AWS endpoints, Dask resolves its Service.
     ready = [*layer.node_groups.all_groups, layer.cluster.addons["coredns"]]
     build_autoscaler(settings, settings.aws, layer, ready)
-    build_dask(settings, layer.cluster.k8s_provider, ready)
+    data_role = build_worker_data_role(settings, layer)
+    # Pod Identity credentials reach only pods created after the association: the Dask layer waits for it.
+    identity = [data_role.association] if data_role else []
+    build_dask(settings, layer.cluster.k8s_provider, [*ready, *identity])
     return layer

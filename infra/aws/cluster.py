@@ -377,9 +377,13 @@ class EksCluster(AwsComponent):
             opts=self._opts(depends_on=list(depends_on)),
         )
 
-    def add_node_dependent_addons(self, nodes: Sequence[pulumi.Resource]) -> list[aws.eks.Addon]:
-        """Create the addons whose pods need nodes (coredns) once `nodes` exist."""
-        created = [self._addon(a, depends_on=nodes) for a in POST_NODE_ADDONS]
-        for addon_name, addon in zip(POST_NODE_ADDONS, created, strict=True):
+    def add_node_dependent_addons(
+        self, nodes: Sequence[pulumi.Resource], optional: Sequence[str] = ()
+    ) -> list[aws.eks.Addon]:
+        """Create the addons whose pods need nodes (coredns, and the `optional` ones the stack asks for,
+        e.g. the Pod Identity agent) once `nodes` exist."""
+        names = (*POST_NODE_ADDONS, *optional)
+        created = [self._addon(a, depends_on=nodes) for a in names]
+        for addon_name, addon in zip(names, created, strict=True):
             self.addons[addon_name] = addon
         return created

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
+
+from infra.config.data_access import DataBucket
 
 VERSION = "2012-10-17"
 
@@ -104,3 +107,58 @@ def irsa_trust_policy(oidc_provider_arn: str, issuer_url: str, namespace: str, s
             }
         ],
     }
+
+
+# ---------------------------------------------------------------- the workers' data role (Pod Identity)
+
+POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
+S3_READ_ACTIONS = ("s3:GetObject",)
+S3_WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
+
+
+def pod_identity_trust_policy() -> str:
+    """EKS Pod Identity assumes the role for the associated ServiceAccount and tags the session."""
+    return service_trust_policy(POD_IDENTITY_SERVICE, ("sts:AssumeRole", "sts:TagSession"))
+
+
+def _sid(*parts: str) -> str:
+    """A statement id from free text (IAM allows only letters and digits)."""
+    return re.sub(r"[^A-Za-z0-9]", "", "".join(p.title() for p in parts))[:100]
+
+
+def data_access_policy(
+    partition: str, region: str, buckets: Sequence[DataBucket], kms_key_arns: Sequence[str]
+) -> str:
+    """Exactly the configured buckets: list (within the prefix), read objects under it, and write and
+    delete them only for `readwrite` entries. Named buckets only (never a wildcard bucket, never an AWS
+    managed S3 policy); KMS use only through S3 in this region (`kms:ViaService`)."""
+    statements: list[dict[str, Any]] = []
+    for i, entry in enumerate(buckets):
+        bucket_arn = f"arn:{partition}:s3:::{entry.bucket}"
+        listing: dict[str, Any] = {
+            "Sid": _sid(f"List{i}", entry.bucket),
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [bucket_arn],
+        }
+        if entry.prefix:
+            listing["Condition"] = {"StringLike": {"s3:prefix": [entry.prefix, f"{entry.prefix}*"]}}
+        actions = [*S3_READ_ACTIONS, *(S3_WRITE_ACTIONS if entry.writes else ())]
+        objects = {
+            "Sid": _sid(f"{'ReadWrite' if entry.writes else 'Read'}{i}", entry.bucket),
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": [f"{bucket_arn}/{entry.prefix}*"],
+        }
+        statements += [listing, objects]
+    if kms_key_arns:
+        statements.append(
+            {
+                "Sid": "DecryptThroughS3",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": list(kms_key_arns),
+                "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+            }
+        )
+    return _doc(*statements)

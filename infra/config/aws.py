@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from infra.config.reader import ConfigReader, Field, Section
+from infra.config.reader import ConfigReader, Field, Section, key
 from infra.config.settings import (
     AwsConfig,
     ClusterConfig,
@@ -19,6 +20,7 @@ from infra.config.settings import (
     SystemNodeGroupConfig,
     WorkerGroupConfig,
 )
+from infra.errors import ConfigError
 from infra.facts.placement import (
     ASG_TAG_KEY_MAX,
     MAX_NODE_TEMPLATE_KEY,
@@ -39,6 +41,10 @@ CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 SUPPORT_TYPES = ("STANDARD", "EXTENDED")
 MANAGED_ADDONS = ("vpc-cni", "kube-proxy", "coredns")
+# Installed only when the stack needs it (dask.dataBuckets / workerPolicyArns: the workers' Pod Identity);
+# production must pin it then too (infra/config/load.py).
+POD_IDENTITY_AGENT = "eks-pod-identity-agent"
+ADDON_NAMES = (*MANAGED_ADDONS, POD_IDENTITY_AGENT)
 # A version key set to this tracks the newest release on every run (a routine `up` then rolls nodes or
 # addons when AWS publishes one): allowed outside production only, and only when said explicitly.
 LATEST = "latest"
@@ -433,7 +439,7 @@ def _addon_versions(field: Field, production: bool, prod_key: str) -> dict[str, 
     pins = {}
     for name, version in field.string_map().items():
         entry = Field(f"{field.key}.{name}", version)
-        Field(f"{field.key}.{name}", name).choice(MANAGED_ADDONS)
+        Field(f"{field.key}.{name}", name).choice(ADDON_NAMES)
         if version == LATEST:
             if production:
                 raise entry.fail(
@@ -450,6 +456,17 @@ def _addon_versions(field: Field, production: bool, prod_key: str) -> dict[str, 
             f"{', '.join(missing)} (the weekly pin bump writes them: docs in README, Operations)"
         )
     return pins
+
+
+def check_pinned(addon_versions: Mapping[str, str], addon: str, because: str) -> None:
+    """A production stack that installs `addon` (for `because`) pins it like the always-installed ones."""
+    if addon not in addon_versions:
+        raise ConfigError(
+            key("cluster.addonVersions"),
+            dict(addon_versions),
+            f"must pin {addon} too in a production stack: {because} install it (a version such as "
+            "v1.3.9-eksbuild.3; the weekly pin bump writes it)",
+        )
 
 
 def _ami_release(field: Field, version: str, version_key: str, production: bool, prod_key: str) -> str | None:

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from infra.config.autoscaler import AUTOSCALER_DEFAULTS, EXPANDERS, parse_autoscaler
+from infra.config.data_access import parse_data_access
 from infra.config.reader import PROJECT, ConfigReader, Field, Section
 from infra.config.settings import (
     DASK_VERSION,
@@ -66,6 +67,10 @@ DASK_DEFAULTS: dict[str, Any] = {
     "apiServerCidrs": None,  # aws: the VPC CIDR and the `kubernetes` Service IP; local: 0.0.0.0/0
     "apiServerPorts": None,  # aws: [443]; local: [443, 6443, 8443]
     "workerEgressDenyPrivate": None,  # aws: true; local: false
+    "dataBuckets": [],  # aws: the workers' role reads (and, readwrite, writes) these, nothing else
+    "dataKmsKeyArns": [],  # aws: keys of SSE-KMS objects in dataBuckets
+    "workerPolicyArns": [],  # aws: extra managed policies for the workers' role
+    "workerServiceAccountAnnotations": {},  # local: e.g. IRSA or another cloud's workload identity
 }
 
 # Namespaces every cluster already has: creating one fails AlreadyExists after the whole AWS layer is up,
@@ -398,6 +403,7 @@ def parse_dask(
         api_server_cidrs=api_server_cidrs,
         api_server_ports=api_server_ports,
         worker_egress_deny_private=s.with_default("workerEgressDenyPrivate", target == "aws").boolean(),
+        data_access=parse_data_access(s, target),
     )
 
 

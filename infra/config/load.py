@@ -8,7 +8,14 @@ from types import MappingProxyType
 
 import pulumi
 
-from infra.config.aws import DEFAULT_REGION, check_node_group_names, parse_aws, parse_tags
+from infra.config.aws import (
+    DEFAULT_REGION,
+    POD_IDENTITY_AGENT,
+    check_node_group_names,
+    check_pinned,
+    parse_aws,
+    parse_tags,
+)
 from infra.config.kubernetes import parse_kubernetes
 from infra.config.reader import (
     PROJECT,
@@ -55,6 +62,8 @@ def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) 
     dask, autoscaler, kube_context = parse_kubernetes(
         cfg, target=target, aws=aws, default_namespace=name, production=production
     )
+    if aws is not None and production and dask.data_access.role_needed:
+        check_pinned(aws.cluster.addon_versions, POD_IDENTITY_AGENT, "dask.dataBuckets / workerPolicyArns")
     return Settings(
         project=PROJECT,
         stack=stack,

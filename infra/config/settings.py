@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from infra.config.data_access import DataAccess
 from infra.facts.placement import Taint, worker_labels, worker_taints
 
 # Must equal the dask/distributed pins in requirements.txt (a test enforces it): scheduler, workers and
@@ -130,6 +131,7 @@ class DaskSettings:
     api_server_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
     api_server_ports: tuple[int, ...] = (443,)
     worker_egress_deny_private: bool = True
+    data_access: DataAccess = field(default_factory=DataAccess)  # workers' data identity (data_access.py)
 
 
 @dataclass(frozen=True)

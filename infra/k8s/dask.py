@@ -49,7 +49,7 @@ class DaskCluster(pulumi.ComponentResource):
         ns = self._namespace(name, settings, names, depends_on)
         fences = self._fences(name, settings, names, ns)
         scheduler_fences = self._scheduler_fences(name, settings, names, depends_on)
-        worker_sa, binding = self._rbac(name, names, version, ns)
+        worker_sa, binding = self._rbac(name, settings, names, ns)
         preload = create(
             f"{name}-preload", k8s_dask.preload_configmap(names, version, files), self._after(ns)
         )
@@ -169,10 +169,11 @@ class DaskCluster(pulumi.ComponentResource):
         return scheduler_fences
 
     def _rbac(
-        self, name: str, names: k8s_dask.Names, version: str, ns: pulumi.Resource
+        self, name: str, settings: DaskSettings, names: k8s_dask.Names, ns: pulumi.Resource
     ) -> tuple[pulumi.Resource, pulumi.Resource]:
         """The pods' ServiceAccounts and the scheduler's Role (scaling the workers) with its binding;
         returns (the workers' ServiceAccount, the scheduler's RoleBinding), which the pods wait for."""
+        version = settings.dask_version
         scheduler_sa = create(
             f"{name}-scheduler-sa",
             # no automounted token: the scheduler pod projects its own short-lived one
@@ -181,7 +182,16 @@ class DaskCluster(pulumi.ComponentResource):
         )
         worker_sa = create(
             f"{name}-worker-sa",
-            rbac.service_account(names.worker, names, "worker", version, automount=False),
+            # the workers' data identity on other clusters (IRSA, workload identity); on EKS the Pod
+            # Identity association (infra/aws/data_access.py) names this account instead
+            rbac.service_account(
+                names.worker,
+                names,
+                "worker",
+                version,
+                automount=False,
+                annotations=settings.data_access.service_account_annotations,
+            ),
             self._after(ns),
         )
         role = create(f"{name}-role", rbac.role(names, version), self._after(ns))

@@ -4,6 +4,8 @@ further)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from infra.k8s.dask_objects import Names, object_meta
 
 
@@ -30,11 +32,21 @@ def role_rules(worker_deployment: str) -> list[dict]:
     ]
 
 
-def service_account(name: str, names: Names, component: str, version: str, automount: bool) -> dict:
+def service_account(
+    name: str,
+    names: Names,
+    component: str,
+    version: str,
+    automount: bool,
+    annotations: Mapping[str, str] | None = None,
+) -> dict:
+    metadata = object_meta(name, names, component, version)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": object_meta(name, names, component, version),
+        "metadata": metadata,
         "automountServiceAccountToken": automount,
     }
 
