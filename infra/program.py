@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 
 from infra.aws.cluster import EksCluster, EksClusterArgs, log_group_name
 from infra.aws.data_access import WorkerDataRole, WorkerDataRoleArgs
+from infra.aws.images import ImageRepository
 from infra.aws.live import deployer_entry_needed, read_live_facts
 from infra.aws.network import Network, NetworkArgs
 from infra.aws.nodegroups import NodeGroups, NodeGroupsArgs
@@ -185,6 +186,11 @@ def build() -> AwsLayer | None:
         return None
     layer = build_aws(settings, settings.aws)
     export_aws(settings.aws, layer)
+    if settings.aws.images.repository:
+        images = ImageRepository(
+            settings.name, settings.aws.images, layer.provider, protect=settings.production
+        )
+        pulumi.export("imageRepositoryUrl", images.url)
     # Pods need nodes and, with the self-managed bootstrap addons off, cluster DNS (the coredns addon,
     # created once nodes exist): cluster-autoscaler resolves AWS endpoints, Dask resolves its Service.
     ready = [*layer.node_groups.all_groups, layer.cluster.addons["coredns"]]

@@ -16,6 +16,7 @@ from infra.config.reader import ConfigReader, Field, Section, key
 from infra.config.settings import (
     AwsConfig,
     ClusterConfig,
+    ImagesConfig,
     NetworkConfig,
     SystemNodeGroupConfig,
     WorkerGroupConfig,
@@ -116,6 +117,7 @@ DEFAULT_CLUSTER: dict[str, Any] = {
     "addonVersions": {},
     "nodeAmiReleaseVersion": None,
 }
+DEFAULT_IMAGES: dict[str, Any] = {"repository": False, "keepImages": 30}
 DEFAULT_SYSTEM: dict[str, Any] = {"instanceType": "t3.medium", "size": 2, "diskGiB": 30}
 DEFAULT_WORKER: dict[str, Any] = {
     "instanceTypes": ["m6i.xlarge"],
@@ -522,4 +524,9 @@ def parse_aws(cfg: ConfigReader, region: Field, production: bool) -> AwsConfig:
         cluster=cluster,
         system=_system_config(cfg.section("systemNodeGroup", DEFAULT_SYSTEM)),
         workers=_worker_groups(cfg.json("workerGroups", DEFAULT_WORKER_GROUPS)),
+        images=_images_config(cfg.section("images", DEFAULT_IMAGES)),
     )
+
+
+def _images_config(s: Section) -> ImagesConfig:
+    return ImagesConfig(repository=s["repository"].boolean(), keep_images=s["keepImages"].integer(1, 1000))

@@ -86,7 +86,10 @@ def _unset_to(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def _image(field: Field) -> str:
+def _image(field: Field, production: bool = False) -> str:
+    """A pinned image. In production a team's own image (anything but the stock release) must be pinned
+    by digest: a tag can be pushed again with other code, a digest cannot (the ECR repository's tags are
+    immutable too, but a digest also holds on registries that are not)."""
     image = field.string()
     match = _IMAGE.match(image)
     if not match or not (match["tag"] or match["digest"]):
@@ -101,6 +104,11 @@ def _image(field: Field) -> str:
         raise field.fail(
             f"the stock Dask image must be release {DASK_VERSION} "
             "(the dask/distributed pinned in requirements.txt); clients and cluster must match"
+        )
+    if production and match["repo"] != STOCK_IMAGE_REPOSITORY and not match["digest"]:
+        raise field.fail(
+            "must be pinned by digest in a production stack, e.g. <repository>@sha256:<64 hex> "
+            "(a tag alone can be re-pushed); the image workflow writes it"
         )
     return image
 
@@ -348,7 +356,7 @@ def parse_dask(
             "must be a namespace of its own: the program creates it (and deletes it on destroy); "
             f"{', '.join(SYSTEM_NAMESPACES)} and any 'kube-' name belong to the cluster",
         )
-    image = _image(s["image"])
+    image = _image(s["image"], production)
     per_node, worker = _size_workers(s, target, aws)
     room = sizing.worker_room((g.max_size for g in aws.workers), per_node) if aws else None
     min_workers = s["minWorkers"].integer(0, 10_000)

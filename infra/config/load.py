@@ -56,6 +56,10 @@ def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) 
     name = stack_name(prefix_field, stack)
     tags = {"Project": PROJECT, "Stack": stack, "ManagedBy": "pulumi", **parse_tags(cfg.json("tags", {}))}
     aws = None
+    if target != "aws" and cfg.is_set("images"):
+        raise cfg.raw("images", None).fail(
+            "needs target aws (an ECR repository); other targets pull from any registry"
+        )
     if target == "aws":
         aws = parse_aws(cfg, reader_factory("aws").raw("region", DEFAULT_REGION), production)
         check_node_group_names(name, aws.workers)

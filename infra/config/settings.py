@@ -81,6 +81,15 @@ class AwsConfig:
     cluster: ClusterConfig
     system: SystemNodeGroupConfig
     workers: tuple[WorkerGroupConfig, ...]
+    images: ImagesConfig = field(default_factory=lambda: ImagesConfig())
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """`adaptive-dask:images`: where the team's Dask image lives (infra/aws/images.py)."""
+
+    repository: bool = False  # an ECR repository per stack
+    keep_images: int = 30  # the lifecycle policy keeps this many newest images
 
 
 @dataclass(frozen=True)

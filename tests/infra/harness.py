@@ -167,6 +167,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "accessEntryArn": f"arn:aws:eks:{self.region}:{ACCOUNT_ID}:access-entry/{a.name}",
                 "type": a.inputs.get("type", "STANDARD"),
             },
+            "aws:ecr/repository:Repository": lambda a: {
+                "arn": f"arn:aws:ecr:{self.region}:{ACCOUNT_ID}:repository/{a.inputs['name']}",
+                "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/{a.inputs['name']}",
+            },
             "aws:ec2/launchTemplate:LaunchTemplate": lambda a: {
                 "latestVersion": 1,
                 "defaultVersion": 1,
