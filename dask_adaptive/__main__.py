@@ -1,5 +1,6 @@
 """`python -m dask_adaptive demo` (console script `dask-adaptive demo`); `config-doc` prints CONFIG.md;
-`client-config --namespace NS` writes a laptop's client certificate and dask config (client_config.py).
+`client-config --namespace NS` writes a laptop's client certificate and dask config (client_config.py);
+`check-versions [ADDRESS]` compares this Python's dask packages with the cluster's (versions.py).
 """
 
 from __future__ import annotations
@@ -21,12 +22,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     demo.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
     sub.add_parser("config-doc", help="print the configuration reference (dask_adaptive/CONFIG.md)")
+    check = sub.add_parser("check-versions", help="compare this Python's dask packages with the cluster's")
+    check.add_argument(
+        "address", nargs="?", default=None, help="scheduler address [dask's scheduler-address]"
+    )
     from dask_adaptive import client_config  # stdlib at import; the kubernetes client only when run
 
     client_config.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "client-config":
         return client_config.main(args)
+    if args.command == "check-versions":
+        from dask_adaptive.versions import check_client
+
+        code, report = check_client(args.address)
+        print(report)
+        return code
     if args.command == "config-doc":
         from dask_adaptive.config import config_markdown
 

@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 import click
+from distributed.versions import get_versions
 
 from dask_adaptive.backends.base import Backend, BackendUnavailable
 from dask_adaptive.config import PreloadSettings, SettingsError, option_help, resolve
@@ -30,6 +31,7 @@ from dask_adaptive.controller import Controller
 from dask_adaptive.logs import configure_logging
 from dask_adaptive.metrics import register, unregister
 from dask_adaptive.options import OPTIONS
+from dask_adaptive.versions import PLUGIN_NAME, VersionGate
 
 logger = logging.getLogger("dask_adaptive")
 
@@ -102,6 +104,11 @@ async def dask_setup(scheduler: Any, **options: Any) -> None:
         return
     scheduler.extensions[EXTENSION] = controller
     controller.metrics_handle = register(controller.stats)
+    # A worker built from other pins is refused at once, named in the log and as an Event (versions.py).
+    scheduler.add_plugin(
+        VersionGate(get_versions()["packages"], lambda m: backend.record("WrongVersions", m)),
+        name=PLUGIN_NAME,
+    )
     logger.info(
         "dask-adaptive: started backend=%s min-workers=%d min-workers-schedule=%r max-workers=%d "
         "interval=%gs target-duration=%gs scale-down-delay=%gs worker-threads=%d node-packing=%s",
@@ -118,6 +125,8 @@ async def dask_setup(scheduler: Any, **options: Any) -> None:
 
 
 async def dask_teardown(scheduler: Any) -> None:
+    if PLUGIN_NAME in scheduler.plugins:
+        scheduler.remove_plugin(name=PLUGIN_NAME)
     controller = scheduler.extensions.pop(EXTENSION, None)
     if isinstance(controller, Controller):
         unregister(controller.metrics_handle)
