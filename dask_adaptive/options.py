@@ -31,6 +31,9 @@ class Option:
     kind: str  # INT, DURATION (seconds as a float on the Python side), BOOL, TEXT, SIZE
     section: str = ""  # dask config section under "adaptive." ("kubernetes", "local"), "" for top level
     choices: tuple[str, ...] = ()
+    # A stack may set it as `dask.<camelCase>` and the Pulumi program passes it through as is (validated
+    # at preview by this package's own `resolve`); options the program derives or sizes itself are False.
+    stack: bool = False
 
     @property
     def flag(self) -> str:
@@ -39,6 +42,12 @@ class Option:
     @property
     def field(self) -> str:
         return self.name.replace("-", "_")
+
+    @property
+    def stack_key(self) -> str:
+        """The Pulumi stack key under `dask.`: the same words in camelCase (`orphan-grace` -> orphanGrace)."""
+        head, *rest = self.name.split("-")
+        return head + "".join(word.title() for word in rest)
 
     @property
     def key(self) -> str:
@@ -54,10 +63,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("interval", DURATION),
     Option("target-duration", DURATION),
     Option("scale-down-delay", DURATION),
-    Option("orphan-grace", DURATION),
-    Option("retire-timeout", DURATION),
+    Option("orphan-grace", DURATION, stack=True),
+    Option("retire-timeout", DURATION, stack=True),
     Option("worker-threads", INT),
-    Option("node-packing", BOOL),
+    Option("node-packing", BOOL, stack=True),
     Option("namespace", TEXT),
     Option("deployment", TEXT),
     Option("selector", TEXT),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from infra.config.data_access import DataAccess
 from infra.facts.placement import Taint, worker_labels, worker_taints
@@ -141,6 +142,9 @@ class DaskSettings:
     api_server_ports: tuple[int, ...] = (443,)
     worker_egress_deny_private: bool = True
     data_access: DataAccess = field(default_factory=DataAccess)  # workers' data identity (data_access.py)
+    # The preload options a stack passes through as set (dask_adaptive/options.py `stack=True`), by
+    # Python name; the rest of the scheduler's command line is derived (infra/k8s/dask_objects.py).
+    preload_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

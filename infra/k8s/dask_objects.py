@@ -139,6 +139,7 @@ def scheduler_command(settings: DaskSettings, names: Names) -> list[str]:
         # workers asks for workers, not cores (dask_adaptive.decisions.cold_target)
         worker_threads=settings.worker.threads,
         min_workers_schedule=settings.min_workers_schedule or None,
+        **settings.preload_options,
     )
     return dask_scheduler_command(
         preload, port=SCHEDULER_PORT, dashboard_address=f":{DASHBOARD_PORT}", tls=settings.tls

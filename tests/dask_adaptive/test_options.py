@@ -14,7 +14,7 @@ import pytest
 
 from dask_adaptive.command import WORKER_SIGTERM_TIMEOUT, scheduler_command, worker_environment
 from dask_adaptive.config import reference, resolve
-from dask_adaptive.options import BOOL, DURATION, INT, OPTIONS, PRELOAD, PreloadArgs
+from dask_adaptive.options import BOOL, BY_NAME, DURATION, INT, OPTIONS, PRELOAD, PreloadArgs
 from dask_adaptive.preload import dask_setup
 
 # a value for every option, each different from its default, written as the Python side holds it
@@ -115,7 +115,9 @@ def test_one_vocabulary_with_the_stack():
     derived_by_the_program = {"backend", "namespace", "deployment", "selector"}
     from_the_stack = {"min-workers", "max-workers", "min-workers-schedule", "interval", "target-duration"}
     from_the_stack |= {"scale-down-delay", "worker-threads"}
+    from_the_stack |= {o.name for o in OPTIONS if o.stack}  # passed through with no infra code
     for name in from_the_stack:
         camel = re.sub(r"-([a-z])", lambda m: m[1].upper(), name)
         assert camel in DASK_DEFAULTS, camel
+        assert BY_NAME[name].stack_key == camel
     assert (from_the_stack | derived_by_the_program) <= {o.name for o in OPTIONS}

@@ -541,3 +541,33 @@ def test_preview_with_unknown_provider_outputs_still_registers_everything():
     graph, _ = run(aws(), preview=True)
     assert len(kube(graph)) == 25  # the aws graph above less the dashboard Service and its NetworkPolicy
     assert deployment(graph, "worker").ignore_changes == ["spec.replicas"]
+
+
+def test_pass_through_preload_options_reach_the_scheduler_as_set(stack_graph):
+    """Issue 21: a preload option marked stack=True in dask_adaptive/options.py needs no infra code."""
+    overrides = {
+        "adaptive-dask:dask": json.dumps({"orphanGrace": "10m", "retireTimeout": 90, "nodePacking": False})
+    }
+    g = stack_graph("local", overrides=overrides)
+    command = deployment(g, "scheduler").inputs["spec"]["template"]["spec"]["containers"][0]["command"]
+    settings = preload_settings(command[command.index("dask_adaptive.preload") + 1 :])
+    assert (settings.orphan_grace, settings.retire_timeout, settings.node_packing) == (600.0, 90.0, False)
+
+
+@pytest.mark.parametrize(
+    ("dask", "key", "allowed"),
+    [
+        ({"orphanGrace": 0}, "dask.orphanGrace", "finite duration > 0"),  # the preload's own rule
+        ({"nodePacking": "maybe"}, "dask.nodePacking", "true or false"),
+        ({"retireTimeout": "soon"}, "dask.retireTimeout", "seconds"),
+    ],
+)
+def test_bad_pass_through_values_fail_at_preview_naming_the_stack_key(dask, key, allowed):
+    from infra.config.load import load_settings
+    from infra.errors import ConfigError
+    from tests.infra.harness import install, run_program
+
+    install(stack="test", config={"adaptive-dask:target": "local", "adaptive-dask:dask": json.dumps(dask)})
+    with pytest.raises(ConfigError) as caught:
+        run_program(load_settings)
+    assert caught.value.key == f"adaptive-dask:{key}" and allowed in caught.value.allowed
