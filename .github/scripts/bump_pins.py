@@ -1,6 +1,6 @@
 """Move a stack file's version pins to what AWS publishes now, editing only those values.
 
-Why: versions are facts of the stack (README, Operations). A production stack pins its node AMI release
+Why: versions are facts of the stack (docs/operations.md). A production stack pins its node AMI release
 (`adaptive-dask:cluster.nodeAmiReleaseVersion`) and every managed addon (`cluster.addonVersions`), so a
 routine `up` never rolls nodes; the pins move only through a reviewed change, which this script writes
 (the weekly `.github/workflows/pin-bump.yml` opens it as a pull request with the preview in it).

@@ -242,9 +242,10 @@ def scheduler_disruption_budget(settings: DaskSettings, names: Names) -> dict:
     A node drain (`kubectl drain`, an EKS managed node-group update, cluster-autoscaler) evicts through the
     Eviction API, which refuses with 429 while this budget allows no disruption: the drain waits and a
     managed update fails loudly instead of restarting the scheduler. Deleting the pod is not an eviction:
-    an operator rolls the system group when the cluster is idle (README). `maxUnavailable: 0` rather than
-    `minAvailable: 1`: it means "zero voluntary disruptions" whatever the replica count (the controller
-    reads it from the Deployment's scale), where `minAvailable: 1` would let one of two scheduler pods go.
+    an operator rolls the system group when the cluster is idle (docs/operations.md). `maxUnavailable: 0`
+    rather than `minAvailable: 1`: it means "zero voluntary disruptions" whatever the replica count (the
+    controller reads it from the Deployment's scale), where `minAvailable: 1` would let one of two
+    scheduler pods go.
     `IfHealthyBudget`: a scheduler that is running but not Ready (an event loop saturated by a big graph
     fails its probe) is refused too; a crash-looping one also blocks a drain until it is deleted by hand.
     Workers get no budget: cluster-autoscaler drains their nodes and they retire gracefully on SIGTERM.

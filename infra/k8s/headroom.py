@@ -4,7 +4,7 @@ Each placeholder asks for exactly what a worker asks for, on the worker pools, a
 workers'. When a burst adds worker pods, kube-scheduler preempts placeholders and the workers start at
 once on a node that is already running; the evicted placeholders go Pending, and cluster-autoscaler adds
 a node for them in the background. The price is the idle nodes they hold: `headroomWorkers` worker slots,
-all the time (README "Cost").
+all the time (docs/cost.md).
 
 Why priority -1 (the value of cluster-autoscaler's own over-provisioning recipe): below the workers' 0 so
 they are preempted, and not below CA's `--expendable-pods-priority-cutoff` (-10, pinned in its flags) so

@@ -100,7 +100,7 @@ def egress_policies(
       this stack's workers on any port (it dials their random worker ports). Nothing else: it runs any
       client's code and holds the scaling token, so it must not reach IMDS or the Internet. On aws the
       API server's CIDRs include the whole VPC (its ENIs move), so HTTPS inside the VPC stays reachable;
-      `dask.apiServerCidrs` narrows it (README).
+      `dask.apiServerCidrs` narrows it (docs/configuration-reference.md).
     - workers -> DNS, the scheduler port, each other on any port (transfers), and any IPv4 address except
       `worker_egress_except` (IMDS always; the private ranges when configured). S3 through the VPC's gateway
       endpoint keeps working: a gateway endpoint is a route-table entry for S3's prefix list, so the packets

@@ -104,7 +104,7 @@ def client_role_binding(names: Names, version: str, groups: tuple[str, ...]) -> 
 
 
 def client_instructions(names: Names) -> str:
-    """The stack output that tells a user how to connect (README "Security" says the same): the client
+    """The stack output that tells a user how to connect (docs/security.md says the same): the client
     certificate into a private dask config folder, the scheduler port forwarded, then a plain Client."""
     return (
         f'eval "$(python -m dask_adaptive client-config --namespace {names.namespace})"; '

@@ -6,7 +6,7 @@ real program registers for each committed stack (the recorded graph under mocks)
 EKS: pods get VPC addresses (VPC CNI), the API server's ENIs sit in the VPC, CoreDNS in kube-system.
 
 ipBlocks match pods' addresses too: the VPC CNI's agent matches by address, and pods live in the VPC.
-Nothing here enforces anything; what only a cluster with an enforcing CNI can confirm is in the README.
+Nothing here enforces anything; what only a cluster with an enforcing CNI can confirm is in docs/security.md.
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ def test_no_log_group_lookup_when_control_plane_logging_is_off(stack_graph: Grap
 
 
 def test_destroy_section_gives_the_exact_step_before_re_creating() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "operations.md").read_text()
     destroy = readme.split("## Destroying a stack")[1].split("\n## ")[0]
     command = delete_log_group_command("/aws/eks/<namePrefix>-<stack>/cluster", "<region>")
     assert command in destroy

@@ -329,7 +329,7 @@ def test_dev_and_prod_have_the_intended_shapes(stack_graph: GraphOf) -> None:
 
 
 def test_readme_layout_names_every_folder_and_module_of_the_program() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "architecture.md").read_text()
     layout = readme.split("## Layout")[1].split("\n## ")[0]
     infra = REPO_ROOT / "infra"
     for folder in sorted(p for p in infra.iterdir() if p.is_dir() and p.name != "__pycache__"):

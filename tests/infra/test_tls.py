@@ -184,7 +184,8 @@ def test_keys_and_certificates_are_made_only_once_the_cluster_serves_the_namespa
         assert g.depends_on(node, namespace) and g.depends_on(node, cluster), node.name
 
 
-# The resource README "Revocation" tells operators to replace (`pulumi up --replace <urn>`), for prod.
+# The resource docs/security.md "Revocation" tells operators to replace (`pulumi up --replace <urn>`),
+# for prod.
 PROD_CA_KEY_URN = (
     "urn:pulumi:prod::adaptive-dask::adaptive-dask:kubernetes:DaskCluster"
     "$tls:index/privateKey:PrivateKey::adask-prod-dask-ca-key"
@@ -390,11 +391,11 @@ def _dask_exchange(server: Security, client: Security) -> str:
 
 
 def test_after_the_ca_is_replaced_the_old_client_certificate_is_refused(stack_graph, tmp_path):
-    """README "Revocation": replacing the CA's key makes a new CA and new certificates (what a second run
-    of the program makes: the mocks generate keys as the provider does). A scheduler on the new material
-    refuses a client holding the old client certificate and accepts the new one; and a CA *certificate*
-    re-issued for the old key would have let the old client in, so replacing the certificate alone is
-    not revocation."""
+    """docs/security.md "Revocation": replacing the CA's key makes a new CA and new certificates (what a
+    second run of the program makes: the mocks generate keys as the provider does). A scheduler on the new
+    material refuses a client holding the old client certificate and accepts the new one; and a CA
+    *certificate* re-issued for the old key would have let the old client in, so replacing the
+    certificate alone is not revocation."""
     before = secrets(stack_graph("dev"))
     try:
         after_graph = run_stack("dev")  # a fresh run: new keys, new CA
