@@ -19,6 +19,8 @@ PROJECT_LOCK = ROOT / "requirements.lock"
 POLICY_LOCK = ROOT / "policy" / "requirements.txt"
 PROJECT_INPUTS = (ROOT / "requirements.txt", ROOT / "requirements-dev.txt")
 POLICY_INPUTS = (ROOT / "policy" / "requirements.in",)
+S3_LOCK = ROOT / "tests" / "s3" / "requirements.txt"  # .venv-s3: solved on its own (tests/s3/requirements.in)
+S3_INPUTS = (ROOT / "tests" / "s3" / "requirements.in",)
 
 _ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)==(?P<version>[^\s;\\]+)\s*(;(?P<marker>[^\\]+))?\\?$")
 
@@ -76,7 +78,9 @@ def recorded_inputs_sha(path: Path) -> str:
     return match[1]
 
 
-@pytest.mark.parametrize(("lock", "inputs"), [(PROJECT_LOCK, PROJECT_INPUTS), (POLICY_LOCK, POLICY_INPUTS)])
+@pytest.mark.parametrize(
+    ("lock", "inputs"), [(PROJECT_LOCK, PROJECT_INPUTS), (POLICY_LOCK, POLICY_INPUTS), (S3_LOCK, S3_INPUTS)]
+)
 def test_lock_is_current_with_its_requirement_files(lock: Path, inputs: tuple[Path, ...]):
     """Editing a requirement file without re-running .ci/lock fails here, before any install drifts."""
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in inputs)).hexdigest()
@@ -96,7 +100,7 @@ def test_every_direct_pin_is_locked_at_its_version():
             )
 
 
-@pytest.mark.parametrize("lock", [PROJECT_LOCK, POLICY_LOCK])
+@pytest.mark.parametrize("lock", [PROJECT_LOCK, POLICY_LOCK, S3_LOCK])
 def test_every_locked_package_carries_hashes(lock: Path):
     entries = locked(lock)
     assert len(entries) > 10, "the lock should hold the whole closure, not only the direct pins"
@@ -116,6 +120,22 @@ def test_policy_pack_lock_is_the_projects_closure():
         assert set(entry.hashes) <= set(twin.hashes), (
             f"{entry.name}: the pack accepts a file the project never did"
         )
+
+
+def test_s3_lock_runs_the_projects_dask():
+    """A Dask client in .venv and workers from .venv-s3 (tests/kube/test_data_identity.py) exchange pickled
+    tasks: what the scheduler preload requires to match (dask, distributed, cloudpickle, msgpack, toolz) is
+    the project lock's release, whatever else differs."""
+    from dask_adaptive.versions import MATCHED_PACKAGES
+
+    project = {e.name: e.version for e in here(locked(PROJECT_LOCK)).values()}
+    s3 = here(locked(S3_LOCK))
+    assert {"dask", "distributed", "cloudpickle"} <= set(MATCHED_PACKAGES)
+    for name in MATCHED_PACKAGES:
+        assert s3[name].version == project[name], (
+            f"{name}: .venv-s3 {s3[name].version}, .venv {project[name]}"
+        )
+    assert {"moto", "boto3", "botocore"} <= set(s3)
 
 
 def test_venv_holds_exactly_the_locked_versions():

@@ -27,13 +27,14 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tests.kube.containers import group_alive, signal_group
 from tests.kube.control_plane import ControlPlane, log_tail, wait_for
 from tests.kube.nodes import NodeGroup, NodeSpec
+from tests.kube.pod_files import VENV_BIN
 from tests.kube.provisioner import NodeProvisioner
 from tests.kube.rest import ApiError
 from tests.kube.runner import PodRunner
@@ -58,6 +59,8 @@ class Kubelet:
         tests); default 1 (as written in the pod spec).
       extra_env: environment added to every container (before the pod's own env).
       node_groups: enable the node provisioner for these groups.
+      venv_bin: the bin folder put first on a pod's PATH, where its `dask` and `python` resolve (default:
+        the project's .venv/bin); a callable chooses per pod (it gets the pod object; None: the default).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class Kubelet:
         node_groups: Sequence[NodeGroup] = (),
         sync_interval: float = 0.2,
         heartbeat_interval: float = 10.0,
+        venv_bin: Path | Callable[[dict[str, Any]], Path | None] | None = None,
     ) -> None:
         self.kube = kube
         self.rest = kube.rest()
@@ -86,6 +90,7 @@ class Kubelet:
         self.max_backoff = max_backoff
         self.probe_period_scale = probe_period_scale
         self.extra_env = dict(extra_env or {})
+        self.venv_bin = venv_bin
         self.sync_interval = sync_interval
         self.heartbeat_interval = heartbeat_interval
         self.node_specs: dict[str, NodeSpec] = {}
@@ -175,6 +180,11 @@ class Kubelet:
         with self._lock:
             groups = {pgid: (start, end) for pgid, (start, end) in self._groups.items()}
         return [pgid for pgid, (start, end) in groups.items() if group_alive(pgid, start or 0.0, end)]
+
+    def venv_bin_for(self, pod: dict[str, Any]) -> Path:
+        """The bin folder first on this pod's PATH (`venv_bin`, else the project's .venv/bin)."""
+        chosen = self.venv_bin(pod) if callable(self.venv_bin) else self.venv_bin
+        return chosen or VENV_BIN
 
     # -- nodes ---------------------------------------------------------------------------------------
     def add_node(self, spec: NodeSpec) -> None:

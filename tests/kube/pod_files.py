@@ -1,7 +1,8 @@
 """The pod filesystem of the test kubelet: per-pod folders for volumes and the ServiceAccount, and each
 container's environment, command line and working directory resolved on this machine.
 
-- The image is ignored: the command runs with `.venv/bin` first on PATH (`dask`, `python` → the venv).
+- The image is ignored: the command runs with `.venv/bin` first on PATH (`dask`, `python` → the venv;
+  the Kubelet's `venv_bin` may choose another venv per pod).
 - Volume mountPaths become per-pod folders; every occurrence of a mountPath in args/env/workingDir is
   rewritten to its folder, as are declared container ports and Service DNS names (tests/kube/rewriting.py).
 - The ServiceAccount files (a real TokenRequest token bound to the pod, ca.crt, namespace) go to a
@@ -240,8 +241,9 @@ class PodFiles:
         self.rewriter = rw
 
         k = self.kubelet
+        venv_bin = k.venv_bin_for(self.pod)
         env: dict[str, str] = {
-            "PATH": f"{VENV_BIN}:{SYSTEM_PATH}",
+            "PATH": f"{venv_bin}:{SYSTEM_PATH}",
             "HOME": str(self.dir / "home"),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
@@ -280,7 +282,7 @@ class PodFiles:
             else:
                 env[e["name"]] = ""
         if "PATH" in {e["name"] for e in spec.get("env") or []}:
-            env["PATH"] = f"{VENV_BIN}:{env['PATH']}"
+            env["PATH"] = f"{venv_bin}:{env['PATH']}"
         command = [expand_vars(a, env) for a in spec.get("command") or []]
         args = [expand_vars(a, env) for a in spec.get("args") or []]
         argv = [rw(a) for a in command + args]

@@ -75,6 +75,7 @@ class StackObjects:
     # Patches of objects Kubernetes makes itself (the namespace's `default` ServiceAccount), applied last.
     patches: list[dict[str, Any]] = field(default_factory=list)
     converted: list[tuple[str, str]] = field(default_factory=list)
+    graph: Any = field(default=None, repr=False)  # the whole recorded Graph (AWS resources too)
 
     def find(self, kind: str, name: str) -> dict[str, Any]:
         for o in self.objects:
@@ -107,7 +108,7 @@ def record_stack(stack: str, overrides: dict[str, str] | None = None) -> StackOb
         pulumi.runtime.reset_options()
         asyncio.set_event_loop(None)
         loop.close()
-    out = StackObjects(stack)
+    out = StackObjects(stack, graph=graph)
     for node in graph.nodes:
         if not node.type.startswith("kubernetes:") or not node.custom:
             continue
