@@ -4,7 +4,7 @@ Defaults are read from where the program takes them (`load.py`, `reader.py`, `aw
 `autoscaler.py`); allowed values and one-line meanings live in `KEYS` below, next to the code, with the
 validators' own constants filled in. `reference_markdown()` raises `ReferenceDrift` when a key has a
 default but no entry, an entry names no key, or a computed default (None) does not say what it depends
-on, so the reference cannot drift from the code. `tests/infra/test_config_reference.py` holds the
+on, so the reference cannot drift from the code. `tests/infra/config/test_reference.py` holds the
 committed file equal to the output of
 
     python -m infra.config.reference > docs/configuration-reference.md
@@ -592,7 +592,7 @@ def reference_markdown() -> str:
         "",
         "Every `adaptive-dask:*` key, its allowed values, its default and what it does. Generated from the",
         "defaults in `infra/config/` and the meanings kept next to them in `infra/config/reference.py` by",
-        f"`python -m infra.config.reference > {OUTPUT}`; `tests/infra/test_config_reference.py` keeps",
+        f"`python -m infra.config.reference > {OUTPUT}`; `tests/infra/config/test_reference.py` keeps",
         "this file equal to that output. How values are read and checked:",
         "[configuration.md](configuration.md); what changing a key does to a running stack:",
         "[operations.md](operations.md#changing-stack-config-safely).",

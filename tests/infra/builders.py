@@ -1,4 +1,11 @@
-"""Settings built directly for tests of the Kubernetes layer's config and components (no stack file)."""
+"""Settings and config built directly for tests (no stack file).
+
+- `group`, `aws`, `dask`, `autoscaler`: parsed settings for tests of the Kubernetes layer's config and
+  components; `aws_settings()` / `local_settings()` a Dask layer for each target, `names_of()` its
+  object names and `templates()` the pod templates the program registers for it.
+- `prod()`: CLI-style stack config for a production stack, with the pins production requires
+  (`PROD_NETWORK`, `PROD_CLUSTER`).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +25,12 @@ from infra.config.settings import (
     WorkerGroupConfig,
 )
 from infra.facts.placement import Taint
+from infra.k8s import dask_objects as kd
+from infra.k8s import preload as kp
 
-DASK_KEY, AUTOSCALER_KEY = "adaptive-dask:dask", "adaptive-dask:autoscaler"
+NS = "adaptive-dask"
+DASK_KEY, AUTOSCALER_KEY = f"{NS}:dask", f"{NS}:autoscaler"
+MAX_WORKERS = 5
 
 
 def group(
@@ -99,3 +110,55 @@ def dask(
 
 def autoscaler(raw: str | dict | None, cluster: AwsConfig) -> AutoscalerSettings:
     return parse_autoscaler(section(AUTOSCALER_KEY, raw, AUTOSCALER_DEFAULTS), aws=cluster)
+
+
+# ---------------------------------------------------------------- a Dask layer per target, and its pods
+
+
+def aws_settings(max_workers: int = MAX_WORKERS, cidrs: tuple[str, ...] = ("10.1.0.0/16",)) -> DaskSettings:
+    cluster = aws((group("spot", ("m6i.2xlarge",), "SPOT", 10, 100),))
+    raw = {"maxWorkers": max_workers, "dashboardAllowedCidrs": list(cidrs)}
+    return dask(raw, target="aws", cluster=cluster, namespace="adask-dev")
+
+
+def local_settings() -> DaskSettings:
+    return dask(None, target="local", namespace="adask-local")
+
+
+def names_of(settings: DaskSettings) -> kd.Names:
+    return kd.Names(settings.namespace)
+
+
+def templates(settings: DaskSettings) -> dict[str, dict]:
+    """The pod templates the program registers, by component."""
+    names, files = names_of(settings), kp.collect()
+    digest = kp.content_hash(files)
+    return {
+        "scheduler": kd.scheduler_deployment(settings, names, files, digest)["spec"]["template"],
+        "worker": kd.worker_deployment(settings, names, files, digest)["spec"]["template"],
+    }
+
+
+# ---------------------------------------------------------------- stack config of a production stack
+
+# What a production stack must pin (zones by ID, the node AMI, every managed addon): merged into a test's
+# own network/cluster objects so the test meets the check it is about, not these.
+PROD_NETWORK = {"zoneIds": ["use1-az1", "use1-az2"]}
+PROD_CLUSTER = {
+    "publicAccessCidrs": ["198.51.100.0/24"],
+    "nodeAmiReleaseVersion": "1.35.2-20261118",
+    "addonVersions": {
+        "vpc-cni": "v1.20.4-eksbuild.1",
+        "kube-proxy": "v1.35.0-eksbuild.2",
+        "coredns": "v1.12.4-eksbuild.1",
+    },
+}
+
+
+def prod(network: dict | None = None, cluster: dict | None = None) -> dict[str, str]:
+    """A production config with the pins production requires, plus the test's own fields."""
+    return {
+        f"{NS}:production": "true",
+        f"{NS}:network": json.dumps({**PROD_NETWORK, **(network or {})}),
+        f"{NS}:cluster": json.dumps({**PROD_CLUSTER, **(cluster or {})}),
+    }

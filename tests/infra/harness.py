@@ -63,7 +63,7 @@ INFRA_DIR = REPO_ROOT / "infra"
 STACKS_DIR = REPO_ROOT / "stacks"
 
 # The account the committed stack files were written for (their adminArns name it): the program refuses
-# those placeholder ARNs in any other account (tests/infra/test_live.py plays one).
+# those placeholder ARNs in any other account (tests/infra/aws/test_live.py plays one).
 ACCOUNT_ID = "111122223333"
 DEFAULT_REGION = "us-east-1"
 # The deploying identity is an assumed role (the usual CI / SSO case): its caller ARN is an STS session

@@ -5,7 +5,7 @@ AdmissionRequests of tests/infra are only as faithful as their author. A 1.20 se
 validating webhooks (admissionregistration.k8s.io/v1) with the real AdmissionReview, so this module
 serves each policy as a webhook: a small HTTPS server on 127.0.0.1 (its own CA, made with tests/pki.py)
 that turns every AdmissionReview into the variables a VAP sees and evaluates the policy's CEL with the
-same evaluator as the infra tests (`review` of tests/infra/test_security_objects.py, cel-python).
+same evaluator as the infra tests (`review` of tests/infra/admission_review.py, cel-python).
 
 Per request, as a VAP does: matchConstraints.resourceRules become the webhook's `rules` (the API server
 itself matches group/version/resource/subresource/operation; the evaluator checks the same rules again
@@ -56,7 +56,7 @@ import celpy
 import pytest
 
 from tests import pki
-from tests.infra.test_security_objects import cel, is_true, review, rule_matches
+from tests.infra.admission_review import cel, is_true, review, rule_matches
 from tests.kube.control_plane import ControlPlane, wait_for
 from tests.kube.rest import ApiError, Rest
 

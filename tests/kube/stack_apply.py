@@ -17,7 +17,7 @@ from tests.kube.rest import Rest
 # Resource types the program registers that are not plain objects for this apiserver, and why.
 _VAP_WHY = (
     "admissionregistration.k8s.io/v1 admission policies need Kubernetes >= 1.30 and this control plane is"
-    " 1.20; their CEL is evaluated by cel-python in tests/infra/test_security_objects.py instead"
+    " 1.20; their CEL is evaluated by cel-python in tests/infra/k8s/test_fences.py instead"
 )
 SKIPPED_TYPES = {
     "kubernetes:helm.sh/v3:Release": "a Helm release (cluster-autoscaler) is a chart install, not an object;"

@@ -72,8 +72,8 @@ import cloudpickle
 import pytest
 
 from tests.dask_adaptive.kube_driver import client_security
+from tests.infra.data_role import ASSOCIATION, ROLE, ROLE_POLICY, ours, with_data
 from tests.infra.harness import stack_value
-from tests.infra.test_worker_data_role import ASSOCIATION, ROLE, ROLE_POLICY, ours, with_data
 from tests.kube.control_plane import ControlPlane, die_with_parent, free_port, log_tail, wait_for
 from tests.kube.kubelet import Kubelet, pod_ready
 from tests.kube.rest import Rest

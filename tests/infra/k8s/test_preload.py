@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from infra.k8s import preload as kp
-
-PACKAGE = Path(__file__).resolve().parents[2] / "dask_adaptive"
-
-
-def on_disk(root: Path) -> dict[str, str]:
-    """Independent listing: every .py / .yaml file of the package, by path relative to its parent."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        for name in filenames:
-            if name.endswith((".py", ".yaml")):
-                path = Path(dirpath) / name
-                out[f"dask_adaptive/{path.relative_to(root).as_posix()}"] = path.read_text("utf-8")
-    return out
+from tests.infra.preload_files import PACKAGE, on_disk
 
 
 def test_collects_exactly_the_package_files_with_their_content():

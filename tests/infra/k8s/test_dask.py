@@ -15,8 +15,8 @@ from infra.facts.placement import Taint
 from infra.k8s.dask import DaskCluster
 from tests.infra import builders
 from tests.infra.harness import Graph, install, resolve, run_graph
-from tests.infra.test_k8s_preload import PACKAGE, on_disk
-from tests.infra.test_k8s_schema import schema_errors
+from tests.infra.preload_files import PACKAGE, on_disk
+from tests.infra.schema import schema_errors
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 COMPONENT = "adaptive-dask:kubernetes:DaskCluster"

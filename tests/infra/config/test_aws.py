@@ -1,4 +1,5 @@
-"""infra/config/: defaults, CLI-style parsing, and one ConfigError per bad input (key, value, allowed)."""
+"""infra/config/ as the program loads it (load_settings), mostly the AWS layer's keys (infra/config/aws.py):
+defaults, CLI-style parsing, and one ConfigError per bad input (key, value, allowed)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from infra.config.load import load_settings
 from infra.config.settings import Settings
 from infra.errors import ConfigError
 from infra.facts.versions import SUPPORTED_KUBERNETES_VERSIONS
+from tests.infra.builders import PROD_CLUSTER, prod
 from tests.infra.harness import REPO_ROOT, install, run_program
 
 NS = "adaptive-dask"
@@ -41,29 +43,6 @@ def bad(case: str, config: dict[str, str], key: str, value: object, allowed: str
 
 def worker(**fields: object) -> str:
     return json.dumps([{"name": "w", **fields}])
-
-
-# What a production stack must pin (zones by ID, the node AMI, every managed addon): merged into a test's
-# own network/cluster objects so the test meets the check it is about, not these.
-PROD_NETWORK = {"zoneIds": ["use1-az1", "use1-az2"]}
-PROD_CLUSTER = {
-    "publicAccessCidrs": ["198.51.100.0/24"],
-    "nodeAmiReleaseVersion": "1.35.2-20261118",
-    "addonVersions": {
-        "vpc-cni": "v1.20.4-eksbuild.1",
-        "kube-proxy": "v1.35.0-eksbuild.2",
-        "coredns": "v1.12.4-eksbuild.1",
-    },
-}
-
-
-def prod(network: dict | None = None, cluster: dict | None = None) -> dict[str, str]:
-    """A production config with the pins production requires, plus the test's own fields."""
-    return {
-        f"{NS}:production": "true",
-        NET: json.dumps({**PROD_NETWORK, **(network or {})}),
-        CLUSTER: json.dumps({**PROD_CLUSTER, **(cluster or {})}),
-    }
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from infra.k8s import ca as k8s_ca
 from infra.k8s.autoscaler import ClusterAutoscaler
 from tests.infra import builders
 from tests.infra.harness import Graph, install, resolve, run_graph
-from tests.infra.test_autoscaler_policy import findings
+from tests.infra.iam_lint import findings
 
 CLUSTER = "adask-dev"
 ARN = f"arn:aws:eks:us-east-1:123456789012:cluster/{CLUSTER}"

@@ -68,7 +68,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def prod_with_image(image: str) -> dict[str, str]:
-    from tests.infra.test_config import prod
+    from tests.infra.builders import prod
 
     return {**prod(), f"{NS}:target": "aws", f"{NS}:dask": json.dumps({"image": image})}
 

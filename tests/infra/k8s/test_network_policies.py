@@ -23,7 +23,7 @@ from infra.k8s import dask_objects as kd
 from infra.k8s import network_policies as np_
 from tests.infra import builders
 from tests.infra.harness import Graph, stack_names, stack_value
-from tests.infra.test_k8s_schema import schema_errors, wire_to_json
+from tests.infra.schema import schema_errors, wire_to_json
 
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"

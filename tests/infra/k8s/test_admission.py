@@ -1,5 +1,5 @@
 """The admission rules of issue 20 item 12, each allowed and denied, by cel-python on admission requests
-shaped as the apiserver sends them (the evaluator and the request builders of test_security_objects.py):
+shaped as the apiserver sends them (the evaluator and the request builders of admission_review.py):
 
 - the scheduler's account may not delete a running worker pod with `gracePeriodSeconds` below the
   workers' termination grace (a force-delete loses the results the worker holds);
@@ -17,8 +17,7 @@ import pytest
 
 from dask_adaptive.backends.kubernetes import ranking
 from infra.k8s import admission
-from tests.infra.test_k8s_schema import schema_errors
-from tests.infra.test_security_objects import (
+from tests.infra.admission_review import (
     NAMES,
     NS,
     SETTINGS,
@@ -27,6 +26,7 @@ from tests.infra.test_security_objects import (
     request,
     review,
 )
+from tests.infra.schema import schema_errors
 
 GRACE = SETTINGS.termination_grace_seconds
 assert GRACE > 1  # the "one second short" case below needs room

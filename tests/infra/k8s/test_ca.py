@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import re
-import warnings
 
 import pytest
-
-with warnings.catch_warnings():  # parliament's own regexes trip a DeprecationWarning at first import
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from parliament import analyze_policy_string
 
 from infra.aws import iam
 from infra.config.autoscaler import choose_expander
 from infra.facts.versions import CA_IMAGE_TAGS, SUPPORTED_KUBERNETES_VERSIONS, image_tag_for
 from infra.k8s import ca as k8s_ca
+from tests.infra.iam_lint import findings
 
 CLUSTER = "adask-dev"
 CLUSTER_ARN = f"arn:aws:eks:eu-west-1:123456789012:cluster/{CLUSTER}"
 ISSUER = "https://oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
 OIDC_ARN = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
-
-
-def findings(doc: dict) -> list[tuple[str, object]]:
-    policy = analyze_policy_string(json.dumps(doc), include_community_auditors=True)
-    return sorted((f.issue, json.dumps(f.detail, sort_keys=True)) for f in policy.findings)
 
 
 # ---------------------------------------------------------------- IRSA trust policy

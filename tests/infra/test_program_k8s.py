@@ -10,9 +10,9 @@ import pytest
 from infra.errors import ConfigError
 from infra.facts.versions import CA_IMAGE_TAGS
 from tests.infra.harness import Graph, install, load_stack_config, run_graph, run_main, run_stack, stack_names
-from tests.infra.test_autoscaler_policy import findings
-from tests.infra.test_k8s_preload import PACKAGE, on_disk
-from tests.infra.test_k8s_schema import schema_errors
+from tests.infra.iam_lint import findings
+from tests.infra.preload_files import PACKAGE, on_disk
+from tests.infra.schema import schema_errors
 
 STACKS = stack_names()
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -213,7 +213,7 @@ def test_every_iam_document_of_the_layer_lints(stack):
     assert findings(json.loads(policy.inputs["policy"])) == []
     role = next(n for n in g.of_type("aws:iam/role:Role") if "autoscaler" in n.name)
     # the two findings are parliament's identity-policy view of a trust policy (justified in
-    # test_autoscaler_policy.test_trust_policy_lint_has_only_the_two_justified_findings)
+    # k8s/test_ca.py test_trust_policy_lint_has_only_the_two_justified_findings)
     assert [i for i, _ in findings(json.loads(role.inputs["assumeRolePolicy"]))] == [
         "MALFORMED",
         "UNKNOWN_FEDERATION_SOURCE",

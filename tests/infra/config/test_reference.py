@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ from dask_adaptive import config as preload_config
 from dask_adaptive import options
 from infra.aws.live import EKS_UNSUPPORTED_ZONE_IDS
 from infra.config import autoscaler, aws, kubernetes, reader, reference
+from tests.infra.harness import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STALE = "stale: python -m infra.config.reference > docs/configuration-reference.md"
 
 

@@ -16,14 +16,12 @@ from infra.aws import iam
 from infra.config.data_access import DataBucket
 from infra.config.load import load_settings
 from infra.errors import ConfigError
+from tests.infra.builders import PROD_CLUSTER, PROD_NETWORK
+from tests.infra.data_role import ASSOCIATION, ROLE, ROLE_POLICY, ours, with_data
 from tests.infra.harness import Graph, install, run_program, stack_value
-from tests.infra.test_autoscaler_policy import findings
-from tests.infra.test_config import PROD_CLUSTER, PROD_NETWORK
+from tests.infra.iam_lint import findings
 
 NS = "adaptive-dask"
-ASSOCIATION = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
-ROLE = "aws:iam/role:Role"
-ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 ADDON = "aws:eks/addon:Addon"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 BUCKETS = [
@@ -32,16 +30,6 @@ BUCKETS = [
     {"bucket": "public-reference"},
 ]
 KMS = "arn:aws:kms:eu-west-1:111122223333:key/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
-
-
-def with_data(stack: str, **dask: object) -> dict[str, str]:
-    """The stack's own dask section plus the data keys (a stack config override replaces the key)."""
-    return {f"{NS}:dask": json.dumps({**stack_value(stack, f"{NS}:dask", {}), **dask})}
-
-
-def ours(g: Graph, typ: str) -> list:
-    """Resources of `typ` inside the WorkerDataRole component."""
-    return [n for n in g.of_type(typ) if "WorkerDataRole" in n.urn]
 
 
 def pod_template(g: Graph, component: str) -> dict:

@@ -190,7 +190,7 @@ def test_oidc_provider_for_irsa(stack: str, stack_graph: GraphOf) -> None:
     ].startswith("http")
 
 
-@pytest.mark.parametrize("stack", ["dev"])  # prod pins every addon (tests/infra/test_live.py)
+@pytest.mark.parametrize("stack", ["dev"])  # prod pins every addon (tests/infra/aws/test_live.py)
 def test_managed_addons_resolved_for_the_cluster_version(stack: str, stack_graph: GraphOf) -> None:
     g = stack_graph(stack)
     version = cluster_cfg(stack)["version"]

@@ -1,14 +1,14 @@
 """Every Kubernetes object of the Dask layer against the Kubernetes OpenAPI schema (kubernetes-validate).
 
-`schema_errors()` is also used by the component and program tests on the objects the program actually
-registered. Strict mode: an unknown field (a typo such as `nodeSelecter`) is an error, not ignored.
+The check itself is `schema_errors()` of tests/infra/schema.py (strict: an unknown field such as
+`nodeSelecter` is an error), which the component and program tests also run on the objects the program
+actually registered.
 """
 
 from __future__ import annotations
 
 import json
 
-import kubernetes_validate
 import pytest
 
 from infra.config.settings import DaskSettings
@@ -17,26 +17,7 @@ from infra.k8s import dask_objects as kd
 from infra.k8s import preload as kp
 from infra.k8s import rbac, services
 from tests.infra import builders
-
-
-def wire_to_json(value: object) -> object:
-    """Mock inputs carry numbers as doubles (the engine's wire form); JSON integers are what kubectl sends."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: wire_to_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [wire_to_json(v) for v in value]
-    return value
-
-
-def schema_errors(manifest: dict, version: str) -> list[str]:
-    try:
-        kubernetes_validate.validate(wire_to_json(manifest), version, strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path)
-        return [f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}: {where}: {exc.message}"]
-    return []
+from tests.infra.schema import schema_errors
 
 
 def all_manifests(settings: DaskSettings) -> list[dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -25,8 +24,7 @@ from infra.facts import instance_types as it
 from infra.facts import sizing
 from infra.facts.placement import WORKER_TAINT, Taint
 from tests.infra import builders
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.infra.harness import REPO_ROOT
 
 
 def facts(
@@ -60,12 +58,12 @@ def autoscaler(obj: dict | None = None, f: AwsConfig | None = None) -> Autoscale
 def test_default_image_pins_the_dask_release_of_requirements_and_lock():
     pins = dict(
         re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line).groups()  # type: ignore[union-attr]
-        for line in (REPO / "requirements.txt").read_text().splitlines()
+        for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
         if re.match(r"^[A-Za-z0-9_.-]+==", line)
     )
     assert pins["dask"] == pins["distributed"] == DASK_VERSION
     assert dask().image == f"ghcr.io/dask/dask:{pins['dask']}-py3.12"
-    locked = re.findall(r"^(dask|distributed)==(\S+)", (REPO / "requirements.lock").read_text(), re.M)
+    locked = re.findall(r"^(dask|distributed)==(\S+)", (REPO_ROOT / "requirements.lock").read_text(), re.M)
     assert sorted(locked) == [("dask", DASK_VERSION), ("distributed", DASK_VERSION)]  # the image = the lock
 
 
@@ -405,7 +403,7 @@ def test_any_accepted_sizing_fits_every_instance_type_of_the_groups(itypes, per_
 
 
 def test_keys_doc_lists_every_key():
-    doc = (REPO / "docs" / "configuration-reference.md").read_text()
+    doc = (REPO_ROOT / "docs" / "configuration-reference.md").read_text()
     documented = set(re.findall(r"^\| `([A-Za-z]+)`", doc, flags=re.M))
     documented |= set(re.findall(r"^\| `[A-Za-z]+` / `([A-Za-z]+)`", doc, flags=re.M))
     assert set(kc.DASK_DEFAULTS) | set(kc.AUTOSCALER_DEFAULTS) <= documented

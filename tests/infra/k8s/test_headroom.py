@@ -17,7 +17,7 @@ from infra.k8s import guards, headroom
 from tests.infra import builders
 from tests.infra.harness import Graph
 from tests.infra.pod_security import restricted_violations
-from tests.infra.test_k8s_schema import schema_errors
+from tests.infra.schema import schema_errors
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 PRIORITY_CLASS = "kubernetes:scheduling.k8s.io/v1:PriorityClass"
