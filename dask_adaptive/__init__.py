@@ -18,6 +18,6 @@ Workers (readiness endpoint + graceful SIGTERM; the module serves worker and nan
 Modules: preload (entry point, options), config (validated settings, read once), decisions (pure
 decisions), controller (the loop), executor (the data-safe scale-down), internals (the one reach into
 distributed), reconcile (orphans), metrics (/metrics), command (the `dask worker` command line), worker
-(worker preload), backends/ (base: the contract; departures: one record per unit on its way out; local;
+(worker preload), backends/ (base: the contract; departures: the one record of units on their way out; local;
 kubernetes/: api, ranking, backend), demo/ (`python -m dask_adaptive demo`).
 """

@@ -8,9 +8,12 @@ something it acts on happens (new work, a first result, a worker arriving while 
 Each cycle: observe the backend, take a `snapshot` (pure; with the busiest moment since the previous
 cycle, measured by the same scheduler plugin), `decide`, then scale up at once or hand a
 scale-down to the executor (executor.py), which runs it as a background job so a slow retirement or
-removal never delays a scale-up; the two never share a lock. Units on their way out have a record in
-`departures` (backends/departures.py): they are never capacity, and are counted as requested until the backend
-reports their decrement (Observation.subtracted, copied into the records as LOWERED). A scale-up asks on
+removal never delays a scale-up; the two never share a lock, nor any mutable state: the controller hands
+the executor its look as values (`_look`), the executor reports events and counts through the
+controller's sinks, and the controller only reads the executor's departures record
+(backends/departures.py), the one table of units on their way out. Those are never capacity, and are
+counted as requested until the backend moves them to LOWERED with its decrement's write (the backend
+reads `requested` last, so record and count are of one moment when observe returns). A scale-up asks on
 top of the units still in removal; the backend discounts those whose decrement already landed
 (Backend.scale_up). Reconciliation (reconcile.py) removes orphan units and drops workers whose unit is
 gone; those of units removed after retirement leave as expected.
@@ -24,11 +27,12 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from dask_adaptive.activity import Activity
 from dask_adaptive.backends.base import Backend, BackendError, Observation, Phase
-from dask_adaptive.backends.departures import COUNTED, IN_REMOVAL, Departures, Stage
+from dask_adaptive.backends.departures import COUNTED, Departures, Stage
 from dask_adaptive.config import PreloadSettings
 from dask_adaptive.decisions import (
     Decision,
@@ -41,7 +45,7 @@ from dask_adaptive.decisions import (
     cold_target,
     decide,
 )
-from dask_adaptive.executor import ACCEPTING, ScaleDownExecutor, workers_by_name
+from dask_adaptive.executor import ACCEPTING, Look, ScaleDownExecutor, workers_by_name
 from dask_adaptive.logs import fmt
 from dask_adaptive.metrics import Stats
 from dask_adaptive.reconcile import reconcile
@@ -72,10 +76,10 @@ class Controller:
         )
         self.stats = Stats()
         self.history = History()
-        self.known: set[str] = set()  # every unit name the backend reported (updated in place)
-        self.nodes: dict[str, str | None] = {}  # the node of each unit of the last look (updated in place)
+        self.known: set[str] = set()  # every unit name the backend reported
+        self.nodes: dict[str, str | None] = {}  # the node of each unit of the last look
         self.executor = ScaleDownExecutor(
-            scheduler, backend, settings, self.stats, self.known, self._event, nodes=self.nodes
+            scheduler, backend, settings, look=self._look, event=self._event, count=self._count
         )
         self._no_worker_since: dict[str, float] = {}
         self._unit_gone_since: dict[str, float] = {}
@@ -101,7 +105,12 @@ class Controller:
 
     @property
     def departures(self) -> Departures:
+        """The executor's record of units leaving; the controller only reads it."""
         return self.executor.departures
+
+    def _look(self) -> Look:
+        """What the executor needs of the latest look, copied: it never sees this object's state."""
+        return Look(frozenset(self.known), MappingProxyType(dict(self.nodes)))
 
     # ----------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -141,20 +150,19 @@ class Controller:
 
     # ----------------------------------------------------------------------------- one cycle
     async def step(self) -> Decision | None:
-        returned = self.departures.returned
+        ended = self.departures.removals_ended
         try:
             obs = await self.backend.observe()
         except BackendError as e:
             self.stats.api_errors += 1
             logger.warning("dask-adaptive: %s", fmt(event="observe-failed", error=e))
             return None
-        if self.departures.returned != returned:
-            # a removal returned while we looked: `requested` may predate its decrement while its records
-            # are gone, so wanted would be too high; the next look is consistent
+        if self.departures.removals_ended != ended:
+            # a removal returned while we looked: the units listed may include some whose records it
+            # ended (a cancelled unit would look pending again); the next look is consistent
             logger.debug("dask-adaptive: %s", fmt(event="observation-stale", reason="removal returned"))
             return None
-        # the backend's word on which decrements landed, read together with `requested`
-        self.departures.move(set(obs.subtracted) & self.departures.names(*IN_REMOVAL), Stage.LOWERED)
+        # from here to the decision, no await: the departures record is of the moment `requested` was read
         now = self.clock()
         workers = workers_by_name(self.scheduler)
         self.known.update(u.name for u in obs.units)
@@ -212,8 +220,8 @@ class Controller:
             arrived=tuple(arrived),
             pending=tuple(pending),
             starting=tuple(starting),
-            # units leaving whose decrement has not landed yet are still in `requested`
-            retiring=len(self.departures.names(*COUNTED) - set(obs.subtracted)),
+            # units leaving whose decrement has not landed yet (not LOWERED) are still in `requested`
+            retiring=len(self.departures.names(*COUNTED)),
             in_progress=self.executor.busy or bool(leaving),
             busy=busy,
         )
@@ -253,6 +261,10 @@ class Controller:
         logger.info("dask-adaptive: %s", line)
         if not isinstance(decision, Hold):
             self._event(kind, wanted=wanted, reason=decision.reason)
+
+    def _count(self, **increments: int) -> None:
+        """The executor's counts (Stats.add): the controller is the one writer of its stats."""
+        self.stats.add(**increments)
 
     def _event(self, action: str, **fields: Any) -> None:
         """Scheduler event (Client.get_events("adaptive")) and, for actions, a backend record."""
@@ -316,4 +328,4 @@ class Controller:
         # forget names that are neither units nor workers any more
         alive = {u.name for u in obs.units} | set(workers)
         self.known.intersection_update(alive)
-        self.departures.keep_gone(alive)
+        self.executor.forget_gone(alive)

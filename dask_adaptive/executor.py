@@ -1,6 +1,7 @@
 """The data-safe scale-down: choose -> retire -> check safe -> remove, one job at a time.
 
-Every unit it touches gets a record in `departures` (backends/departures.py) and moves through its stages:
+Every unit it touches gets a record in `departures` (backends/departures.py), the one record of units
+leaving, which this executor owns and lends to the backend; each moves through its stages:
 1. cancel not-yet-arrived units (no data there): READY -> REMOVING -> forgotten;
 2. `choose_victims`: the scheduler's own ranking (`Scheduler.workers_to_close`: idle, least data first),
    only among our units, packed by node; a busy unit only to free a whole node (drained in step 4);
@@ -11,8 +12,11 @@ Every unit it touches gets a record in `departures` (backends/departures.py) and
    task left behind), READY; the others go back to work.
    Steps 3-4 are bounded by `retire-timeout`: a retirement that cannot finish is given up and its
    workers go back to work, so it cannot hold this and every later scale-down forever;
-5. `remove` exactly those (REMOVING, LOWERED once the backend reports the decrement), then GONE: their
-   exit is expected. A failed removal leaves them READY; `start_retry` hands them over again.
+5. `remove` exactly those (REMOVING; LOWERED, moved by the backend when its decrement is written), then
+   GONE: their exit is expected. A failed removal leaves them READY; `start_retry` hands them over again.
+
+It shares no mutable state with the controller: the controller hands it each look as values (`Look`,
+read when victims are chosen), and it reports events and counts back through the controller's sinks.
 
 One job slot, shared by the scale-down, the retry and the removal of orphan units: a slow removal (a
 Kubernetes one may wait a minute for the platform) never runs twice at once, and never delays a scale-up
@@ -26,17 +30,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from distributed.core import Status
 
 from dask_adaptive.backends.base import Backend, BackendError, RemovalReport
-from dask_adaptive.backends.departures import IN_REMOVAL, Departures, Stage
+from dask_adaptive.backends.departures import IN_REMOVAL, Departures, Reason, Stage
 from dask_adaptive.config import PreloadSettings
 from dask_adaptive.decisions import ScaleDown, pick_victims
 from dask_adaptive.internals import stop_retirement
 from dask_adaptive.logs import fmt
-from dask_adaptive.metrics import Stats
 
 logger = logging.getLogger("dask_adaptive")
 
@@ -47,25 +52,34 @@ def workers_by_name(scheduler: Any) -> dict[str, Any]:
     return {str(ws.name): ws for ws in scheduler.workers.values()}
 
 
+@dataclass(frozen=True)
+class Look:
+    """The controller's latest look at the backend, as values: the units that are ours (every name the
+    backend reported) and the node of each, for choosing victims."""
+
+    units: frozenset[str] = frozenset()
+    nodes: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
+
+
 class ScaleDownExecutor:
     def __init__(
         self,
         scheduler: Any,  # distributed.Scheduler, used duck-typed
         backend: Backend,
         settings: PreloadSettings,
-        stats: Stats,
-        known: set[str],  # the controller's: every unit name the backend reported (updated in place)
+        *,
+        look: Callable[[], Look],  # the controller's latest look, read when victims are chosen
         event: Callable[..., None],  # the controller's event sink: event(action, **fields)
-        nodes: Mapping[str, str | None] | None = None,  # the controller's: node of each unit (in place)
+        count: Callable[..., None],  # the controller's counter sink: count(retirements=1, ...)
     ) -> None:
         self.scheduler = scheduler
         self.backend = backend
         self.settings = settings
-        self.stats = stats
-        self.known = known
-        self.nodes: Mapping[str, str | None] = nodes if nodes is not None else {}
+        self.look = look
         self.event = event
+        self.count = count
         self.departures = Departures()
+        backend.departures = self.departures  # lent: the backend moves its removals' units through it
         self._job: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------------------- the job slot
@@ -90,13 +104,13 @@ class ScaleDownExecutor:
     def start_scale_down(self, decision: ScaleDown) -> bool:
         if self.busy:
             return False
-        self.departures.begin(decision.cancel, Stage.READY, "cancel")  # out of `wanted` from now on
+        self.departures.begin(decision.cancel, Stage.READY, Reason.CANCEL)  # out of `wanted` from now on
         self._start(self.scale_down(decision), "dask-adaptive-down")
         return True
 
     def start_retry(self) -> bool:
         """Hand retired units whose removal failed to the backend again."""
-        waiting = sorted(self.departures.names(Stage.READY, why="retire"))
+        waiting = sorted(self.departures.names(Stage.READY, reason=Reason.RETIRE))
         if not waiting or self.busy:
             return False
         self._start(self._logged(self.remove(waiting), "removing retired workers"), "dask-adaptive-retry")
@@ -107,7 +121,7 @@ class ScaleDownExecutor:
         can be asked for at once."""
         if self.busy:
             return False
-        self.departures.begin(names, Stage.READY, "orphan")
+        self.departures.begin(names, Stage.READY, Reason.ORPHAN)
         self._start(self._logged(self.remove(names), "removing orphan units"), "dask-adaptive-orphans")
         return True
 
@@ -122,23 +136,26 @@ class ScaleDownExecutor:
     # ----------------------------------------------------------------------------- the sequence
     async def scale_down(self, decision: ScaleDown) -> None:
         try:
-            before = (self.stats.cancelled, self.stats.retirements)
+            done = 0
             if decision.cancel:
-                await self.cancel(list(decision.cancel))
+                done += await self.cancel(list(decision.cancel))
             if decision.retire:
-                await self.retire_and_remove(decision.retire)
-            if (self.stats.cancelled, self.stats.retirements) != before:
-                self.stats.scale_downs += 1
+                done += await self.retire_and_remove(decision.retire)
+            if done:
+                self.count(scale_downs=1)
         except Exception:
             logger.exception("dask-adaptive: scale-down failed; the next cycle starts over")
         finally:
             # normally done by cancel already; a unit that arrived meanwhile may have become a victim
-            # (a "retire" record), which stays
+            # (a RETIRE record), which stays
             self.departures.forget(
-                n for n in decision.cancel if (d := self.departures.get(n)) is not None and d.why == "cancel"
+                n
+                for n in decision.cancel
+                if (d := self.departures.get(n)) is not None and d.reason is Reason.CANCEL
             )
 
-    async def cancel(self, names: list[str]) -> None:
+    async def cancel(self, names: list[str]) -> int:
+        """Remove the units of `names` that still have no worker; returns how many went."""
         workers = workers_by_name(self.scheduler)
         arrived = [n for n in names if n in workers]  # joined since the decision: retire next time
         cancel = [n for n in names if n not in workers]
@@ -146,11 +163,13 @@ class ScaleDownExecutor:
             self.departures.forget(arrived)  # capacity again
             logger.info("dask-adaptive: %s", fmt(event="cancel-skipped-arrived", units=arrived))
         if not cancel:
-            return
+            return 0
         report = await self.remove(cancel)
-        if report is not None:
-            self.stats.cancelled += len(report.removed)
-            self.event("cancelled", units=list(report.removed))
+        if report is None:
+            return 0
+        self.count(cancelled=len(report.removed))
+        self.event("cancelled", units=list(report.removed))
+        return len(report.removed)
 
     def choose_victims(self, k: int) -> list[str]:
         """The scheduler's own ranking (idle, least data first; plugin vetoes and long-running tasks
@@ -159,10 +178,11 @@ class ScaleDownExecutor:
         packing is off. A busy worker may be chosen only to free a whole node, and only if the work the
         scheduler expects on it fits in half the retire-timeout (it is drained, see `_retire`)."""
         workers = workers_by_name(self.scheduler)
+        look = self.look()
         # n = all workers turns workers_to_close into a full ranking instead of a memory-ratio cut
         ranking = self.scheduler.workers_to_close(n=len(self.scheduler.workers), attribute="name")
         leaving = self.departures.leaving()
-        ours = set(self.known) - leaving
+        ours = look.units - leaving
         candidates: list[str] = []
         draining: dict[str, float] = {}
         for name in map(str, ranking):
@@ -173,31 +193,33 @@ class ScaleDownExecutor:
                 candidates.append(name)
             elif ws.occupancy <= self.settings.retire_timeout / 2:
                 draining[name] = ws.occupancy
-        staying = {n: node for n, node in self.nodes.items() if n not in leaving}
+        staying = {n: node for n, node in look.nodes.items() if n not in leaving}
         return pick_victims(
             candidates, staying, k, node_packing=self.settings.node_packing, draining=draining
         )
 
-    async def retire_and_remove(self, k: int) -> None:
-        """choose -> retire -> check safe -> remove, for up to `k` workers."""
+    async def retire_and_remove(self, k: int) -> int:
+        """choose -> retire -> check safe -> remove, for up to `k` workers; returns how many went (the
+        retirements `_finish` counted: every victim has a RETIRE record)."""
         victims = self.choose_victims(k)
         if not victims:
             logger.info("dask-adaptive: %s", fmt(event="no-idle-victims", wanted_to_retire=k))
-            return
+            return 0
         workers = workers_by_name(self.scheduler)
         draining = [n for n in victims if (ws := workers.get(n)) is not None and ws.processing]
         if draining:  # busy ones chosen to free their node: they finish their tasks first
-            nodes = sorted({str(self.nodes.get(n)) for n in draining})
+            node_of = self.look().nodes
+            nodes = sorted({str(node_of.get(n)) for n in draining})
             self.event("draining", workers=draining, nodes=nodes)
             logger.info("dask-adaptive: %s", fmt(event="draining", workers=draining, nodes=nodes))
         safe = await self.retire(victims)
-        if safe:
-            await self.remove(safe)
+        report = await self.remove(safe) if safe else None
+        return len(report.removed) if report is not None else 0
 
     async def retire(self, names: list[str]) -> list[str]:
         """Retire `names` through the scheduler, bounded by retire-timeout; the ones safe to remove are
         returned (READY), the others are back at work and forgotten."""
-        self.departures.begin(names, Stage.RETIRING, "retire")
+        self.departures.begin(names, Stage.RETIRING, Reason.RETIRE)
         safe: list[str] = []
         try:
             safe = await asyncio.wait_for(self._retire(names), self.settings.retire_timeout)
@@ -205,7 +227,7 @@ class ScaleDownExecutor:
             self._give_up(names)
         finally:
             self.departures.forget(set(names) - set(safe))
-        self.departures.move(safe, Stage.READY)
+        self.departures.transition(safe, Stage.READY)
         return safe
 
     async def _retire(self, names: list[str]) -> list[str]:
@@ -216,7 +238,7 @@ class ScaleDownExecutor:
         retired = sorted(str(info["name"]) for info in result.values())
         aborted = sorted(set(names) - set(retired))
         if aborted:
-            self.stats.failed_retirements += len(aborted)
+            self.count(failed_retirements=len(aborted))
             self.event("retire-aborted", workers=aborted)
             logger.warning("dask-adaptive: %s", fmt(event="retire-aborted", workers=aborted))
         safe, unsafe = self.partition_safe(retired)
@@ -233,7 +255,7 @@ class ScaleDownExecutor:
             for name in set(unsafe) - set(safe2):
                 self._unretire(name, stimulus)
             if still or set(unsafe) - set(safe2):
-                self.stats.failed_retirements += len(set(unsafe) - set(safe2))
+                self.count(failed_retirements=len(set(unsafe) - set(safe2)))
         if safe:
             self.event("retired", workers=safe)
         return safe
@@ -271,7 +293,7 @@ class ScaleDownExecutor:
         stimulus = f"dask-adaptive-retire-timeout-{time.time()}"
         for name in names:
             self._unretire(name, stimulus)
-        self.stats.retire_timeouts += len(names)
+        self.count(retire_timeouts=len(names))
         self.event("retire-timeout", workers=names, timeout=self.settings.retire_timeout)
         logger.warning(
             "dask-adaptive: %s",
@@ -293,19 +315,19 @@ class ScaleDownExecutor:
             names = [n for n in names if n not in busy]
             if not names:
                 return None
-        self.departures.begin(names, Stage.READY, "remove")  # no-op for names that have a record
-        self.departures.move(names, Stage.REMOVING)
+        self.departures.begin(names, Stage.READY, Reason.REMOVE)  # no-op for names that have a record
+        self.departures.transition(names, Stage.REMOVING)
         report: RemovalReport | None = None
         try:
             report = await self.backend.remove(names)
         except BackendError as e:
-            self.stats.api_errors += 1
+            self.count(api_errors=1)
             logger.warning("dask-adaptive: %s", fmt(event="remove-failed", units=names, error=e))
             return None
         finally:
             self._finish(names, report)
         if report.wrong or report.corrected:
-            self.stats.corrections += len(report.corrected) or len(report.wrong)
+            self.count(corrections=len(report.corrected) or len(report.wrong))
             self.event("corrected", wrong=list(report.wrong), corrected=list(report.corrected))
             logger.warning(
                 "dask-adaptive: %s",
@@ -315,11 +337,11 @@ class ScaleDownExecutor:
         return report
 
     def _finish(self, names: list[str], report: RemovalReport | None) -> None:
-        self.departures.returned += 1
-        retired = [n for n in names if (d := self.departures.get(n)) is not None and d.why == "retire"]
-        self.departures.forget(set(names) - set(retired))
-        if report is None:
-            self.departures.move(retired, Stage.READY)
-            return
-        self.departures.move(retired, Stage.GONE)
-        self.stats.retirements += len(report.removed) if retired else 0
+        retired = self.departures.end_removal(names, removed=report is not None)
+        if report is not None and retired:
+            self.count(retirements=len(report.removed))
+
+    def forget_gone(self, alive: set[str]) -> None:
+        """The controller's word after a look: GONE records of names that are neither a unit nor a
+        worker any more leave the record."""
+        self.departures.forget_gone(alive)

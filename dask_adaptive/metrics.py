@@ -53,6 +53,15 @@ class Stats:
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def add(self, **increments: int) -> None:
+        """Add to counters by name (the executor's counts reach the controller's stats this way); a
+        gauge or an unknown name is a bug, refused before anything is added."""
+        wrong = sorted(set(increments) - set(COUNTERS))
+        if wrong:
+            raise KeyError(f"not a counter: {', '.join(wrong)}")
+        for name, n in increments.items():
+            setattr(self, name, getattr(self, name) + n)
+
 
 class _Collector:
     """A prometheus_client custom collector reading `Stats` at scrape time (no copies to keep in sync)."""

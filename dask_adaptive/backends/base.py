@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from dask_adaptive.backends.departures import Departures
+
 
 class BackendUnavailable(RuntimeError):
     """The backend cannot be used at all (unreachable API, permission denied, missing Deployment).
@@ -51,13 +53,11 @@ class Observation:
     wanted, cancelled first on scale-down: PENDING before STARTING before RUNNING); a RUNNING or
     STARTING unit without a worker for `orphan-grace` is removed, PENDING ones never are (they may be
     waiting for a node). Scheduler workers whose name was never a unit are not ours and never touched.
+    Which leaving units `requested` still counts, the departures record says (`Backend.observe`).
     """
 
     requested: int  # the desired count the backend is working towards (Deployment spec.replicas)
     units: tuple[Unit, ...] = field(default_factory=tuple)
-    # units of unfinished remove() calls whose decrement `requested` already reflects (read together
-    # with it): the controller must not subtract them a second time while their removal still runs
-    subtracted: tuple[str, ...] = ()
 
     def names(self, *phases: Phase) -> list[str]:
         return [u.name for u in self.units if not phases or u.phase in phases]
@@ -75,6 +75,12 @@ class RemovalReport:
 class Backend(Protocol):
     """Async mechanism; every method must be cheap on the scheduler's event loop (no blocking I/O)."""
 
+    # The one record of units leaving (backends/departures.py), lent by the executor that drives this
+    # backend (a backend used on its own keeps its own). A backend whose decrement can land before its
+    # remove() returns moves those units REMOVING -> LOWERED through `departures.transition` in the same
+    # step as its write, and reads the record to discount them in scale_up; it never sets a stage itself.
+    departures: Departures
+
     async def start(self) -> None:
         """Check the backend is usable (reachable, permitted, target exists); raise BackendUnavailable."""
 
@@ -82,16 +88,22 @@ class Backend(Protocol):
         """Release resources. Local backends stop their processes; Kubernetes leaves the pods."""
 
     async def observe(self) -> Observation:
-        """The requested count and every unit with its phase. Raises BackendError on failure."""
+        """The requested count and every unit with its phase. Raises BackendError on failure.
+
+        `requested` is read last, never while a decrement's write and its LOWERED transition are half
+        done: the controller reads the departures record right after this returns, with no await
+        between, so the count and the record are of one moment.
+        """
 
     async def scale_up(self, n: int) -> None:
         """Make the requested count `n` (only ever called with n above the current requested count).
 
         May run while a remove() is in flight (a removal can wait for the platform for a minute; new
-        work must not wait behind it). The caller cannot know whether that removal's decrement has
-        landed, so `n` counts every unit of a remove() unfinished at the time of this call as still
-        requested; the backend discounts those whose decrement it has written by the time of its own
-        write. Both writes are serialised, so neither undoes the other and no unit is asked for twice.
+        work must not wait behind it). That removal's decrement may land between this call and the
+        backend's write, so `n` counts every unit of a remove() unfinished at the time of this call (a
+        REMOVING or LOWERED record) as still requested; the backend discounts those whose record is
+        LOWERED (or GONE) by the time of its own write. Both writes are serialised, so neither undoes
+        the other and no unit is asked for twice.
         """
 
     async def remove(self, names: list[str]) -> RemovalReport:
@@ -101,7 +113,8 @@ class Backend(Protocol):
         to one read before a wait, so a scale_up() that ran meanwhile is not undone.
 
         Callers pass only units whose workers were already retired through the scheduler (their data
-        moved) or that never became workers (pending/starting). The backend must make exactly these go:
+        moved) or that never became workers (pending/starting), each with a REMOVING record (a name
+        without one gets a record for the duration of the call). The backend must make exactly these go:
         on Kubernetes mark them (pod-deletion-cost, NotReady), lower /scale once, verify which pods went,
         and delete a retired pod directly if the ReplicaSet picked another one (reported in `wrong`).
         """

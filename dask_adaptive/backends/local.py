@@ -48,6 +48,7 @@ from dask_adaptive.backends.base import (
     RemovalReport,
     Unit,
 )
+from dask_adaptive.backends.departures import Departures
 from dask_adaptive.command import WorkerTls, worker_command
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,9 @@ class LocalBackend:
         self.security = security
         self.tls: WorkerTls | None = None
         self.nanny = nanny  # the pods' layout (nanny + worker) or `--no-nanny` (one process)
+        # lent by the executor (Backend.departures); never moved here: remove() returns without an
+        # await, so its decrement and its return are one step and no unit is ever LOWERED
+        self.departures = Departures()
 
     async def start(self) -> None:
         if not self.scheduler_address:

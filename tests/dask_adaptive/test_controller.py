@@ -18,7 +18,7 @@ from distributed import Client, Scheduler, Worker
 from distributed.core import Status
 
 from dask_adaptive.backends.base import BackendError, Observation, Phase, RemovalReport, Unit
-from dask_adaptive.backends.departures import Departures, Stage
+from dask_adaptive.backends.departures import Departures, Reason, Stage
 from dask_adaptive.config import resolve
 from dask_adaptive.controller import Controller
 from dask_adaptive.decisions import Hold, ScaleDown, ScaleUp
@@ -158,7 +158,7 @@ def test_failed_removal_is_retried_and_not_counted_as_wanted():
     async def body(s, client, backend, controller):
         backend.fail_remove = 1
         await controller.executor.retire_and_remove(1)
-        [victim] = controller.departures.names(Stage.READY, why="retire")  # retired, removal to retry
+        [victim] = controller.departures.names(Stage.READY, reason=Reason.RETIRE)  # retired, to retry
         assert controller.departures.leaving() == {victim} and backend.removed == []
         assert controller.stats.api_errors == 1
         decision = await controller.step()  # target 0, wanted = 2 requested - 1 retiring
@@ -172,7 +172,7 @@ def test_failed_removal_is_retried_and_not_counted_as_wanted():
 
 def test_scale_up_asks_on_top_of_units_still_retiring():
     async def body(s, client, backend, controller):
-        controller.departures.begin(["u1"], Stage.RETIRING, "retire")
+        controller.executor.departures.begin(["u1"], Stage.RETIRING, Reason.RETIRE)
         s.adaptive_target = lambda **_: 3
         decision = await controller.step()
         assert decision == ScaleUp(3, decision.reason) and "wanted=0" in decision.reason
@@ -307,40 +307,37 @@ def test_workers_sharing_the_last_copies_are_not_removed_together():
 class BlockingRemovalBackend(ScriptedBackend):
     """remove() blocks on `release`, like a Kubernetes removal waiting for NotReady ("wait", before its
     /scale decrement) or for the ReplicaSet ("verify", after it). Keeps the Backend contract for counts:
-    the decrement applies to the count at the time of the write, and scale_up discounts units of an
-    unfinished removal whose decrement has landed (Observation.subtracted reports them)."""
+    the decrement applies to the count at the time of the write and moves the units' records to LOWERED
+    in the same step (in the departures record the executor lends), and scale_up discounts the units of
+    an unfinished removal whose records are LOWERED."""
+
+    departures: Departures  # lent by the executor (Backend.departures)
 
     def __init__(self, blocked_in: str, *units: Unit) -> None:
         super().__init__(*units)
         self.blocked_in = blocked_in
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
-        self.removing: set[str] = set()
-        self.decremented: set[str] = set()
-
-    async def observe(self) -> Observation:
-        return Observation(
-            self.requested, tuple(self.units.values()), tuple(self.decremented & self.removing)
-        )
 
     async def scale_up(self, n: int) -> None:
         self.scaled.append(n)
-        self.requested = max(self.requested, n - len(self.removing & self.decremented))
+        self.requested = max(self.requested, n - len(self.departures.names(Stage.LOWERED)))
 
     async def remove(self, names: list[str]) -> RemovalReport:
         self.removed.append(list(names))
-        self.removing.update(names)
         self.entered.set()
         if self.blocked_in == "verify":
-            self.requested -= len(names)
-            self.decremented.update(names)
+            self._decrement(names)
         await self.release.wait()
         if self.blocked_in == "wait":
-            self.requested -= len(names)
+            self._decrement(names)
         for name in names:
             self.units.pop(name, None)
-        self.removing -= set(names)
         return RemovalReport(tuple(names))
+
+    def _decrement(self, names: list[str]) -> None:
+        self.requested -= len(names)
+        self.departures.transition(names, Stage.LOWERED)
 
 
 @pytest.mark.parametrize("blocked_in", ["wait", "verify"])
@@ -407,22 +404,22 @@ def test_a_retirement_that_never_finishes_is_given_up_and_the_worker_goes_back_t
 
 def test_a_departure_moves_forward_only_and_a_failed_removal_goes_back_to_ready():
     d = Departures()
-    d.begin(["a", "b"], Stage.RETIRING, "retire")
-    d.begin(["c"], Stage.READY, "cancel")
-    assert d.begin(["a"], Stage.READY, "cancel") == [] and d.get("a").why == "retire"  # keeps its record
-    d.move(["a", "b"], Stage.READY)
-    d.move(["a", "b", "c"], Stage.REMOVING)
-    d.move(["a"], Stage.LOWERED)
+    d.begin(["a", "b"], Stage.RETIRING, Reason.RETIRE)
+    d.begin(["c"], Stage.READY, Reason.CANCEL)
+    assert d.begin(["a"], Stage.READY, Reason.CANCEL) == [] and d.get("a").reason is Reason.RETIRE  # kept
+    d.transition(["a", "b"], Stage.READY)
+    d.transition(["a", "b", "c"], Stage.REMOVING)
+    d.transition(["a"], Stage.LOWERED)
     assert d.names(Stage.REMOVING) == {"b", "c"} and d.names(Stage.LOWERED) == {"a"}
     assert d.leaving() == {"a", "b", "c"}
-    d.move(["a"], Stage.GONE)
-    d.move(["b"], Stage.READY)  # its removal failed: retried
-    assert d.leaving() == {"b", "c"} and d.names(Stage.READY, why="retire") == {"b"}
+    d.transition(["a"], Stage.GONE)
+    d.transition(["b"], Stage.READY)  # its removal failed: retried
+    assert d.leaving() == {"b", "c"} and d.names(Stage.READY, reason=Reason.RETIRE) == {"b"}
     with pytest.raises(ValueError, match="GONE cannot become REMOVING"):
-        d.move(["a"], Stage.REMOVING)
+        d.transition(["a"], Stage.REMOVING)
     with pytest.raises(ValueError, match="READY cannot become LOWERED"):
-        d.move(["b"], Stage.LOWERED)
-    d.keep_gone(alive={"b", "c"})
+        d.transition(["b"], Stage.LOWERED)
+    d.forget_gone(alive={"b", "c"})
     assert "a" not in d and "b" in d
 
 
@@ -521,3 +518,56 @@ def test_a_window_below_the_minimum_changes_nothing():
         assert controller.limits.minimum == 2
 
     scenario(body, [], [], min_workers="2", min_workers_schedule="00:00-24:00 UTC=1")
+
+
+def test_the_executor_shares_no_mutable_state_with_the_controller():
+    """One departures record, owned by the executor and lent to the backend; the controller only reads it.
+    The look reaches the executor as copied values, counts and events through the controller's sinks:
+    no object the controller keeps is held by the executor (but the scheduler and the frozen settings)."""
+
+    async def body(s, client, backend, controller):
+        executor = controller.executor
+        assert backend.departures is executor.departures is controller.departures
+        mine = {
+            name: v
+            for name, v in vars(controller).items()
+            if name not in ("scheduler", "settings") and v is not None
+        }
+        held = [(e, c) for e, v in vars(executor).items() for c, w in mine.items() if v is w]
+        assert held == [], held
+        controller.nodes.update({"u1": "A"})
+        look = executor.look()
+        controller.known.add("later")
+        controller.nodes["u1"] = "B"
+        assert "later" not in look.units and look.nodes["u1"] == "A", "a look is a copy"
+        with pytest.raises(TypeError):
+            look.nodes["u1"] = "C"  # type: ignore[index]
+        assert "later" in executor.look().units and executor.look().nodes["u1"] == "B"
+        executor.count(retirements=2)  # how the executor's counts reach the controller's stats
+        assert controller.stats.retirements == 2
+
+    scenario(body, running("u1"), ["u1"])
+
+
+def test_a_decrement_that_lands_during_a_look_is_seen_with_the_count_it_lowered():
+    """The backend moves the units of its decrement to LOWERED in the same step as the write, and reads
+    `requested` last: the controller's `retiring` never counts a unit the count no longer holds."""
+
+    class LowersDuringObserve(ScriptedBackend):
+        departures: Departures
+
+        async def observe(self) -> Observation:
+            units = tuple(self.units.values())
+            await asyncio.sleep(0)  # a removal's write lands here, between the listing and the count
+            self.requested -= 1
+            self.departures.transition(["u2"], Stage.LOWERED)
+            return Observation(self.requested, units)
+
+    async def body(s, client, backend, controller):
+        d = controller.executor.departures
+        d.begin(["u2"], Stage.READY, Reason.RETIRE)
+        d.transition(["u2"], Stage.REMOVING)  # as the executor does before backend.remove
+        decision = await controller.step()
+        assert "wanted=1" in decision.reason and "retiring=0" in decision.reason, decision.reason
+
+    scenario(body, running("u1", "u2"), ["u1", "u2"], make_backend=LowersDuringObserve, scale_down_delay="1h")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from dask_adaptive.backends.base import BackendError, BackendUnavailable, Phase, Unit
+from dask_adaptive.backends.departures import COUNTED, Departures, Reason, Stage
 from dask_adaptive.backends.kubernetes.api import KubeApiError
 from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
 from dask_adaptive.backends.kubernetes.ranking import (
@@ -674,3 +675,91 @@ def test_a_scale_up_racing_the_removal_write_is_discounted_once(during):
     assert report.removed == ("w-1",) and report.wrong == () and report.corrected == ()
     assert scale_writes(cluster) == [2, 4] and cluster.replicas == 4
     assert "w-1" not in cluster.pods and len(cluster.pods) == 4
+
+
+# -- the departures record the executor lends (backends/departures.py) ----------------------------
+
+
+def lent(b: KubernetesBackend, *names: str) -> Departures:
+    """The executor's record, lent to `b` as ScaleDownExecutor does, with `names` handed to a removal."""
+    record = Departures()
+    b.departures = record
+    record.begin(names, Stage.READY, Reason.RETIRE)
+    record.transition(names, Stage.REMOVING)
+    return record
+
+
+def test_a_removal_lowers_the_executors_records_at_its_write_and_leaves_their_end_to_it():
+    cluster = FakeCluster(ready=3)
+    cluster.retire("w-1")
+    b = backend(cluster)
+    record = lent(b, "w-1")
+    at_write = []
+    patch = cluster.patch_scale
+
+    async def write(ns, name, replicas):
+        at_write.append(record.get("w-1").stage)
+        return await patch(ns, name, replicas)
+
+    cluster.patch_scale = write  # type: ignore[method-assign]
+    report = go(b.remove(["w-1"]))
+    assert report.removed == ("w-1",) and scale_writes(cluster) == [2]
+    assert at_write == [Stage.REMOVING]
+    assert record.get("w-1").stage is Stage.LOWERED and len(record) == 1, "the executor ends it, not b"
+
+
+def test_a_removal_on_its_own_keeps_records_only_for_the_call():
+    cluster = FakeCluster(ready=3)
+    cluster.retire("w-1")
+    b = backend(cluster)
+    at_write = []
+    patch = cluster.patch_scale
+
+    async def write(ns, name, replicas):
+        d = b.departures.get("w-1")
+        at_write.append((d.stage, d.reason))
+        return await patch(ns, name, replicas)
+
+    cluster.patch_scale = write  # type: ignore[method-assign]
+    go(b.remove(["w-1"]))
+    assert at_write == [(Stage.REMOVING, Reason.REMOVE)] and len(b.departures) == 0
+
+
+def test_observe_reads_the_count_last_so_the_record_matches_it():
+    """A decrement written while observe lists the pods is in the count observe returns, and its units are
+    LOWERED by then: the count minus the units the record still counts is the workers that stay."""
+    cluster = FakeCluster(ready=3)
+    cluster.retire("w-1")
+    b = backend(cluster)
+    record = lent(b, "w-1")
+    list_pods = cluster.list_pods
+
+    async def scenario():
+        gate, listing = asyncio.Event(), asyncio.Event()
+
+        async def gated(ns, selector):
+            if not listing.is_set():  # observe's listing waits; the removal's pass
+                listing.set()
+                await gate.wait()
+            return await list_pods(ns, selector)
+
+        cluster.list_pods = gated  # type: ignore[method-assign]
+        look = asyncio.create_task(b.observe())
+        await listing.wait()
+        report = await b.remove(["w-1"])
+        gate.set()
+        return report, await look
+
+    report, obs = go(scenario())
+    assert report.removed == ("w-1",) and scale_writes(cluster) == [2]
+    assert obs.requested == 2 and record.get("w-1").stage is Stage.LOWERED
+    assert obs.requested - len(record.names(*COUNTED)) == 2
+
+
+def test_the_backend_cannot_set_a_stage_itself():
+    cluster = FakeCluster(ready=2)
+    b = backend(cluster)
+    record = lent(b, "w-1")
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
+        b.departures.get("w-1").stage = Stage.GONE  # type: ignore[misc]
+    assert record.get("w-1").stage is Stage.REMOVING

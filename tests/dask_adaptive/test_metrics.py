@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import prometheus_client
+import pytest
 
 from dask_adaptive.metrics import COUNTERS, GAUGES, Stats, register, unregister
 
@@ -31,3 +32,14 @@ def test_without_prometheus_client_nothing_breaks(monkeypatch):
     handle = register(Stats())
     assert handle is None
     unregister(handle)
+
+
+def test_counts_are_added_by_name_and_only_to_counters():
+    """The executor's counts reach the controller's stats through `Stats.add`, its one way in."""
+    stats = Stats()
+    stats.add(retirements=2, api_errors=1)
+    stats.add(retirements=1)
+    assert (stats.retirements, stats.api_errors) == (3, 1)
+    with pytest.raises(KeyError, match="not a counter: desired, retirment"):
+        stats.add(retirements=5, desired=1, retirment=1)  # a gauge, and a typo
+    assert (stats.retirements, stats.desired) == (3, 0), "nothing added"

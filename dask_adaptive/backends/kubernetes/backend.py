@@ -19,11 +19,12 @@ An API outage raises `BackendError` before any change is made, so nothing is don
 the single /scale write are logged (not raised) so the controller never repeats the write.
 
 A removal waits (b, d) for up to a minute; scale_up() must not wait behind it, so only the short
-read-modify-writes of /scale are serialised (one lock), never the waits. Each named unit has a record
-(backends/departures.py): REMOVING until (c) is written, then LOWERED; observe() reports the LOWERED
-ones. scale_up's `n` counts the units of unfinished removals (Backend.scale_up): it takes their records
-at the call and discounts those that reached LOWERED by its own write, even if their removal has
-returned meanwhile.
+read-modify-writes of /scale are serialised (one lock), never the waits. Each named unit has a record in
+the departures record the executor lends (`departures`, backends/departures.py): REMOVING until (c) is
+written, then LOWERED, moved in the same step as the write and under the same lock, where observe()
+reads the count last. scale_up's `n` counts the units of unfinished removals (Backend.scale_up): it
+takes their records at the call and discounts those that reached LOWERED by its own write, even if their
+removal has returned meanwhile.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from dask_adaptive.backends.base import BackendError, BackendUnavailable, Observation, RemovalReport
-from dask_adaptive.backends.departures import IN_REMOVAL, Departure, Departures, Stage
+from dask_adaptive.backends.departures import IN_REMOVAL, Departures, Reason, Stage
 from dask_adaptive.backends.kubernetes.api import (
     FIELD_MANAGER,
     KubeApi,
@@ -120,7 +121,8 @@ class KubernetesBackend:
         self._seen_ready: set[str] = set()
         self._strangers: list[str] = []  # pods the selector matched that the Deployment does not own
         self._scale_lock = asyncio.Lock()  # held for one read + write of /scale, never for a wait
-        self._departures = Departures()  # the units of unfinished remove() calls (module docstring)
+        # the units leaving: lent by the executor that drives this backend (module docstring)
+        self.departures = Departures()
         self._raised = 0  # replicas added by scale_up() so far: a removal's verify follows its target
         self._instance = os.environ.get("HOSTNAME") or socket.gethostname()
 
@@ -226,12 +228,13 @@ class KubernetesBackend:
         return int(scale.get("spec", {}).get("replicas") or 0)
 
     async def observe(self) -> Observation:
-        async with self._scale_lock:  # the count and the decrements it reflects, read together
-            requested = await self._requested()
-            subtracted = tuple(sorted(self._departures.names(Stage.LOWERED)))
         pods = await self.list_pods()
         units = units_in_deletion_order(pods, self._seen_ready)
-        return Observation(requested=requested, units=units, subtracted=subtracted)
+        # the count last, under the lock of the decrements' writes (Backend.observe): the records the
+        # caller reads next, without an await, are LOWERED exactly for the decrements it reflects
+        async with self._scale_lock:
+            requested = await self._requested()
+        return Observation(requested=requested, units=units)
 
     async def scale_up(self, n: int) -> None:
         """Raise spec.replicas to n, minus the units counted in n whose removal's decrement landed.
@@ -240,7 +243,7 @@ class KubernetesBackend:
         """
         # taken before any await: exactly the units the caller's n counts; their records stay readable
         # (LOWERED, then GONE) after their removal returns
-        counted = [d for d in self._departures if d.stage in IN_REMOVAL]
+        counted = [d for d in self.departures if d.stage in IN_REMOVAL]
         async with self._scale_lock:
             landed = sorted(d.name for d in counted if d.stage in (Stage.LOWERED, Stage.GONE))
             n -= len(landed)
@@ -271,19 +274,14 @@ class KubernetesBackend:
         names = list(dict.fromkeys(names))
         if not names:
             return RemovalReport(removed=())
-        # before any await: a scale_up() from now on counts them in n
-        records = self._departures.begin(names, Stage.REMOVING, "remove")
+        # before any await: a scale_up() from now on counts them in n. The executor's units have their
+        # REMOVING records already and it ends them; a caller without records gets them for this call
+        own = self.departures.begin(names, Stage.REMOVING, Reason.REMOVE)
         try:
             return await self._remove(names)
         finally:
-            self._finish(records)
-
-    def _finish(self, records: list[Departure]) -> None:
-        """A removal returned: LOWERED records become GONE (a scale_up holding them still discounts
-        them), the rest go back to READY (not lowered); either way they leave the table."""
-        for record in records:
-            record.stage = Stage.GONE if record.stage is Stage.LOWERED else Stage.READY
-        self._departures.forget(r.name for r in records)
+            # a scale_up holding one of them still reads its last stage: LOWERED is discounted
+            self.departures.forget(d.name for d in own)
 
     async def _remove(self, names: list[str]) -> RemovalReport:
         api = self._require_api()
@@ -320,7 +318,7 @@ class KubernetesBackend:
             )
         if not plan.present:
             # nothing to lower: their slots are no longer ours to discount
-            self._departures.move(names, Stage.LOWERED)
+            self.departures.transition(names, Stage.LOWERED)
             return RemovalReport(removed=tuple(names))
 
         # (c) one write, to the count as it is now (a scale_up may have raised it during the wait).
@@ -329,7 +327,7 @@ class KubernetesBackend:
             requested = await self._requested()
             target = max(0, requested - len(plan.present))
             await api.patch_scale(self.namespace, self.deployment, target)
-            self._departures.move(names, Stage.LOWERED)
+            self.departures.transition(names, Stage.LOWERED)
             raised_before = self._raised
         self.counters.removals += 1
         logger.info(
