@@ -148,61 +148,84 @@ def admission_validations(settings: DaskSettings, names: Names) -> list[dict[str
     No pod CREATE and no pod subresource (exec, attach, portforward, ephemeralcontainers, eviction,
     status, resize, binding); no write to any Deployment itself.
     """
-    worker = _cel_string(names.worker)
-    is_pods = "request.resource.resource == 'pods'"
-    is_deployments = "request.resource.resource == 'deployments'"
-    is_events = "request.resource.resource == 'events'"
-    is_scale = f"{is_deployments} && variables.subresource == 'scale' && request.operation == 'UPDATE'"
-    writes_event = "(request.operation == 'CREATE' || request.operation == 'UPDATE')"
-    grace = int(settings.termination_grace_seconds)
     return [
-        {
-            "expression": f"!({is_pods}) || (variables.subresource == '' && "
+        *_pod_validations(names),
+        *_scale_validations(settings, names),
+        _graceful_delete_validation(settings),
+        *_event_validations(names),
+    ]
+
+
+IS_PODS = "request.resource.resource == 'pods'"
+IS_DEPLOYMENTS = "request.resource.resource == 'deployments'"
+IS_EVENTS = "request.resource.resource == 'events'"
+IS_SCALE = f"{IS_DEPLOYMENTS} && variables.subresource == 'scale' && request.operation == 'UPDATE'"
+WRITES_EVENT = "(request.operation == 'CREATE' || request.operation == 'UPDATE')"
+
+
+def _deny_unless(expression: str, message: str) -> dict[str, str]:
+    return {"expression": expression, "message": message, "reason": "Forbidden"}
+
+
+def _pod_validations(names: Names) -> list[dict[str, str]]:
+    """Patch or delete only, only this stack's worker pods, only the deletion-cost annotation."""
+    return [
+        _deny_unless(
+            f"!({IS_PODS}) || (variables.subresource == '' && "
             "(request.operation == 'UPDATE' || request.operation == 'DELETE'))",
-            "message": "the Dask scheduler may only patch or delete pods: no create, no pod subresource",
-            "reason": "Forbidden",
-        },
-        {
-            "expression": f"!({is_pods}) || (variables.inNamespace && variables.oldIsWorker)",
-            "message": f"the Dask scheduler may only touch the worker pods of namespace {names.namespace}",
-            "reason": "Forbidden",
-        },
-        {
-            "expression": f"!({is_pods}) || request.operation != 'UPDATE' "
-            "|| variables.onlyDeletionCostChanged",
-            "message": f"the Dask scheduler may change nothing on a pod but the {DELETION_COST} annotation",
-            "reason": "Forbidden",
-        },
-        {
-            "expression": f"!({is_deployments}) || ({is_scale} && variables.inNamespace "
+            "the Dask scheduler may only patch or delete pods: no create, no pod subresource",
+        ),
+        _deny_unless(
+            f"!({IS_PODS}) || (variables.inNamespace && variables.oldIsWorker)",
+            f"the Dask scheduler may only touch the worker pods of namespace {names.namespace}",
+        ),
+        _deny_unless(
+            f"!({IS_PODS}) || request.operation != 'UPDATE' || variables.onlyDeletionCostChanged",
+            f"the Dask scheduler may change nothing on a pod but the {DELETION_COST} annotation",
+        ),
+    ]
+
+
+def _graceful_delete_validation(settings: DaskSettings) -> dict[str, str]:
+    """No force-delete of a running worker (see the `gracefulDelete` variable)."""
+    grace = int(settings.termination_grace_seconds)
+    return _deny_unless(
+        f"!({IS_PODS}) || variables.gracefulDelete",
+        "the Dask scheduler may not delete a running worker pod with gracePeriodSeconds "
+        f"below the workers' {grace}s: a force-delete loses the results it holds",
+    )
+
+
+def _scale_validations(settings: DaskSettings, names: Names) -> list[dict[str, str]]:
+    """Only the worker Deployment's /scale, and never above max_workers."""
+    worker = _cel_string(names.worker)
+    return [
+        _deny_unless(
+            f"!({IS_DEPLOYMENTS}) || ({IS_SCALE} && variables.inNamespace "
             f"&& has(request.name) && request.name == {worker})",
-            "message": f"the Dask scheduler may only scale Deployment {names.namespace}/{names.worker}",
-            "reason": "Forbidden",
-        },
-        {
-            "expression": f"!({is_scale}) || !has(object.spec) || !has(object.spec.replicas) "
+            f"the Dask scheduler may only scale Deployment {names.namespace}/{names.worker}",
+        ),
+        _deny_unless(
+            f"!({IS_SCALE}) || !has(object.spec) || !has(object.spec.replicas) "
             f"|| object.spec.replicas <= {int(settings.max_workers)}",
-            "message": f"the Dask scheduler may not ask for more than {settings.max_workers} workers",
-            "reason": "Forbidden",
-        },
-        {
-            "expression": f"!({is_pods}) || variables.gracefulDelete",
-            "message": "the Dask scheduler may not delete a running worker pod with gracePeriodSeconds "
-            f"below the workers' {grace}s: a force-delete loses the results it holds",
-            "reason": "Forbidden",
-        },
-        {
-            "expression": f"!({is_events}) || (variables.inNamespace && {writes_event})",
-            "message": f"the Dask scheduler may only create or patch Events in namespace {names.namespace}",
-            "reason": "Forbidden",
-        },
-        {
-            "expression": f"!({is_events}) || !{writes_event} || ({_event_about_own('object', names)} "
+            f"the Dask scheduler may not ask for more than {settings.max_workers} workers",
+        ),
+    ]
+
+
+def _event_validations(names: Names) -> list[dict[str, str]]:
+    """Events written in its namespace, about its own objects only."""
+    return [
+        _deny_unless(
+            f"!({IS_EVENTS}) || (variables.inNamespace && {WRITES_EVENT})",
+            f"the Dask scheduler may only create or patch Events in namespace {names.namespace}",
+        ),
+        _deny_unless(
+            f"!({IS_EVENTS}) || !{WRITES_EVENT} || ({_event_about_own('object', names)} "
             f"&& (request.operation != 'UPDATE' || {_event_about_own('oldObject', names)}))",
-            "message": "the Dask scheduler may only record Events about its own objects (the worker or "
+            "the Dask scheduler may only record Events about its own objects (the worker or "
             f"scheduler Deployment, or a pod, of namespace {names.namespace})",
-            "reason": "Forbidden",
-        },
+        ),
     ]
 
 
