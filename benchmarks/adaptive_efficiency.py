@@ -56,7 +56,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH, Tee, load, ratio, table, write_section
 
-from tests.dask_adaptive.procs import scheduler as preload_scheduler
+from testbed.dask.procs import scheduler as preload_scheduler
 
 MEMORY = "1GiB"
 DEFAULT_WINDOW = 30.0  # adaptive.yaml's scale-down-delay

@@ -2,9 +2,9 @@
 
 On EKS the bill is EC2 node-seconds, not worker-seconds. This runs Dask -> pods -> nodes together: the real
 apiserver, ReplicaSet controller and kube-scheduler (with its preemption), the dev stack's own objects
-(recorded from the Pulumi program under mocks: tests/dask_adaptive/kube_fixtures.py), the real scheduler
-preload with its kubernetes backend, real `dask worker` processes as pods (tests/kube kubelet harness), and
-the node provisioner playing cluster-autoscaler + the Auto Scaling Group (tests/kube/provisioner.py):
+(recorded from the Pulumi program under mocks: testbed/dask/kube_fixtures.py), the real scheduler
+preload with its kubernetes backend, real `dask worker` processes as pods (testbed/kube kubelet harness), and
+the node provisioner playing cluster-autoscaler + the Auto Scaling Group (testbed/kube/provisioner.py):
 it asks for a node when worker pods stay Unschedulable, the node joins after a boot delay (billed from the
 ask), and an empty node goes after the unneeded time. Node-seconds = the provisioner's bill.
 
@@ -91,13 +91,13 @@ from infra.config.autoscaler import AUTOSCALER_DEFAULTS
 from infra.config.kubernetes import DASK_DEFAULTS
 from infra.facts.instance_types import pod_capacity
 from infra.k8s.dask_objects import SIGTERM_MARGIN_SECONDS
-from tests.dask_adaptive import kube_driver as e2e
-from tests.dask_adaptive.kube_fixtures import SCHEDULER, STACK, WORKERS, DaskLayer
-from tests.kube.control_plane import ControlPlane, find_binaries, wait_for
-from tests.kube.kubelet import Kubelet, pod_ready
-from tests.kube.nodes import NodeGroup, NodeSpec
-from tests.kube.provisioner import node_count_steps, node_seconds
-from tests.kube.stack_apply import object_path, record_stack
+from testbed.dask import kube_driver as e2e
+from testbed.dask.kube_fixtures import SCHEDULER, STACK, WORKERS, DaskLayer
+from testbed.kube.control_plane import ControlPlane, find_binaries, wait_for
+from testbed.kube.kubelet import Kubelet, pod_ready
+from testbed.kube.nodes import NodeGroup, NodeSpec
+from testbed.kube.provisioner import node_count_steps, node_seconds
+from testbed.kube.stack_apply import object_path, record_stack
 
 CONTENDERS = ("today", "unpacked", "packed", "headroom")
 SPREAD = ("today", "unpacked")  # kube-scheduler's spreading and the scheduler's victims: no packing

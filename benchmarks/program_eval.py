@@ -31,13 +31,13 @@ if str(ROOT) not in sys.path:
 
 import pulumi  # noqa: E402
 
-from tests.infra.harness import install, run_graph, run_stack  # noqa: E402
+from testbed.infra.harness import install, run_graph, run_stack  # noqa: E402
 
 _CHILD = """
 import asyncio, json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
-from tests.infra import harness
+from testbed.infra import harness
 asyncio.set_event_loop(asyncio.new_event_loop())
 if sys.argv[2] == "--noop":
     mocks, monitor = harness.install(stack="noop")

@@ -1,6 +1,6 @@
 """Scale-down safety on a real Kubernetes 1.20.2 control plane: are results lost, are the right pods removed?
 
-Reuses the test harness as is (tests/kube: `ControlPlane`, `Kubelet`; tests/dask_adaptive: the objects
+Reuses the test harness as is (testbed/kube: `ControlPlane`, `Kubelet`; testbed/dask: the objects
 the Pulumi program registers, from its own builders, in kube_fixtures.py, and the end-to-end driver of
 kube_driver.py - `Cycles`, `PodWatch`, `deploy_dask` - that the data-safety tests in test_kube_e2e.py
 run too). The real apiserver, ReplicaSet controller and kube-scheduler run; pods are local processes.
@@ -46,12 +46,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Tee, load, table, write_section
 
-from tests.dask_adaptive import kube_driver as e2e
-from tests.dask_adaptive.kube_driver import FAST_CYCLES
-from tests.dask_adaptive.kube_fixtures import WORKERS, dask_layer
-from tests.kube.control_plane import ControlPlane, find_binaries
-from tests.kube.kubelet import Kubelet
-from tests.kube.nodes import NodeSpec
+from testbed.dask import kube_driver as e2e
+from testbed.dask.kube_driver import FAST_CYCLES
+from testbed.dask.kube_fixtures import WORKERS, dask_layer
+from testbed.kube.control_plane import ControlPlane, find_binaries
+from testbed.kube.kubelet import Kubelet
+from testbed.kube.nodes import NodeSpec
 
 
 @dataclass

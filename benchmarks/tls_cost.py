@@ -3,7 +3,7 @@
 Two contenders, identical but for TLS: `dask scheduler --preload dask_adaptive.preload --backend
 local` (a subprocess, as deployed) from 0 workers up to M single-threaded workers, either plain
 (`tcp://`) or `--protocol tls` with the pods' environment (`DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION`
-and a certificate for every role from one CA, ECDSA P-256 as tests/pki.py makes them); the local
+and a certificate for every role from one CA, ECDSA P-256 as testbed/pki.py makes them); the local
 workers inherit it, the client presents a certificate of the same CA.
 
 Workload: adaptive_efficiency.py's `burst` (its `build`: leaves of "square + sleep" and a pairwise tree
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH, ROOT, Tee, load, table, write_section
 from adaptive_efficiency import build
 
-from tests import pki
-from tests.dask_adaptive.procs import scheduler as preload_scheduler
+from testbed import pki
+from testbed.dask.procs import scheduler as preload_scheduler
 
 # the burst's task functions are pickled by reference to adaptive_efficiency: put it on the path of
 # the scheduler and of the workers it starts (they inherit its environment)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
-from dask_adaptive.options import BOOL, BY_FIELD, DURATION, INT, OPTIONS, command_line_value
 from infra.config.autoscaler import AUTOSCALER_DEFAULTS, EXPANDERS, parse_autoscaler
 from infra.config.data_access import parse_data_access
+from infra.config.preload_options import PASS_THROUGH, min_workers_schedule, preload_options
 from infra.config.reader import PROJECT, ConfigReader, Field, Section
 from infra.config.settings import (
     DASK_VERSION,
@@ -40,8 +38,6 @@ _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*)"
     r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
-
-PASS_THROUGH = tuple(o for o in OPTIONS if o.stack)
 
 # None: the default depends on the target or on other values (computed below).
 DASK_DEFAULTS: dict[str, Any] = {
@@ -190,20 +186,6 @@ def _client_groups(field: Field) -> tuple[str, ...]:
     return groups
 
 
-def _min_workers_schedule(field: Field, max_workers: int) -> str:
-    """Validated here with the preload's own parser, so a bad schedule fails `pulumi preview`, not the pod."""
-    from dask_adaptive.schedule import parse_schedule  # stdlib only, like dask_adaptive.command
-
-    text = (field.optional_string() or "").strip()
-    try:
-        schedule = parse_schedule(text)
-    except ValueError as exc:
-        raise field.fail(str(exc)) from exc
-    if schedule.highest > max_workers:
-        raise field.fail(f"a window asks for {schedule.highest} workers, above maxWorkers ({max_workers})")
-    return str(schedule)
-
-
 def _api_server(s: Section, aws: AwsConfig | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """Where the scheduler may open connections to the API server (its egress NetworkPolicy): CIDRs, ports.
 
@@ -231,35 +213,6 @@ def _api_server(s: Section, aws: AwsConfig | None) -> tuple[tuple[str, ...], tup
         if not values:
             raise field.fail("must list at least one value: without it the preload cannot reach the API")
     return tuple(dict.fromkeys(networks)), tuple(dict.fromkeys(numbers))
-
-
-def _preload_options(s: Section) -> Mapping[str, Any]:
-    """The pass-through options the stack sets, validated now by the preload's own parser (so a bad
-    value fails `pulumi preview`, not the scheduler pod), by Python name for `PreloadArgs`."""
-    from dask_adaptive.config import SettingsError, resolve
-
-    given: dict[str, Any] = {}
-    for option in PASS_THROUGH:
-        field = s[option.stack_key]
-        if field.value is None:
-            continue
-        if option.kind == BOOL:
-            given[option.field] = field.boolean()
-        elif option.kind == DURATION:
-            given[option.field] = field.seconds(0, 366 * 86_400)
-        elif option.kind == INT:
-            given[option.field] = field.integer()
-        else:
-            given[option.field] = field.string()
-    by_key = {o.key: o for o in PASS_THROUGH}
-    try:
-        resolve({name: command_line_value(BY_FIELD[name], value) for name, value in given.items()})
-    except SettingsError as exc:
-        option = by_key.get(exc.key)
-        if option is None:
-            raise
-        raise s[option.stack_key].fail(str(exc).split(" is invalid: ", 1)[-1]) from exc
-    return MappingProxyType(given)
 
 
 def _worker_instance_types(aws: AwsConfig) -> list[str]:
@@ -443,13 +396,13 @@ def parse_dask(
         tls=_tls(s, production),
         client_groups=_client_groups(s["clientGroups"]),
         headroom_workers=s["headroomWorkers"].integer(0, max_workers),
-        min_workers_schedule=_min_workers_schedule(s["minWorkersSchedule"], max_workers),
+        min_workers_schedule=min_workers_schedule(s["minWorkersSchedule"], max_workers),
         kubernetes_version=aws.cluster.version if aws else None,
         api_server_cidrs=api_server_cidrs,
         api_server_ports=api_server_ports,
         worker_egress_deny_private=s.with_default("workerEgressDenyPrivate", target == "aws").boolean(),
         data_access=parse_data_access(s, target),
-        preload_options=_preload_options(s),
+        preload_options=preload_options(s),
     )
 
 

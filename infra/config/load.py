@@ -11,12 +11,12 @@ import pulumi
 from infra.config.aws import (
     DEFAULT_REGION,
     POD_IDENTITY_AGENT,
-    check_node_group_names,
     check_pinned,
     parse_aws,
     parse_tags,
 )
 from infra.config.kubernetes import parse_kubernetes
+from infra.config.node_groups import check_node_group_names
 from infra.config.reader import (
     PROJECT,
     ConfigReader,

@@ -6,7 +6,7 @@ the scheduler drove every task's whole life with our plugin registered and witho
 
 from __future__ import annotations
 
-from tests.benchmarks.test_smoke import run
+from tests.benchmarks.scripts import run
 
 TINY = ("--workers", "5", "--tasks", "100", "--budget", "0.05")
 

@@ -6,29 +6,11 @@ script measures it) report no task executed twice / nothing lost. The full runs 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(script: str, *args: str, timeout: float = 240) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=env,
-    )
-    tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{tail}"
-    return proc.stdout
+from tests.benchmarks.scripts import ROOT, run
 
 
 def test_adaptive_efficiency_tiny(tmp_path):
@@ -69,7 +51,7 @@ def test_tls_cost_tiny():
 
 @pytest.mark.kube
 def test_scale_down_safety_one_cycle():
-    from tests.kube.control_plane import find_binaries
+    from testbed.kube.control_plane import find_binaries
 
     if find_binaries()[0] is None:
         pytest.skip("no Kubernetes binaries (tests/kube/build.sh)")
@@ -97,7 +79,7 @@ def test_node_cost_one_burst_and_its_narrower_phase(tmp_path):
     """One small burst and a narrower phase (2 lanes, --step) through Dask -> pods -> provisioned nodes
     and back: every task done once, nothing lost or begun twice, nodes launched for the burst and removed
     again (the bill back at its baseline)."""
-    from tests.kube.control_plane import find_binaries
+    from testbed.kube.control_plane import find_binaries
 
     if find_binaries()[0] is None:
         pytest.skip("no Kubernetes binaries (tests/kube/build.sh)")

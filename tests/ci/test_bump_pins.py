@@ -23,8 +23,17 @@ import yaml
 
 from infra.aws.nodegroups import ARCHITECTURE, ami_release_parameter
 from infra.config.aws import MANAGED_ADDONS
-from tests.ci.test_workflow import ROOT, WORKFLOWS, steps_using, triggers
-from tests.ci.test_workflow_strict import PR_EVENTS, can_run_on, is_strict, literal_environment, secrets_of
+from tests.ci.workflows import (
+    PR_EVENTS,
+    ROOT,
+    WORKFLOWS,
+    can_run_on,
+    is_strict,
+    literal_environment,
+    secrets_of,
+    steps_using,
+    triggers,
+)
 
 SCRIPT = ROOT / ".github" / "scripts" / "bump_pins.py"
 PIN_BUMP = ROOT / ".github" / "workflows" / "pin-bump.yml"
@@ -206,7 +215,7 @@ def test_the_program_still_loads_the_bumped_prod_file(bp, tmp_path: Path):
     assert run(bp, aws, root / "stacks", "prod") == 0
     probe = (
         "import json, sys; from pathlib import Path\n"
-        "from tests.infra.harness import install, load_stack_config, run_program\n"
+        "from testbed.infra.harness import install, load_stack_config, run_program\n"
         "from infra.config.load import load_settings\n"
         "_, config, secrets = load_stack_config('prod', root=Path(sys.argv[1]))\n"
         "install(stack='prod', config=config, secret_keys=secrets)\n"

@@ -33,8 +33,7 @@ from infra.config.kubernetes import _IMAGE, _image
 from infra.config.load import DEFAULT_NAME_PREFIX, stack_name
 from infra.config.reader import Field
 from infra.errors import ConfigError
-from tests.ci.test_workflow import ROOT, steps_using, triggers
-from tests.ci.test_workflow_strict import PR_EVENTS, can_be_true, can_run_on, secrets_of
+from tests.ci.workflows import PR_EVENTS, ROOT, can_be_true, can_run_on, secrets_of, steps_using, triggers
 
 SCRIPT = ROOT / ".github" / "scripts" / "set_image.py"
 WORKFLOW = ROOT / ".github" / "workflows" / "image.yml"
@@ -257,7 +256,7 @@ def test_the_program_loads_the_edited_prod_stack(si: ModuleType, tmp_path: Path)
     assert main(si, "--image", ref, "--stacks-dir", str(root / "stacks")) == 0  # default: prod only
     probe = (
         "import sys; from pathlib import Path\n"
-        "from tests.infra.harness import install, load_stack_config, run_program\n"
+        "from testbed.infra.harness import install, load_stack_config, run_program\n"
         "from infra.config.load import load_settings\n"
         "_, config, secrets = load_stack_config('prod', root=Path(sys.argv[1]))\n"
         "install(stack='prod', config=config, secret_keys=secrets)\n"

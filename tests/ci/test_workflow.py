@@ -6,18 +6,23 @@ and runs the exact stack-listing script the workflow's matrix job runs.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW = ROOT / ".github" / "workflows" / "infra.yml"
-LISTER = ROOT / ".github" / "scripts" / "list_stacks.py"
+from tests.ci.workflows import (
+    ROOT,
+    WORKFLOW,
+    WORKFLOWS,
+    needs,
+    parse_outputs,
+    run_lister,
+    steps_using,
+    triggers,
+)
+
 SHA_PIN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[^@]+)?@[0-9a-f]{40}$")
 
 
@@ -28,22 +33,8 @@ def wf() -> dict:
     return data
 
 
-def triggers(wf: dict) -> dict:
-    # YAML 1.1 (PyYAML) reads the bare key `on` as the boolean True.
-    return wf.get("on", wf.get(True))
-
-
-def steps_using(job: dict, action: str) -> list[dict]:
-    return [s for s in job.get("steps", []) if str(s.get("uses", "")).startswith(action + "@")]
-
-
 def pulumi_jobs(wf: dict) -> dict[str, dict]:
     return {n: j for n, j in wf["jobs"].items() if steps_using(j, "pulumi/actions")}
-
-
-def needs(job: dict) -> list[str]:
-    n = job.get("needs", [])
-    return [n] if isinstance(n, str) else list(n)
 
 
 def upstream(wf: dict, name: str) -> set[str]:
@@ -56,22 +47,6 @@ def upstream(wf: dict, name: str) -> set[str]:
             seen.add(j)
             todo.extend(needs(wf["jobs"][j]))
     return seen
-
-
-def run_lister(stacks_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(LISTER), str(stacks_dir)], capture_output=True, text=True, check=False
-    )
-
-
-def parse_outputs(stdout: str) -> dict[str, list[str]]:
-    """The script's `key=value` lines, as $GITHUB_OUTPUT reads them: {"stacks": [...], "strict": [...]}."""
-    out = {}
-    for line in stdout.splitlines():
-        key, _, value = line.partition("=")
-        out[key] = json.loads(value)
-    assert set(out) == {"stacks", "strict"}, stdout
-    return out
 
 
 def parse_output(stdout: str) -> list[str]:
@@ -288,9 +263,6 @@ def test_cli_version_matches_sdk_pin(wf):
 
 
 # --- supply chain -----------------------------------------------------------------------------
-
-
-WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.ci.test_workflow import ROOT
+from tests.ci.workflows import ROOT
 
 WORKFLOW_DIR = ROOT / ".github" / "workflows"
 IGNORE = re.compile(r"#\s*zizmor:\s*ignore\[(?P<rules>[a-z0-9,\s-]+)\](?P<why>.*)$")

@@ -10,34 +10,28 @@ matrices calls a stack strict exactly when the policy pack's `is_strict` does (o
 from __future__ import annotations
 
 import importlib.util
-import itertools
-import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
 
-from tests.ci.test_workflow import (
+from tests.ci.workflows import (
     LISTER,
+    PR_EVENTS,
     ROOT,
+    SECRET_REF,
+    STRICT_CONFIG_KEY,
     WORKFLOW,
-    needs,
+    can_be_true,
+    can_run_on,
+    is_strict,
+    literal_environment,
     parse_outputs,
     run_lister,
+    secrets_of,
     steps_using,
-    triggers,
 )
-
-POLICY_DIR = ROOT / "policy"
-if str(POLICY_DIR) not in sys.path:
-    sys.path.insert(0, str(POLICY_DIR))
-
-from adaptive_dask_policy import STRICT_CONFIG_KEY, is_strict  # noqa: E402
-
-PR_EVENTS = ("pull_request", "pull_request_target")
-SECRET_REF = re.compile(r"secrets\.(?!GITHUB_TOKEN\b)([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @pytest.fixture(scope="module")
@@ -55,51 +49,6 @@ def lister() -> ModuleType:
 
 
 # --- "can this job run on that event?" from its `if` --------------------------------------------------
-
-STATUS_FUNCTION = re.compile(r"\b(always|failure|cancelled|success)\(\)")
-OPERAND = r"(?:'[^']*'|[A-Za-z_][\w.\-\[\]'*]*)"
-COMPARISON = re.compile(rf"{OPERAND}\s*(?:==|!=|<=|>=|<|>)\s*{OPERAND}")
-CALL = re.compile(r"[A-Za-z_]\w*\([^()]*\)")
-EVENT_TEST = re.compile(r"github\.event_name\s*(==|!=)\s*'([^']*)'")
-
-
-def can_be_true(condition: str, event: str) -> bool:
-    """Whether a job `if` can hold when github.event_name is `event`, whatever everything else is.
-
-    Event tests become constants; every other comparison, call or value is an unknown tried both ways. An
-    expression this cannot read fails the test rather than guess."""
-    expr = condition.strip()
-    if expr.startswith("${{") and expr.endswith("}}"):
-        expr = expr[3:-2]
-    expr = EVENT_TEST.sub(lambda m: str((m[2] == event) == (m[1] == "==")), expr)
-    unknowns: list[str] = []
-
-    def unknown(_: re.Match) -> str:
-        unknowns.append(f"u{len(unknowns)}")
-        return unknowns[-1]
-
-    while CALL.search(expr):
-        expr = CALL.sub(unknown, expr)
-    expr = COMPARISON.sub(unknown, expr)
-    expr = re.sub(r"\b(?!True\b|False\b|u\d+\b)[A-Za-z_][\w.\-]*", unknown, expr)
-    py = expr.replace("&&", " and ").replace("||", " or ").replace("!", " not ")
-    assert re.fullmatch(r"[\sA-Za-z0-9()]*", py), f"cannot read condition: {condition!r}"
-    for values in itertools.product((True, False), repeat=len(unknowns)):
-        if eval(py, {"__builtins__": {}}, dict(zip(unknowns, values, strict=True))):
-            return True
-    return False
-
-
-def can_run_on(wf: dict, name: str, event: str) -> bool:
-    """A job runs on `event` if the workflow triggers on it, its `if` can hold, and (no status function
-    overriding it) every job it needs can run too."""
-    if event not in triggers(wf):
-        return False
-    job = wf["jobs"][name]
-    cond = str(job.get("if", "true"))
-    if not can_be_true(cond, event):
-        return False
-    return bool(STATUS_FUNCTION.search(cond)) or all(can_run_on(wf, n, event) for n in needs(job))
 
 
 def pr_jobs(wf: dict) -> dict[str, dict]:
@@ -129,15 +78,6 @@ def test_condition_reader(condition: str, event: str, expected: bool):
 
 
 # --- the workflow ---------------------------------------------------------------------------------------
-
-
-def secrets_of(job: dict) -> set[str]:
-    return set(SECRET_REF.findall(yaml.safe_dump(job)))
-
-
-def literal_environment(job: dict) -> str | None:
-    env = job.get("environment")
-    return env.get("name") if isinstance(env, dict) else env
 
 
 def committed_stacks() -> dict[str, dict]:

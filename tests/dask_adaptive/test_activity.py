@@ -17,7 +17,7 @@ from distributed import Client, Event, Scheduler, Worker
 from dask_adaptive.activity import Activity
 from dask_adaptive.config import resolve
 from dask_adaptive.controller import Controller
-from tests.dask_adaptive.test_controller import ScriptedBackend, running
+from tests.dask_adaptive.scripted_backend import ScriptedBackend, running
 
 
 def hold(name: str) -> str:

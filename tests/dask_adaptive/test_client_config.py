@@ -27,8 +27,8 @@ from dask_adaptive.client_config import (
     default_folder,
     write_files,
 )
-from tests import pki
-from tests.dask_adaptive.procs import REPO, env, scheduler
+from testbed import pki
+from testbed.dask.procs import REPO, env, scheduler
 
 CLIENT = """
 import sys

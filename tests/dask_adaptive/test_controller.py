@@ -17,46 +17,12 @@ import pytest
 from distributed import Client, Scheduler, Worker
 from distributed.core import Status
 
-from dask_adaptive.backends.base import BackendError, Observation, Phase, RemovalReport, Unit
+from dask_adaptive.backends.base import Observation, Phase, RemovalReport, Unit
 from dask_adaptive.backends.departures import Departures, Reason, Stage
 from dask_adaptive.config import resolve
 from dask_adaptive.controller import Controller
 from dask_adaptive.decisions import Hold, ScaleDown, ScaleUp
-
-
-class ScriptedBackend:
-    def __init__(self, *units: Unit) -> None:
-        self.units = {u.name: u for u in units}
-        self.requested = len(units)
-        self.removed: list[list[str]] = []
-        self.scaled: list[int] = []
-        self.fail_observe = False
-        self.fail_remove = 0
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def observe(self) -> Observation:
-        if self.fail_observe:
-            raise BackendError("API unreachable")
-        return Observation(self.requested, tuple(self.units.values()))
-
-    async def scale_up(self, n: int) -> None:
-        self.scaled.append(n)
-        self.requested = n
-
-    async def remove(self, names: list[str]) -> RemovalReport:
-        if self.fail_remove:
-            self.fail_remove -= 1
-            raise BackendError("API 503")
-        self.removed.append(list(names))
-        for name in names:
-            self.units.pop(name, None)
-        self.requested -= len(names)
-        return RemovalReport(tuple(names))
-
-    async def record(self, reason: str, message: str) -> None: ...
+from tests.dask_adaptive.scripted_backend import ScriptedBackend, running
 
 
 class Clock:
@@ -65,10 +31,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def running(*names: str) -> list[Unit]:
-    return [Unit(n, Phase.RUNNING, True) for n in names]
 
 
 def scenario(

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.dask_adaptive.procs import env
+from testbed.dask.procs import env
 
 
 def test_demo_smoke(tmp_path: Path):

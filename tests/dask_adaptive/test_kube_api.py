@@ -25,7 +25,7 @@ from dask_adaptive.backends.kubernetes.api import (
     retry_policy,
     retry_wait,
 )
-from tests.dask_adaptive.kube_fixtures import (
+from testbed.dask.kube_fixtures import (
     Answer,
     FakeApiServer,
     make_ca_and_server_cert,

@@ -19,7 +19,7 @@ import pytest
 from dask_adaptive.backends.base import BackendUnavailable, RemovalReport
 from dask_adaptive.backends.kubernetes.backend import KubernetesBackend
 from dask_adaptive.backends.kubernetes.ranking import plan_removal
-from tests.dask_adaptive.kube_driver import (
+from testbed.dask.kube_driver import (
     FAST_CYCLES,
     Cycles,
     PodWatch,
@@ -31,7 +31,7 @@ from tests.dask_adaptive.kube_driver import (
     ready_names,
     stack_client,
 )
-from tests.dask_adaptive.kube_fixtures import (
+from testbed.dask.kube_fixtures import (
     SCHEDULER,
     WORKERS,
     DaskLayer,
@@ -39,8 +39,8 @@ from tests.dask_adaptive.kube_fixtures import (
     held_execution,
     write_service_account,
 )
-from tests.kube.control_plane import wait_for
-from tests.kube.nodes import NodeSpec, parse_quantity
+from testbed.kube.control_plane import wait_for
+from testbed.kube.nodes import NodeSpec, parse_quantity
 
 pytestmark = pytest.mark.kube
 

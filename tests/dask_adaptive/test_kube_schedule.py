@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dask_adaptive.schedule import DAYS, active_windows, parse_schedule
-from tests.dask_adaptive.kube_driver import PodWatch, deploy_dask, live_pods, stack_client
-from tests.dask_adaptive.kube_fixtures import SCHEDULER, WORKERS, dask_layer
-from tests.kube.control_plane import wait_for
+from testbed.dask.kube_driver import PodWatch, deploy_dask, live_pods, stack_client
+from testbed.dask.kube_fixtures import SCHEDULER, WORKERS, dask_layer
+from testbed.kube.control_plane import wait_for
 
 ZONE = "Asia/Kolkata"
 SCHEDULED = 2  # the window in force asks for this many workers; minWorkers is 0

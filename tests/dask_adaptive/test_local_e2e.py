@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from tests.dask_adaptive.procs import count_executions, http_get, mark_and_sleep, scheduler, wait_for
+from testbed.dask.procs import count_executions, http_get, mark_and_sleep, scheduler, wait_for
 
 MEASUREMENTS = Path("/tmp/dask-adaptive-measurements.json")
 
@@ -132,8 +132,8 @@ def test_zero_to_n_to_floor_without_losing_or_recomputing(tmp_path: Path):
 def test_bad_options_end_the_scheduler_with_one_line_reason(tmp_path: Path, options, env, reason):
     import subprocess
 
-    from tests.dask_adaptive.procs import env as make_env
-    from tests.dask_adaptive.procs import scheduler_command
+    from testbed.dask.procs import env as make_env
+    from testbed.dask.procs import scheduler_command
 
     result = subprocess.run(
         scheduler_command(tmp_path / "s.json", options),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distributed import Client
 
-from tests.dask_adaptive.procs import (
+from testbed.dask.procs import (
     K8S_WORKER_FLAGS,
     alive,
     count_executions,

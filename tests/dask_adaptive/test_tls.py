@@ -23,8 +23,8 @@ from distributed import Client, Security
 from dask_adaptive.backends.base import BackendUnavailable
 from dask_adaptive.backends.local import materialize, worker_tls
 from dask_adaptive.command import WorkerTls, worker_command
-from tests import pki
-from tests.dask_adaptive.procs import alive, env, scheduler, wait_for
+from testbed import pki
+from testbed.dask.procs import alive, env, scheduler, wait_for
 
 SERVICE = "dask-scheduler.tls-test.svc.cluster.local"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from tests.dask_adaptive.procs import scheduler, wait_for
+from testbed.dask.procs import scheduler, wait_for
 
 TRICKLE_S = 20.0
 

@@ -16,7 +16,7 @@ from distributed import Client
 from distributed.versions import get_versions
 
 from dask_adaptive.versions import MATCHED_PACKAGES, describe, mismatches, pip_line
-from tests.dask_adaptive.procs import env, scheduler, stop, wait_for
+from testbed.dask.procs import env, scheduler, stop, wait_for
 
 HERE = Path(__file__).resolve().parent
 FAKE = "0.0.1"

@@ -11,7 +11,7 @@ import pulumi
 import pytest
 from pulumi.runtime.settings import SETTINGS  # the SDK's run state, as pulumi.runtime.test resets it
 
-from tests.infra.harness import Graph, OptionsCapturingMonitor, RecordingMocks, install, run_stack
+from testbed.infra.harness import Graph, OptionsCapturingMonitor, RecordingMocks, install, run_stack
 
 log = logging.getLogger("tests.infra")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.infra.harness import Graph, stack_value
+from testbed.infra.harness import Graph, stack_value
 
 NS = "adaptive-dask"
 ASSOCIATION = "aws:eks/podIdentityAssociation:PodIdentityAssociation"

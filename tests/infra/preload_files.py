@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.infra.harness import REPO_ROOT
+from testbed.infra.harness import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "dask_adaptive"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from infra.config.kubernetes import DEFAULT_IMAGE
 from infra.config.settings import DASK_VERSION
-from tests.infra.harness import REPO_ROOT
+from testbed.infra.harness import REPO_ROOT
 
 IMAGE = REPO_ROOT / "image"
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;#]+)$")

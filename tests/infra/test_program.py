@@ -14,7 +14,7 @@ import pytest
 
 from infra.config.aws import DEFAULT_NETWORK
 from infra.errors import ConfigError
-from tests.infra.harness import (
+from testbed.infra.harness import (
     INFRA_DIR,
     REPO_ROOT,
     Graph,
@@ -243,7 +243,7 @@ _CLI_DRIVER = textwrap.dedent(
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != root]
     sys.path.insert(0, os.path.join(root, "infra"))
     assert importlib.util.find_spec("infra") is None, "repo root leaked onto sys.path"
-    path = os.path.join(root, "tests", "infra", "harness.py")
+    path = os.path.join(root, "testbed", "infra", "harness.py")
     spec = importlib.util.spec_from_file_location("harness", path)
     harness = sys.modules["harness"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(harness)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.infra.harness import Graph, Node, load_stack_config, run_stack, stack_names, stack_value
+from testbed.infra.harness import Graph, Node, load_stack_config, run_stack, stack_names, stack_value
 
 CLUSTER = "aws:eks/cluster:Cluster"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"

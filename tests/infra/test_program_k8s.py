@@ -9,7 +9,15 @@ import pytest
 
 from infra.errors import ConfigError
 from infra.facts.versions import CA_IMAGE_TAGS
-from tests.infra.harness import Graph, install, load_stack_config, run_graph, run_main, run_stack, stack_names
+from testbed.infra.harness import (
+    Graph,
+    install,
+    load_stack_config,
+    run_graph,
+    run_main,
+    run_stack,
+    stack_names,
+)
 from tests.infra.iam_lint import findings
 from tests.infra.preload_files import PACKAGE, on_disk
 from tests.infra.schema import schema_errors

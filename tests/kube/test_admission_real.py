@@ -1,7 +1,7 @@
 """The program's own admission policies judged on the requests a real API server sends.
 
 The policies (infra/k8s/admission.py, built from the stack's settings as tests/infra builds them) are
-served as validating webhooks (tests/kube/admission_webhook.py) on the 1.20 control plane, next to the
+served as validating webhooks (testbed/kube/admission_webhook.py) on the 1.20 control plane, next to the
 stack's other objects (recorded from the Pulumi program as test_stack_applied.py does). The scheduler's
 requests are made with a real TokenRequest token of its ServiceAccount, so RBAC runs first, then the
 API server's own validation, then the policy. Each test checks the HTTP answer, the object afterwards and
@@ -24,12 +24,12 @@ from dask_adaptive.backends.kubernetes import ranking
 from infra.config.settings import DaskSettings
 from infra.k8s import admission
 from infra.k8s import dask_objects as kd
-from tests.infra import builders
-from tests.kube.admission_webhook import DOMAIN, AdmissionWebhook, Review
-from tests.kube.admission_webhook import admission_webhook as admission_webhook  # the fixture
-from tests.kube.control_plane import ControlPlane, wait_for
-from tests.kube.rest import ApiError, Rest
-from tests.kube.stack_apply import StackObjects, apply, record_stack
+from testbed.infra import builders
+from testbed.kube.admission_webhook import DOMAIN, AdmissionWebhook, Review
+from testbed.kube.admission_webhook import admission_webhook as admission_webhook  # the fixture
+from testbed.kube.control_plane import ControlPlane, wait_for
+from testbed.kube.rest import ApiError, Rest
+from testbed.kube.stack_apply import StackObjects, apply, record_stack
 
 pytestmark = pytest.mark.kube
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kube.control_plane import wait_for
-from tests.kube.rest import ApiError
+from testbed.kube.control_plane import wait_for
+from testbed.kube.rest import ApiError
 
 pytestmark = pytest.mark.kube
 

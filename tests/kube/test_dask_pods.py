@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import pod_ready
+from testbed.kube.control_plane import wait_for
+from testbed.kube.kubelet import pod_ready
 
 pytestmark = pytest.mark.kube
 

@@ -71,14 +71,21 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from tests.dask_adaptive.kube_driver import client_security
+from testbed.dask.kube_driver import client_security
+from testbed.infra.harness import stack_value
+from testbed.kube.control_plane import ControlPlane, die_with_parent, free_port, log_tail, wait_for
+from testbed.kube.kubelet import Kubelet, pod_ready
+from testbed.kube.rest import Rest
+from testbed.kube.stack_apply import (
+    SCHEDULER,
+    WORKER,
+    StackObjects,
+    apply,
+    nodes_for,
+    record_stack,
+    selected_pods,
+)
 from tests.infra.data_role import ASSOCIATION, ROLE, ROLE_POLICY, ours, with_data
-from tests.infra.harness import stack_value
-from tests.kube.control_plane import ControlPlane, die_with_parent, free_port, log_tail, wait_for
-from tests.kube.kubelet import Kubelet, pod_ready
-from tests.kube.rest import Rest
-from tests.kube.stack_apply import StackObjects, apply, record_stack
-from tests.kube.test_stack_applied import SCHEDULER, WORKER, _selected, nodes_for
 
 pytestmark = pytest.mark.kube
 
@@ -427,7 +434,7 @@ def egress_allowed(admin: Rest, ns: str, pod: str, ip: str, port: int) -> bool:
         p["spec"]
         for p in admin.items(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies")
         if "Egress" in p["spec"].get("policyTypes", [])
-        and pod in _selected(admin, ns, p["spec"]["podSelector"])
+        and pod in selected_pods(admin, ns, p["spec"]["podSelector"])
     ]
     address = ipaddress.ip_address(ip)
     for spec in policies:

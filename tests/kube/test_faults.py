@@ -9,8 +9,8 @@ import threading
 import pytest
 import urllib3
 
-from tests.kube.control_plane import wait_for
-from tests.kube.nodes import NodeSpec
+from testbed.kube.control_plane import wait_for
+from testbed.kube.nodes import NodeSpec
 
 pytestmark = pytest.mark.kube
 

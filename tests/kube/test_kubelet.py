@@ -6,9 +6,9 @@ import urllib.request
 
 import pytest
 
-from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import pod_ready
-from tests.kube.nodes import NodeSpec
+from testbed.kube.control_plane import wait_for
+from testbed.kube.kubelet import pod_ready
+from testbed.kube.nodes import NodeSpec
 
 pytestmark = pytest.mark.kube
 

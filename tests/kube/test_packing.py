@@ -8,10 +8,10 @@ import collections
 
 import pytest
 
-from tests.dask_adaptive.kube_fixtures import dask_layer
-from tests.kube import stack_apply
-from tests.kube.control_plane import wait_for
-from tests.kube.nodes import NodeSpec
+from testbed.dask.kube_fixtures import dask_layer
+from testbed.kube import stack_apply
+from testbed.kube.control_plane import wait_for
+from testbed.kube.nodes import NodeSpec
 
 pytestmark = pytest.mark.kube
 

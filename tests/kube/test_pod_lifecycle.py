@@ -10,10 +10,10 @@ import signal
 import psutil
 import pytest
 
-from tests.kube.control_plane import wait_for
-from tests.kube.nodes import NodeSpec
-from tests.kube.pod_files import SA_DIR_ENV
-from tests.kube.rest import ApiError
+from testbed.kube.control_plane import wait_for
+from testbed.kube.nodes import NodeSpec
+from testbed.kube.pod_files import SA_DIR_ENV
+from testbed.kube.rest import ApiError
 
 pytestmark = pytest.mark.kube
 

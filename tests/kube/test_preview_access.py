@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 
 from infra.config.aws import PREVIEW_GROUP
-from tests.kube.rest import ApiError
-from tests.kube.stack_apply import CLUSTER_SCOPED, PLURALS, record_stack
+from testbed.kube.rest import ApiError
+from testbed.kube.stack_apply import CLUSTER_SCOPED, PLURALS, record_stack
 
 pytestmark = pytest.mark.kube
 

@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from tests.kube.control_plane import die_with_parent
+from testbed.kube.control_plane import die_with_parent
 
 PARENT = (
     "import subprocess, sys\n"

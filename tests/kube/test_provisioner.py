@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import pod_ready
-from tests.kube.nodes import NodeGroup, NodeSpec
-from tests.kube.provisioner import Launch, NodeProvisioner, expendable, node_count_steps, node_seconds
+from testbed.kube.control_plane import wait_for
+from testbed.kube.kubelet import pod_ready
+from testbed.kube.nodes import NodeGroup, NodeSpec
+from testbed.kube.provisioner import Launch, NodeProvisioner, expendable, node_count_steps, node_seconds
 
 
 @pytest.mark.kube

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.kube.rewriting import CLUSTER_DNS, Rewriter, expand_vars, port_rules
+from testbed.kube.rewriting import CLUSTER_DNS, Rewriter, expand_vars, port_rules
 
 
 def test_var_expansion_follows_kubernetes_rules():

@@ -9,55 +9,30 @@ import json
 
 import pytest
 
-from tests.dask_adaptive.kube_driver import client_security
-from tests.infra.harness import stack_names
-from tests.kube.control_plane import wait_for
-from tests.kube.kubelet import pod_ready
-from tests.kube.nodes import WORKER_TAINT, NodeSpec
-from tests.kube.rest import ApiError
-from tests.kube.stack_apply import StackObjects, apply, record_stack
+from testbed.dask.kube_driver import client_security
+from testbed.infra.harness import stack_names
+from testbed.kube.control_plane import wait_for
+from testbed.kube.kubelet import pod_ready
+from testbed.kube.rest import ApiError
+from testbed.kube.stack_apply import (
+    SCHEDULER,
+    WORKER,
+    StackObjects,
+    apply,
+    nodes_for,
+    record_stack,
+    selected_pods,
+)
 
 pytestmark = pytest.mark.kube
 
 _RECORDED: dict[str, StackObjects] = {}
-SCHEDULER, WORKER = "dask-scheduler", "dask-worker"
 
 
 def objects_of(stack: str) -> StackObjects:
     if stack not in _RECORDED:
         _RECORDED[stack] = record_stack(stack)
     return _RECORDED[stack]
-
-
-def nodes_for(objs: StackObjects) -> list[NodeSpec]:
-    """One node per Deployment placement (nodeSelector, required node affinity, the worker taint if
-    tolerated), big enough for any pod of the stack."""
-    nodes = []
-    for i, dep in enumerate(objs.of_kind("Deployment")):
-        spec = dep["spec"]["template"]["spec"]
-        labels = dict(spec.get("nodeSelector") or {})
-        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        ) or {}
-        for expr in (required.get("nodeSelectorTerms") or [{}])[0].get("matchExpressions") or []:
-            if expr["operator"] == "In":
-                labels[expr["key"]] = expr["values"][0]  # the first pool the pod accepts
-            elif expr["operator"] == "Exists":
-                labels[expr["key"]] = "true"
-        tolerated = any(
-            t.get("key") == WORKER_TAINT["key"] or (t.get("operator") == "Exists" and not t.get("key"))
-            for t in spec.get("tolerations") or []
-        )
-        nodes.append(
-            NodeSpec(
-                f"{objs.stack}-{dep['metadata']['name']}-{i}",
-                cpu="64",
-                memory="256Gi",
-                labels=labels,
-                taints=[dict(WORKER_TAINT)] if tolerated else [],
-            )
-        )
-    return nodes
 
 
 def status(call) -> int:
@@ -224,12 +199,6 @@ def _check_disruption_budget(admin, objs: StackObjects, ns: str, scheduler: str,
     assert deleting is None or deleting["metadata"].get("deletionTimestamp") is not None
 
 
-def _selected(admin, ns: str, selector: dict) -> set[str]:
-    """The pods the API server itself selects with a NetworkPolicy selector (matchLabels)."""
-    labels = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
-    return {p["metadata"]["name"] for p in admin.items(f"/api/v1/namespaces/{ns}/pods", labelSelector=labels)}
-
-
 def _check_fences(admin, objs: StackObjects, ns: str, scheduler: str, worker: str) -> None:
     """5. The namespace's fences as the API server holds them (it stores but does not enforce policies):
     every NetworkPolicy selector picks exactly the intended pods of the stack and not a stranger's."""
@@ -265,9 +234,9 @@ def _check_fences(admin, objs: StackObjects, ns: str, scheduler: str, worker: st
     }
     for name, (governed, peers) in expected.items():
         spec = policies[name]
-        assert _selected(admin, ns, spec["podSelector"]) == governed, name
+        assert selected_pods(admin, ns, spec["podSelector"]) == governed, name
         froms = [f for rule in spec.get("ingress") or [] for f in rule["from"]]
-        assert [_selected(admin, ns, f["podSelector"]) for f in froms] == peers, name
+        assert [selected_pods(admin, ns, f["podSelector"]) for f in froms] == peers, name
     # Egress, as the API server stores it: the default deny covers both directions; the scheduler may open
     # only its workers among the pods (the rest are DNS and API-server addresses), workers the scheduler and
     # each other.
@@ -278,9 +247,9 @@ def _check_fences(admin, objs: StackObjects, ns: str, scheduler: str, worker: st
     }
     for name, (governed, peers) in egress_expected.items():
         spec = policies[name]
-        assert _selected(admin, ns, spec["podSelector"]) == governed, name
+        assert selected_pods(admin, ns, spec["podSelector"]) == governed, name
         tos = [t for rule in spec["egress"] for t in rule["to"] if set(t) == {"podSelector"}]
-        assert [_selected(admin, ns, t["podSelector"]) for t in tos] == peers, name
+        assert [selected_pods(admin, ns, t["podSelector"]) for t in tos] == peers, name
     # The default ServiceAccount mounts no token; the quota is computed and counts the stack's pods.
     assert (
         admin.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default")["automountServiceAccountToken"] is False

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from tests.dask_adaptive.kube_driver import client_security
-from tests.kube.control_plane import wait_for
-from tests.kube.nodes import NodeGroup, NodeSpec
-from tests.kube.stack_apply import apply, record_stack
+from testbed.dask.kube_driver import client_security
+from testbed.kube.control_plane import wait_for
+from testbed.kube.nodes import NodeGroup, NodeSpec
+from testbed.kube.stack_apply import apply, record_stack
 
 pytestmark = pytest.mark.kube
 

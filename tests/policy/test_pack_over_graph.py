@@ -17,7 +17,7 @@ from adaptive_dask_policy import props as R
 from adaptive_dask_policy.checks import is_dask_worker_deployment
 from pulumi_policy import EnforcementLevel
 
-from tests.infra.harness import load_stack_config, run_stack, stack_names
+from testbed.infra.harness import load_stack_config, run_stack, stack_names
 from tests.policy.packrun import Res, by_policy, run_pack
 
 _CACHE: dict[str, list[Res]] = {}

@@ -569,7 +569,7 @@ def test_headroom_placeholders_pass_the_rules_for_dask_pods():
 
     from infra.k8s import headroom
     from infra.k8s.dask_objects import Names
-    from tests.infra import builders
+    from testbed.infra import builders
 
     settings = builders.dask({"headroomWorkers": 1}, target="local")
     held = headroom.placeholder_deployment(settings, Names.of(settings))

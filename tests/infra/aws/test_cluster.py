@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from infra.aws.cluster import kubeconfig, log_group_name
-from tests.infra.harness import (
+from testbed.infra.harness import (
     ACCOUNT_ID,
     CALLER_ARN,
     CALLER_ROLE_ARN,

@@ -16,9 +16,9 @@ from infra.aws import iam
 from infra.config.data_access import DataBucket
 from infra.config.load import load_settings
 from infra.errors import ConfigError
-from tests.infra.builders import PROD_CLUSTER, PROD_NETWORK
+from testbed.infra.builders import PROD_CLUSTER, PROD_NETWORK
+from testbed.infra.harness import Graph, install, run_program, stack_value
 from tests.infra.data_role import ASSOCIATION, ROLE, ROLE_POLICY, ours, with_data
-from tests.infra.harness import Graph, install, run_program, stack_value
 from tests.infra.iam_lint import findings
 
 NS = "adaptive-dask"

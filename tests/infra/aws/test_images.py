@@ -9,7 +9,7 @@ import pytest
 from infra.aws.images import lifecycle_policy, repository_name
 from infra.config.load import load_settings
 from infra.errors import ConfigError
-from tests.infra.harness import Graph, install, run_program
+from testbed.infra.harness import Graph, install, run_program
 
 NS = "adaptive-dask"
 REPOSITORY = "aws:ecr/repository:Repository"
@@ -68,7 +68,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def prod_with_image(image: str) -> dict[str, str]:
-    from tests.infra.builders import prod
+    from testbed.infra.builders import prod
 
     return {**prod(), f"{NS}:target": "aws", f"{NS}:dask": json.dumps({"image": image})}
 

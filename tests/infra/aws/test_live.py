@@ -24,7 +24,7 @@ from infra.aws.live import (
 from infra.aws.nodegroups import DESIRED_FROM_LIVE_TAG, ami_release_parameter
 from infra.config.settings import WorkerGroupConfig
 from infra.errors import ConfigError, LiveStateError
-from tests.infra.harness import (
+from testbed.infra.harness import (
     ACCOUNT_ID,
     CALLER_ROLE_ARN,
     REPO_ROOT,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from infra.aws.network import carve_subnets, nat_subnet_indexes
 from infra.errors import ConfigError
-from tests.infra.harness import ACCOUNT_ID, Graph, Node, RecordingMocks, run_stack
+from testbed.infra.harness import ACCOUNT_ID, Graph, Node, RecordingMocks, run_stack
 
 GraphOf = Callable[..., Graph]
 SUBNET = "aws:ec2/subnet:Subnet"

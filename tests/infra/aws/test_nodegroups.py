@@ -12,7 +12,7 @@ from infra.aws.nodegroups import AMI_TYPE, launch_template_args, tag_resource_na
 from infra.aws.tags import eks_taints, scale_from_zero_tags
 from infra.config.settings import WorkerGroupConfig
 from infra.facts.placement import Taint, pool_placement, tolerations
-from tests.infra.harness import Graph, Node, stack_value
+from testbed.infra.harness import Graph, Node, stack_value
 
 GraphOf = Callable[..., Graph]
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"

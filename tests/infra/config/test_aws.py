@@ -16,15 +16,14 @@ from infra.config.aws import (
     DEFAULT_CLUSTER,
     DEFAULT_NETWORK,
     DEFAULT_SYSTEM,
-    DEFAULT_WORKER,
-    is_arm_instance_type,
 )
 from infra.config.load import load_settings
+from infra.config.node_groups import DEFAULT_WORKER, is_arm_instance_type
 from infra.config.settings import Settings
 from infra.errors import ConfigError
 from infra.facts.versions import SUPPORTED_KUBERNETES_VERSIONS
-from tests.infra.builders import PROD_CLUSTER, prod
-from tests.infra.harness import REPO_ROOT, install, run_program
+from testbed.infra.builders import PROD_CLUSTER, prod
+from testbed.infra.harness import REPO_ROOT, install, run_program
 
 NS = "adaptive-dask"
 NET, CLUSTER, SYSTEM, WORKERS = (
@@ -670,7 +669,7 @@ def test_a_node_group_name_over_63_characters_is_refused_before_anything() -> No
 
 def test_the_asg_tag_count_the_config_checks_is_the_one_the_aws_layer_builds() -> None:
     from infra.aws.tags import scale_from_zero_tags
-    from infra.config.aws import node_template_tag_count
+    from infra.config.node_groups import node_template_tag_count
 
     s = settings(
         {

@@ -23,8 +23,8 @@ from infra.errors import ConfigError
 from infra.facts import instance_types as it
 from infra.facts import sizing
 from infra.facts.placement import WORKER_TAINT, Taint
-from tests.infra import builders
-from tests.infra.harness import REPO_ROOT
+from testbed.infra import builders
+from testbed.infra.harness import REPO_ROOT
 
 
 def facts(

@@ -12,8 +12,8 @@ import pytest
 from dask_adaptive import config as preload_config
 from dask_adaptive import options
 from infra.aws.live import EKS_UNSUPPORTED_ZONE_IDS
-from infra.config import autoscaler, aws, kubernetes, reader, reference
-from tests.infra.harness import REPO_ROOT
+from infra.config import autoscaler, aws, kubernetes, node_groups, reader, reference
+from testbed.infra.harness import REPO_ROOT
 
 STALE = "stale: python -m infra.config.reference > docs/configuration-reference.md"
 
@@ -40,7 +40,7 @@ def test_the_module_prints_the_reference() -> None:
         aws.DEFAULT_NETWORK,
         aws.DEFAULT_CLUSTER,
         aws.DEFAULT_SYSTEM,
-        aws.DEFAULT_WORKER,
+        node_groups.DEFAULT_WORKER,
         kubernetes.DASK_DEFAULTS,
         autoscaler.AUTOSCALER_DEFAULTS,
     ],

@@ -17,7 +17,7 @@ import pytest
 
 from dask_adaptive.backends.kubernetes import ranking
 from infra.k8s import admission
-from tests.infra.admission_review import (
+from testbed.infra.admission_review import (
     NAMES,
     NS,
     SETTINGS,
@@ -89,7 +89,7 @@ def test_worker_deletes_keep_the_workers_grace(case, objects, verdict):
 
 
 def test_the_grace_floor_follows_the_configured_termination_grace():
-    from tests.infra import builders
+    from testbed.infra import builders
 
     settings = builders.dask(
         {"terminationGracePeriodSeconds": 900}, target="local", namespace=NS

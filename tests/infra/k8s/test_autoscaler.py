@@ -11,8 +11,8 @@ import pulumi_kubernetes as k8s
 from infra.facts.versions import CA_IMAGE_TAGS
 from infra.k8s import ca as k8s_ca
 from infra.k8s.autoscaler import ClusterAutoscaler
-from tests.infra import builders
-from tests.infra.harness import Graph, install, resolve, run_graph
+from testbed.infra import builders
+from testbed.infra.harness import Graph, install, resolve, run_graph
 from tests.infra.iam_lint import findings
 
 CLUSTER = "adask-dev"

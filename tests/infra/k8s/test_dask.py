@@ -13,8 +13,8 @@ from infra.config.settings import DaskSettings
 from infra.errors import ConfigError
 from infra.facts.placement import Taint
 from infra.k8s.dask import DaskCluster
-from tests.infra import builders
-from tests.infra.harness import Graph, install, resolve, run_graph
+from testbed.infra import builders
+from testbed.infra.harness import Graph, install, resolve, run_graph
 from tests.infra.preload_files import PACKAGE, on_disk
 from tests.infra.schema import schema_errors
 
@@ -565,7 +565,7 @@ def test_pass_through_preload_options_reach_the_scheduler_as_set(stack_graph):
 def test_bad_pass_through_values_fail_at_preview_naming_the_stack_key(dask, key, allowed):
     from infra.config.load import load_settings
     from infra.errors import ConfigError
-    from tests.infra.harness import install, run_program
+    from testbed.infra.harness import install, run_program
 
     install(stack="test", config={"adaptive-dask:target": "local", "adaptive-dask:dask": json.dumps(dask)})
     with pytest.raises(ConfigError) as caught:

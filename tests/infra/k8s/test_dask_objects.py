@@ -21,7 +21,7 @@ import pytest
 from dask_adaptive.backends.kubernetes.api import KubeApi
 from dask_adaptive.config import reference
 from infra.k8s import dask_objects as kd
-from tests.infra.harness import Graph, Node, stack_names
+from testbed.infra.harness import Graph, Node, stack_names
 from tests.infra.schema import schema_errors
 
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
@@ -74,7 +74,7 @@ def test_every_stack_registers_a_budget_that_selects_only_the_scheduler(stack, s
 
 
 def test_the_budget_is_valid_for_kubernetes_1_33_and_its_selector_is_the_deployments():
-    from tests.infra.builders import aws_settings, local_settings
+    from testbed.infra.builders import aws_settings, local_settings
 
     for settings in (aws_settings(), local_settings()):
         names = kd.Names(settings.namespace)
@@ -86,7 +86,7 @@ def test_the_budget_is_valid_for_kubernetes_1_33_and_its_selector_is_the_deploym
 
 def test_a_budget_selecting_the_workers_would_be_caught():
     """The selector check above can fail: the worker template's labels are not the scheduler's."""
-    from tests.infra.builders import aws_settings
+    from testbed.infra.builders import aws_settings
 
     settings = aws_settings()
     names = kd.Names(settings.namespace)
@@ -141,7 +141,7 @@ def materialise(volume: dict, folder: Path, namespace: str) -> None:
 
 
 def test_the_projected_folder_is_what_the_preloads_in_cluster_client_reads(tmp_path):
-    from tests.infra.builders import aws_settings
+    from testbed.infra.builders import aws_settings
 
     settings = aws_settings()
     names = kd.Names(settings.namespace)

@@ -21,8 +21,8 @@ from infra.config.settings import DaskSettings
 from infra.facts.quantity import parse_cpu_millicores, parse_memory_bytes
 from infra.k8s import admission, guards, network_policies, rbac, services
 from infra.k8s import dask_objects as kd
-from tests.infra import builders
-from tests.infra.admission_review import (
+from testbed.infra import builders
+from testbed.infra.admission_review import (
     HASH,
     NAMES,
     NS,
@@ -35,7 +35,7 @@ from tests.infra.admission_review import (
     review,
     scale,
 )
-from tests.infra.builders import MAX_WORKERS, aws_settings, local_settings, names_of, templates
+from testbed.infra.builders import MAX_WORKERS, aws_settings, local_settings, names_of, templates
 from tests.infra.pod_security import restricted_violations
 from tests.infra.schema import schema_errors
 

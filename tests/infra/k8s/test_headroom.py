@@ -14,8 +14,8 @@ import pytest
 from infra.errors import ConfigError
 from infra.facts.placement import EXPENDABLE_PRIORITY_CUTOFF
 from infra.k8s import guards, headroom
-from tests.infra import builders
-from tests.infra.harness import Graph
+from testbed.infra import builders
+from testbed.infra.harness import Graph
 from tests.infra.pod_security import restricted_violations
 from tests.infra.schema import schema_errors
 

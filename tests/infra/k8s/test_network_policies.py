@@ -21,8 +21,8 @@ import pytest
 from infra.facts.versions import CA_IMAGE_TAGS
 from infra.k8s import dask_objects as kd
 from infra.k8s import network_policies as np_
-from tests.infra import builders
-from tests.infra.harness import Graph, stack_names, stack_value
+from testbed.infra import builders
+from testbed.infra.harness import Graph, stack_names, stack_value
 from tests.infra.schema import schema_errors, wire_to_json
 
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"

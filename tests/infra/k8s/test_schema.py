@@ -16,7 +16,7 @@ from infra.facts.versions import CA_IMAGE_TAGS
 from infra.k8s import dask_objects as kd
 from infra.k8s import preload as kp
 from infra.k8s import rbac, services
-from tests.infra import builders
+from testbed.infra import builders
 from tests.infra.schema import schema_errors
 
 

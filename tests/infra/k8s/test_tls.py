@@ -25,9 +25,9 @@ from distributed.security import Security
 from infra.errors import ConfigError
 from infra.k8s import dask_objects as kd
 from infra.k8s import tls, tls_mount
-from tests import pki
-from tests.infra import builders
-from tests.infra.harness import Graph, Node, run_stack
+from testbed import pki
+from testbed.infra import builders
+from testbed.infra.harness import Graph, Node, run_stack
 
 SECRET = "kubernetes:core/v1:Secret"
 AWS_STACKS = ("dev", "prod")

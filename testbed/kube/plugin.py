@@ -1,5 +1,5 @@
 """pytest plugin: the real Kubernetes control plane (`kube`), per-test namespaces, the kubelet harness
-and the fault-injection proxy, as fixtures. Registered for the whole suite via `-p tests.kube.plugin`.
+and the fault-injection proxy, as fixtures. Registered for the whole suite via `-p testbed.kube.plugin`.
 
 Why a plugin rather than a conftest: tests/dask_adaptive/test_kube_*.py use the same fixtures, and the
 control plane must be started at most once per session whichever folder asks first.
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.kube.control_plane import ControlPlane, find_binaries, wait_for
-from tests.kube.faults import FaultProxy
-from tests.kube.kubelet import ACTIVE, Kubelet
-from tests.kube.nodes import NodeGroup, NodeSpec
+from testbed.kube.control_plane import ControlPlane, find_binaries, wait_for
+from testbed.kube.faults import FaultProxy
+from testbed.kube.kubelet import ACTIVE, Kubelet
+from testbed.kube.nodes import NodeGroup, NodeSpec
 
 __all__ = ["ControlPlane", "FaultProxy", "Kubelet", "NodeGroup", "NodeSpec", "wait_for"]
 

@@ -4,7 +4,7 @@ container's environment, command line and working directory resolved on this mac
 - The image is ignored: the command runs with `.venv/bin` first on PATH (`dask`, `python` → the venv;
   the Kubelet's `venv_bin` may choose another venv per pod).
 - Volume mountPaths become per-pod folders; every occurrence of a mountPath in args/env/workingDir is
-  rewritten to its folder, as are declared container ports and Service DNS names (tests/kube/rewriting.py).
+  rewritten to its folder, as are declared container ports and Service DNS names (testbed/kube/rewriting.py).
 - The ServiceAccount files (a real TokenRequest token bound to the pod, ca.crt, namespace) go to a
   per-pod folder given in DASK_ADAPTIVE__KUBERNETES__SERVICE_ACCOUNT_DIR; the standard mount path
   /var/run/secrets/kubernetes.io/serviceaccount is rewritten to it. A pod with
@@ -25,13 +25,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.kube.containers import Container
-from tests.kube.nodes import parse_quantity
-from tests.kube.rest import Rest
-from tests.kube.rewriting import CLUSTER_DNS, Rewriter, expand_vars, port_rules
+from testbed.kube.containers import Container
+from testbed.kube.nodes import parse_quantity
+from testbed.kube.rest import Rest
+from testbed.kube.rewriting import CLUSTER_DNS, Rewriter, expand_vars, port_rules
 
 if TYPE_CHECKING:
-    from tests.kube.runner import PodRunner
+    from testbed.kube.runner import PodRunner
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"

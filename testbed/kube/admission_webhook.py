@@ -3,9 +3,9 @@
 Why: a 1.20 API server cannot run a ValidatingAdmissionPolicy (VAP, GA in 1.30), and the hand-built
 AdmissionRequests of tests/infra are only as faithful as their author. A 1.20 server does call
 validating webhooks (admissionregistration.k8s.io/v1) with the real AdmissionReview, so this module
-serves each policy as a webhook: a small HTTPS server on 127.0.0.1 (its own CA, made with tests/pki.py)
+serves each policy as a webhook: a small HTTPS server on 127.0.0.1 (its own CA, made with testbed/pki.py)
 that turns every AdmissionReview into the variables a VAP sees and evaluates the policy's CEL with the
-same evaluator as the infra tests (`review` of tests/infra/admission_review.py, cel-python).
+same evaluator as the infra tests (`review` of testbed/infra/admission_review.py, cel-python).
 
 Per request, as a VAP does: matchConstraints.resourceRules become the webhook's `rules` (the API server
 itself matches group/version/resource/subresource/operation; the evaluator checks the same rules again
@@ -55,10 +55,10 @@ from typing import Any
 import celpy
 import pytest
 
-from tests import pki
-from tests.infra.admission_review import cel, is_true, review, rule_matches
-from tests.kube.control_plane import ControlPlane, wait_for
-from tests.kube.rest import ApiError, Rest
+from testbed import pki
+from testbed.infra.admission_review import cel, is_true, review, rule_matches
+from testbed.kube.control_plane import ControlPlane, wait_for
+from testbed.kube.rest import ApiError, Rest
 
 WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
 DOMAIN = "vap.adaptive-dask.test"  # webhook names must be fully qualified

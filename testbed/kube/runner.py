@@ -1,5 +1,5 @@
-"""The pod runner of the test kubelet: one thread per pod that materialises it (tests/kube/pod_files.py),
-runs init containers then containers as local process groups, probes them (tests/kube/probes.py),
+"""The pod runner of the test kubelet: one thread per pod that materialises it (testbed/kube/pod_files.py),
+runs init containers then containers as local process groups, probes them (testbed/kube/probes.py),
 restarts them per restartPolicy with backoff, reports the pod status, and on deletion runs preStop,
 SIGTERM, the grace period and SIGKILL before finalising the pod object, as a kubelet does."""
 
@@ -13,19 +13,19 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from tests.kube.containers import Container, exited, signal_group
-from tests.kube.control_plane import die_with_parent, free_port
-from tests.kube.nodes import now_iso
-from tests.kube.pod_files import PodFiles
-from tests.kube.probes import ProbeState, advance, run_probe
-from tests.kube.rest import ApiError
+from testbed.kube.containers import Container, exited, signal_group
+from testbed.kube.control_plane import die_with_parent, free_port
+from testbed.kube.nodes import now_iso
+from testbed.kube.pod_files import PodFiles
+from testbed.kube.probes import ProbeState, advance, run_probe
+from testbed.kube.rest import ApiError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.kube.kubelet import Kubelet
+    from testbed.kube.kubelet import Kubelet
 
-log = logging.getLogger("tests.kube.kubelet")
+log = logging.getLogger("testbed.kube.kubelet")
 
 
 class PodRunner:

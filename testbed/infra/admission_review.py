@@ -6,7 +6,7 @@
 - `request`, `user`, `pod`, `patched`, `scale` build the AdmissionRequest and the objects admission sees
   for the Dask layer of `SETTINGS` (`builders.aws_settings()`); `WORKER` is a running worker pod.
 
-The admission tests of tests/infra/k8s/ use both; tests/kube/admission_webhook.py runs the same evaluator
+The admission tests of tests/infra/k8s/ use both; testbed/kube/admission_webhook.py runs the same evaluator
 behind a real apiserver.
 """
 
@@ -21,7 +21,7 @@ from celpy import celtypes
 
 from infra.k8s import admission
 from infra.k8s import dask_objects as kd
-from tests.infra.builders import aws_settings, names_of, templates
+from testbed.infra.builders import aws_settings, names_of, templates
 
 # ---------------------------------------------------------------- the evaluator
 

@@ -47,7 +47,7 @@ from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
 
 def _load_pki() -> Any:
-    """tests/pki.py by path: this harness also runs where the repo root is not importable (the CLI test)."""
+    """testbed/pki.py by path: this harness also runs where the repo root is not importable (the CLI test)."""
     spec = importlib.util.spec_from_file_location("_harness_pki", Path(__file__).parents[1] / "pki.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -176,7 +176,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "defaultVersion": 1,
                 "name": a.inputs.get("name") or _physical(a.name),
             },
-            # pulumi-tls: real PEMs (tests/pki.py), so Secrets carry material Dask and ssl can load
+            # pulumi-tls: real PEMs (testbed/pki.py), so Secrets carry material Dask and ssl can load
             "tls:index/privateKey:PrivateKey": self._private_key,
             "tls:index/selfSignedCert:SelfSignedCert": self._self_signed,
             "tls:index/certRequest:CertRequest": self._cert_request,

@@ -9,10 +9,10 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-from tests.kube.rewriting import Rewriter
+from testbed.kube.rewriting import Rewriter
 
 if TYPE_CHECKING:
-    from tests.kube.kubelet import Kubelet
+    from testbed.kube.kubelet import Kubelet
 
 
 class ServiceForwarder:

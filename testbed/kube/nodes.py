@@ -88,7 +88,7 @@ class NodeSpec:
             ],
             "nodeInfo": {
                 "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": os.uname().release,
-                "osImage": "tests/kube harness", "containerRuntimeVersion": "local-process://0",
+                "osImage": "testbed/kube harness", "containerRuntimeVersion": "local-process://0",
                 "kubeletVersion": "v1.20.2", "kubeProxyVersion": "v1.20.2", "operatingSystem": "linux",
                 "architecture": "amd64",
             },

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlparse
 
-from tests.kube.control_plane import sign_serving_cert
+from testbed.kube.control_plane import sign_serving_cert
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -372,7 +372,7 @@ def _status_bytes(code: int, message: str, retry_after: int | None) -> bytes:
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
-        "message": message or f"injected by tests/kube/faults.py: {reason}",
+        "message": message or f"injected by testbed/kube/faults.py: {reason}",
         "reason": reason,
         "code": code,
     }

@@ -3,7 +3,7 @@
 Why: our machines have no container runtime, but the behaviour we must test (the preload scaling a
 worker Deployment, the ReplicaSet choosing which pod to delete, graceful retirement racing SIGTERM)
 needs pods that are real Dask processes whose readiness Kubernetes actually sees. So the control plane
-is real (tests/kube/control_plane.py) and only the node agent is ours.
+is real (testbed/kube/control_plane.py) and only the node agent is ours.
 
 One module per concern (what is faithful and what is not: tests/kube/README.md):
 - kubelet.py (here): the `Kubelet` — registers nodes, the sync loop that starts/updates/finalises a
@@ -31,16 +31,16 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.kube.containers import group_alive, signal_group
-from tests.kube.control_plane import ControlPlane, log_tail, wait_for
-from tests.kube.nodes import NodeGroup, NodeSpec
-from tests.kube.pod_files import VENV_BIN
-from tests.kube.provisioner import NodeProvisioner
-from tests.kube.rest import ApiError
-from tests.kube.runner import PodRunner
-from tests.kube.services import Services
+from testbed.kube.containers import group_alive, signal_group
+from testbed.kube.control_plane import ControlPlane, log_tail, wait_for
+from testbed.kube.nodes import NodeGroup, NodeSpec
+from testbed.kube.pod_files import VENV_BIN
+from testbed.kube.provisioner import NodeProvisioner
+from testbed.kube.rest import ApiError
+from testbed.kube.runner import PodRunner
+from testbed.kube.services import Services
 
-log = logging.getLogger("tests.kube.kubelet")
+log = logging.getLogger("testbed.kube.kubelet")
 
 # All kubelets of this process, so the pytest plugin can print their pod logs when a test fails.
 ACTIVE: list[Kubelet] = []

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tests.kube.nodes import NodeGroup, parse_quantity
+from testbed.kube.nodes import NodeGroup, parse_quantity
 
 if TYPE_CHECKING:
-    from tests.kube.kubelet import Kubelet
-    from tests.kube.nodes import NodeSpec
+    from testbed.kube.kubelet import Kubelet
+    from testbed.kube.nodes import NodeSpec
 
 # cluster-autoscaler's --expendable-pods-priority-cutoff default: lower-priority pods are ignored by it
 EXPENDABLE_PRIORITY_CUTOFF = -10

@@ -17,9 +17,9 @@ from typing import Any
 from dask_adaptive.backends.kubernetes.ranking import DELETION_COST, LOWEST_COST, pod_ready
 from dask_adaptive.client_config import decode_secret
 from infra.k8s.tls_mount import CLIENT_SECRET
-from tests.dask_adaptive.kube_fixtures import SCHEDULER, WORKERS, DaskLayer, dask_layer, held_execution
-from tests.kube import stack_apply
-from tests.kube.control_plane import wait_for
+from testbed.dask.kube_fixtures import SCHEDULER, WORKERS, DaskLayer, dask_layer, held_execution
+from testbed.kube import stack_apply
+from testbed.kube.control_plane import wait_for
 
 # Short scale-up/scale-down cycles (`adaptive-dask:dask` keys): the data-safety tests and the benchmark.
 FAST_CYCLES = {"minWorkers": 1, "maxWorkers": 3, "interval": 0.25, "targetDuration": 1, "scaleDownDelay": 0.5}
@@ -114,7 +114,7 @@ def deploy_dask(
     env: dict[str, str] | None = None,
     **config: Any,
 ) -> DaskLayer:
-    """The program's Dask layer in `ns` (tests/dask_adaptive/kube_fixtures.py; `config` are its
+    """The program's Dask layer in `ns` (testbed/dask/kube_fixtures.py; `config` are its
     `adaptive-dask:dask` keys, or a `layer` recorded already): RBAC, the preload ConfigMap, the scheduler
     Service (and whatever else the layer registers), the worker Deployment (replicas 0), then the
     scheduler Pod (`env`: extra scheduler environment)."""

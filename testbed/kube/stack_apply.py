@@ -1,5 +1,5 @@
 """Take the Kubernetes objects the Pulumi program registers for a stack (recorded under mocks by
-tests/infra/harness.py — what `pulumi up` would send) and apply them to the real control plane.
+testbed/infra/harness.py — what `pulumi up` would send) and apply them to the real control plane.
 
 Why: schema tests prove the objects are well-formed; only a real apiserver proves they are accepted
 together, that the ServiceAccount and Role grant exactly what the preload needs, and that the scheduler
@@ -12,7 +12,11 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.kube.rest import Rest
+from testbed.kube.nodes import WORKER_TAINT, NodeSpec
+from testbed.kube.rest import Rest
+
+# The program's names of the scheduler's and the workers' Deployments (and ServiceAccounts).
+SCHEDULER, WORKER = "dask-scheduler", "dask-worker"
 
 # Resource types the program registers that are not plain objects for this apiserver, and why.
 _VAP_WHY = (
@@ -97,7 +101,7 @@ def record_stack(stack: str, overrides: dict[str, str] | None = None) -> StackOb
     file) under the infra harness's mocks and collect its Kubernetes objects."""
     import pulumi
 
-    from tests.infra.harness import run_stack
+    from testbed.infra.harness import run_stack
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -133,10 +137,47 @@ def record_stack(stack: str, overrides: dict[str, str] | None = None) -> StackOb
     return out
 
 
+def nodes_for(objs: StackObjects) -> list[NodeSpec]:
+    """One node per Deployment placement (nodeSelector, required node affinity, the worker taint if
+    tolerated), big enough for any pod of the stack."""
+    nodes = []
+    for i, dep in enumerate(objs.of_kind("Deployment")):
+        spec = dep["spec"]["template"]["spec"]
+        labels = dict(spec.get("nodeSelector") or {})
+        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ) or {}
+        for expr in (required.get("nodeSelectorTerms") or [{}])[0].get("matchExpressions") or []:
+            if expr["operator"] == "In":
+                labels[expr["key"]] = expr["values"][0]  # the first pool the pod accepts
+            elif expr["operator"] == "Exists":
+                labels[expr["key"]] = "true"
+        tolerated = any(
+            t.get("key") == WORKER_TAINT["key"] or (t.get("operator") == "Exists" and not t.get("key"))
+            for t in spec.get("tolerations") or []
+        )
+        nodes.append(
+            NodeSpec(
+                f"{objs.stack}-{dep['metadata']['name']}-{i}",
+                cpu="64",
+                memory="256Gi",
+                labels=labels,
+                taints=[dict(WORKER_TAINT)] if tolerated else [],
+            )
+        )
+    return nodes
+
+
+def selected_pods(admin: Rest, ns: str, selector: dict[str, Any]) -> set[str]:
+    """The pods the API server itself selects with a NetworkPolicy selector (matchLabels)."""
+    labels = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
+    return {p["metadata"]["name"] for p in admin.items(f"/api/v1/namespaces/{ns}/pods", labelSelector=labels)}
+
+
 def post(rest: Rest, obj: dict[str, Any], path: str | None = None) -> None:
     """Create one object as `pulumi up` would, and wait where a real controller would have retried."""
-    from tests.kube.control_plane import wait_for
-    from tests.kube.rest import ApiError
+    from testbed.kube.control_plane import wait_for
+    from testbed.kube.rest import ApiError
 
     collection = path or object_path(obj)
     try:
@@ -157,7 +198,7 @@ def post(rest: Rest, obj: dict[str, Any], path: str | None = None) -> None:
 def apply(rest: Rest, objects: list[dict[str, Any]], patches: list[dict[str, Any]] = ()) -> None:
     """Create every object (Namespaces first, then in registration order), as `pulumi up` would, then
     merge the patches into the objects they name once Kubernetes has made them."""
-    from tests.kube.control_plane import wait_for
+    from testbed.kube.control_plane import wait_for
 
     ordered = sorted(objects, key=lambda o: o["kind"] != "Namespace")  # stable: registration order kept
     for obj in ordered:

@@ -1,7 +1,7 @@
 """Text rewriting: what makes cluster-shaped command lines, env values and probes work on one machine.
 
 `$(VAR)` expansion as Kubernetes does it, and one-pass rewriting of mount paths, declared container
-ports and Service DNS names (the rules for Services are built by tests/kube/services.py).
+ports and Service DNS names (the rules for Services are built by testbed/kube/services.py).
 """
 
 from __future__ import annotations

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.kube.rest import ApiError, Rest
+from testbed.kube.rest import ApiError, Rest
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 DEFAULT_BIN = Path.home() / ".cache" / "adaptive-dask" / "kube-1.20.2" / "bin"
-BUILD_SCRIPT = Path(__file__).with_name("build.sh")
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "tests" / "kube" / "build.sh"
 T = TypeVar("T")
 
 _port_lock = threading.Lock()

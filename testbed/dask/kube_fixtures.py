@@ -25,7 +25,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from tests.kube.stack_apply import StackObjects, object_path, record_stack
+from testbed.kube.stack_apply import StackObjects, object_path, record_stack
 
 
 @dataclass
@@ -199,12 +199,12 @@ def write_service_account(folder: Path, token: str, namespace: str = "work", ca:
 # -- the Dask layer as the Pulumi program registers it, for the end-to-end tests on the real control plane --
 #
 # Every object is one the program registers: the `dev` stack is run under the infra mocks
-# (tests/kube/stack_apply.record_stack: what `pulumi up` would send) with stack config overrides only -
+# (testbed/kube/stack_apply.record_stack: what `pulumi up` would send) with stack config overrides only -
 # `adaptive-dask:dask` (the test's namespace, the scaling knobs a test asks for, workers of 1 CPU / 2Gi,
 # one thread, as stacks/Pulumi.local.yaml sizes them) and one worker group named `workers` (the
 # harness's worker nodes carry that pool label and the worker taint). So selector, labels, command lines,
 # probes, ports, volumes, ServiceAccounts, Role, grace period and resources are production's, and the
-# pods load dask_adaptive from the shipped ConfigMap. The harness (tests/kube) ignores the image: the
+# pods load dask_adaptive from the shipped ConfigMap. The harness (testbed/kube) ignores the image: the
 # venv's python runs the command.
 #
 # Overrides of the registered objects, and only these (each where a test asks for it, never silently):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.kube.probes import ProbeState
+from testbed.kube.probes import ProbeState
 
 
 def exited(proc: subprocess.Popen[bytes]) -> bool:

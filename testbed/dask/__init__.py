@@ -1,0 +1,1 @@
+"""The Dask end-to-end driver on the control plane, and real-process helpers (scheduler, workers)."""
