@@ -53,6 +53,10 @@ from infra.config.aws import DEFAULT_REGION, LATEST, MANAGED_ADDONS, parse_aws  
 from infra.config.reader import PROJECT, ConfigReader, Field  # noqa: E402
 from infra.errors import ConfigError  # noqa: E402
 
+# The sibling scripts, whether this one runs as a file or is loaded by path (tests/ci).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from list_stacks import stack_files  # noqa: E402  (one reading of stacks/, as Pulumi finds the files)
+
 CLUSTER_KEY = f"{PROJECT}:cluster"
 AMI_FIELD = "nodeAmiReleaseVersion"
 ADDONS_FIELD = "addonVersions"
@@ -60,7 +64,6 @@ ADDONS_FIELD = "addonVersions"
 # program reads one SSM parameter per stack. A tuple so a second architecture is one entry away; the single
 # pin key then has to hold a release both agree on (checked in `ami_release`).
 ARCHITECTURES: tuple[str, ...] = (ARCHITECTURE,)
-STACK_FILE = re.compile(r"^Pulumi\.(?P<stack>[A-Za-z0-9_.-]+)\.ya?ml$")
 PR_BODY_LIMIT = 60_000  # GitHub refuses a pull request body over 65,536 characters
 
 
@@ -463,16 +466,6 @@ class AwsCli:
             ]
         )  # fmt: skip
         return json.loads(out)
-
-
-def stack_files(stacks_dir: Path) -> dict[str, Path]:
-    """Stack name -> its file (Pulumi.<stack>.yaml, or .yml), as Pulumi finds them in stackConfigDir."""
-    found: dict[str, Path] = {}
-    for p in sorted(stacks_dir.iterdir()):
-        m = STACK_FILE.match(p.name)
-        if p.is_file() and m:
-            found.setdefault(m["stack"], p)
-    return found
 
 
 def _label(path: Path) -> str:

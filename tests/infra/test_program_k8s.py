@@ -17,6 +17,7 @@ from testbed.infra.harness import (
     run_main,
     run_stack,
     stack_names,
+    stack_value,
 )
 from tests.infra.iam_lint import findings
 from tests.infra.preload_files import PACKAGE, on_disk
@@ -29,18 +30,8 @@ _CACHE: dict[tuple, Graph] = {}
 _PACKAGE_AT_RUN: dict[tuple, dict[str, str]] = {}  # the package files as they were when the program ran
 
 
-def stack_config(stack: str, key: str, default: object = None) -> object:
-    _, config, _ = load_stack_config(stack)
-    if key not in config:
-        return default
-    try:
-        return json.loads(config[key])
-    except json.JSONDecodeError:
-        return config[key]
-
-
 def target(stack: str) -> str:
-    return str(stack_config(stack, "adaptive-dask:target", "aws"))
+    return str(stack_value(stack, "adaptive-dask:target", "aws"))
 
 
 AWS_STACKS = [s for s in STACKS if target(s) == "aws"]
@@ -70,7 +61,7 @@ def kube_objects(g: Graph) -> list:
 def kubernetes_minor(stack: str) -> str:
     if target(stack) == "local":
         return min(CA_IMAGE_TAGS)  # any cluster: validate against the oldest supported minor
-    return str({"version": "1.35", **stack_config(stack, "adaptive-dask:cluster", {})}["version"])  # type: ignore[dict-item]
+    return str({"version": "1.35", **stack_value(stack, "adaptive-dask:cluster", {})}["version"])  # type: ignore[dict-item]
 
 
 def autoscaler_policy(g: Graph):
@@ -149,7 +140,7 @@ def test_aws_workers_are_sized_for_and_pinned_to_the_stack_worker_groups(stack):
     from infra.facts.instance_types import pod_capacity
 
     g = graph_of(stack)
-    groups = stack_config(stack, "adaptive-dask:workerGroups")
+    groups = stack_value(stack, "adaptive-dask:workerGroups")
     spec = worker(g).inputs["spec"]["template"]["spec"]
     placement = json.dumps({k: spec.get(k) for k in ("nodeSelector", "affinity")})
     for group in groups:  # type: ignore[union-attr]
@@ -189,7 +180,7 @@ def test_autoscaler_release_matches_the_cluster(stack):
     cluster = g.one("aws:eks/cluster:Cluster")
     assert values["autoDiscovery"]["clusterName"] == cluster.state["name"]
     assert values["image"]["tag"] == CA_IMAGE_TAGS[kubernetes_minor(stack)]
-    assert values["awsRegion"] == stack_config(stack, "aws:region")
+    assert values["awsRegion"] == stack_value(stack, "aws:region")
     role = g.one(
         "aws:iam/role:Role",
         name=next(n.name for n in g.of_type("aws:iam/role:Role") if "autoscaler" in n.name),
@@ -199,7 +190,7 @@ def test_autoscaler_release_matches_the_cluster(stack):
     oidc = g.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
     assert trust["Statement"][0]["Principal"]["Federated"] == oidc.state["arn"]
     assert g.exports["clusterAutoscalerRoleArn"] == role.state["arn"]
-    groups = stack_config(stack, "adaptive-dask:workerGroups")
+    groups = stack_value(stack, "adaptive-dask:workerGroups")
     kinds = {grp.get("capacityType", "ON_DEMAND") for grp in groups}  # type: ignore[union-attr]
     assert ("expanderPriorities" in values) == (kinds == {"SPOT", "ON_DEMAND"})
     if "expanderPriorities" in values:
