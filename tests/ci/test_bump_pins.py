@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +29,7 @@ from tests.ci.workflows import (
     can_run_on,
     is_strict,
     literal_environment,
+    load_prod_settings,
     secrets_of,
     steps_using,
     triggers,
@@ -213,25 +213,11 @@ def test_the_program_still_loads_the_bumped_prod_file(bp, tmp_path: Path):
     version = cluster_of(committed("prod"))["version"]
     aws = newer(version)
     assert run(bp, aws, root / "stacks", "prod") == 0
-    probe = (
-        "import json, sys; from pathlib import Path\n"
-        "from testbed.infra.harness import install, load_stack_config, run_program\n"
-        "from infra.config.load import load_settings\n"
-        "_, config, secrets = load_stack_config('prod', root=Path(sys.argv[1]))\n"
-        "install(stack='prod', config=config, secret_keys=secrets)\n"
-        "c = run_program(load_settings).aws.cluster\n"
-        "print(json.dumps([c.node_ami_release_version, dict(c.addon_versions)]))\n"
+    ami, addons = yaml.safe_load(
+        load_prod_settings(
+            root, "json.dumps([s.aws.cluster.node_ami_release_version, dict(s.aws.cluster.addon_versions)])"
+        )
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", probe, str(root)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    ami, addons = yaml.safe_load(proc.stdout.strip().splitlines()[-1])
     assert ami == aws.ami
     assert addons == {a: aws.addons[a] for a in MANAGED_ADDONS}
 

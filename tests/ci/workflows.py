@@ -116,3 +116,28 @@ def secrets_of(job: dict) -> set[str]:
 def literal_environment(job: dict) -> str | None:
     env = job.get("environment")
     return env.get("name") if isinstance(env, dict) else env
+
+
+def load_prod_settings(root: Path, expression: str) -> str:
+    """`expression` over the Settings the program loads (load_settings under the harness's mocks) from
+    `root`'s stacks/Pulumi.prod.yaml, printed by a fresh process (the Pulumi runtime's globals stay out of
+    this one); its last line of output."""
+    probe = (
+        "import json, sys; from pathlib import Path\n"
+        "from testbed.infra.harness import install, load_stack_config, run_program\n"
+        "from infra.config.load import load_settings\n"
+        "_, config, secrets = load_stack_config('prod', root=Path(sys.argv[1]))\n"
+        "install(stack='prod', config=config, secret_keys=secrets)\n"
+        "s = run_program(load_settings)\n"
+        f"print({expression})\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
