@@ -147,7 +147,7 @@ def test_triggers(wf):
 def test_test_job_runs_the_readme_command(wf):
     runs = [s.get("run", "") for s in wf["jobs"]["test"]["steps"]]
     assert "bash .ci/run" in runs
-    # build.sh needs Debian bookworm; the hosted runner is Ubuntu
+    # build.sh needs Debian 12 or 13 (it refuses Ubuntu); the hosted runner is Ubuntu
     assert "bookworm" in wf["jobs"]["test"]["container"]
 
 
