@@ -103,7 +103,10 @@ def admission_variables(names: Names, worker_grace_seconds: int) -> list[dict[st
         },
         {
             "name": "onlyDeletionCostChanged",
-            "expression": "request.operation == 'UPDATE' && object.spec == oldObject.spec && "
+            # spec guarded like the metadata fields: an Event (also matched) has none, and an absent
+            # field compared is an error in cel-go and cel-expr-python (cel-python answered true)
+            "expression": "request.operation == 'UPDATE' && has(object.spec) == has(oldObject.spec) "
+            "&& (!has(object.spec) || object.spec == oldObject.spec) && "
             + " && ".join(_same_field(f) for f in ("labels", "ownerReferences", "finalizers"))
             + " && "
             + _same_annotations_except(DELETION_COST),

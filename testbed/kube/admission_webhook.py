@@ -34,7 +34,10 @@ What differs from a 1.30+ API server running the policy natively:
   validation, so one request may be judged more than once (a retry against a fresh read, or a pod's
   two-phase delete), each time with a new uid.
 - CEL: cel-python, not cel-go with the Kubernetes libraries; the shipped expressions use the CEL core and
-  has() only (tests/infra checks that), so both evaluate them alike.
+  has() only (tests/infra checks that), so both evaluate them alike. Every expression is also evaluated
+  by Google's C++ runtime (cel-expr-python, testbed/infra/cel_crosscheck.py) on every recorded request
+  when a test reads `Review.disagreements` (not while the API server waits). Each AdmissionReview
+  received is appended to `<workdir>/reviews.jsonl` with its verdict.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,7 @@ import pytest
 
 from testbed import pki
 from testbed.infra.admission_review import cel, is_true, review, rule_matches
+from testbed.infra.cel_crosscheck import disagreements
 from testbed.kube.control_plane import ControlPlane, wait_for
 from testbed.kube.rest import ApiError, Rest
 
@@ -77,6 +82,13 @@ class Review:
     errors: list[str] = field(default_factory=list)  # evaluation errors
     reason: str = ""  # the status reason answered with a denial
     seconds: float = 0.0  # evaluation time
+    judged_by: dict[str, Any] = field(default_factory=dict, repr=False)  # the policy as served
+
+    @cached_property
+    def disagreements(self) -> list[str]:
+        """cel-python vs cel-expr-python on every expression of the policy, for this request; computed when
+        first read, not while the API server waits for the answer (its timeout is 10 s)."""
+        return disagreements(self.judged_by, self.request) if self.judged_by else []
 
     @property
     def verdict(self) -> str:
@@ -187,7 +199,7 @@ def judge(policy: dict[str, Any], sent: dict[str, Any]) -> Review:
         reason = next(
             (v.get("reason", "Forbidden") for v in spec["validations"] if v["message"] in denied), ""
         )
-        return Review(name, sent, matched, allowed, denied, errors, reason, time.monotonic() - t0)
+        return Review(name, sent, matched, allowed, denied, errors, reason, time.monotonic() - t0, policy)
 
     activation = {
         "request": celpy.json_to_cel(request),
@@ -329,6 +341,8 @@ class AdmissionWebhook:
             result = judge(policy, sent)
         with self._lock:
             self._reviews.append(result)
+            with (self.workdir / "reviews.jsonl").open("a") as fh:
+                fh.write(json.dumps({"policy": policy_name, "verdict": result.verdict, "review": doc}) + "\n")
         response: dict[str, Any] = {"uid": sent["uid"], "allowed": result.allowed}
         if not result.allowed:
             response["status"] = {

@@ -5,239 +5,44 @@ served as validating webhooks (testbed/kube/admission_webhook.py) on the 1.20 co
 stack's other objects (recorded from the Pulumi program as test_stack_applied.py does). The scheduler's
 requests are made with a real TokenRequest token of its ServiceAccount, so RBAC runs first, then the
 API server's own validation, then the policy. Each test checks the HTTP answer, the object afterwards and
-the AdmissionReview the policy saw (e.g. the gracePeriodSeconds the server filled in).
+the AdmissionReview the policy saw (e.g. the gracePeriodSeconds the server filled in). Every review is
+also evaluated by Google's CEL runtime (cel-expr-python) and must read every expression as cel-python
+does. The stack and the request helpers live in testbed/kube/admission_stack.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from dask_adaptive.backends.kubernetes import ranking
-from infra.config.settings import DaskSettings
 from infra.k8s import admission
 from infra.k8s import dask_objects as kd
-from testbed.infra import builders
-from testbed.kube.admission_webhook import DOMAIN, AdmissionWebhook, Review
+from testbed.infra.cel_crosscheck import evaluate_both, expressions
+from testbed.kube.admission_stack import (
+    APPS,
+    CORE,
+    EVENTS,
+    Stack,
+    answer,
+    delete,
+    judged,
+    pod_or_none,
+    run,
+    worker_pods,
+)
+from testbed.kube.admission_stack import no_workers_left as no_workers_left  # autouse fixture
+from testbed.kube.admission_stack import stack as stack  # the module's stack fixture
+from testbed.kube.admission_webhook import DOMAIN, Review
 from testbed.kube.admission_webhook import admission_webhook as admission_webhook  # the fixture
 from testbed.kube.control_plane import ControlPlane, wait_for
-from testbed.kube.rest import ApiError, Rest
-from testbed.kube.stack_apply import StackObjects, apply, record_stack
+from testbed.kube.rest import MERGE_PATCH
 
 pytestmark = pytest.mark.kube
-
-# The local stack's sizing (stacks/Pulumi.local.yaml) in a namespace of its own.
-DASK = {
-    "minWorkers": 0,
-    "maxWorkers": 3,
-    "workerCpu": "1",
-    "workerMemory": "2Gi",
-    "scratchSize": "5Gi",
-    "schedulerCpu": "500m",
-    "schedulerMemory": "1Gi",
-}
-CORE, APPS, EVENTS = "/api/v1/namespaces", "/apis/apps/v1/namespaces", "/apis/events.k8s.io/v1/namespaces"
-
-
-@dataclass
-class Stack:
-    """The applied stack, its policies as served, and the clients of the two parties."""
-
-    kube: ControlPlane
-    hook: AdmissionWebhook
-    settings: DaskSettings
-    names: kd.Names
-    objects: StackObjects
-    policy: dict[str, Any]  # the scheduler's policy
-    priority: dict[str, Any]  # the PriorityClass policy
-    admin: Rest
-    scheduler: Rest  # the scheduler ServiceAccount's TokenRequest token
-    other: str  # another namespace
-    node: str  # a Node nothing is scheduled on: pods are bound to it by hand
-
-    @property
-    def ns(self) -> str:
-        return self.names.namespace
-
-    @property
-    def user(self) -> str:
-        return admission.scheduler_username(self.names)
-
-    def message(self, fragment: str, policy: dict[str, Any] | None = None) -> str:
-        """The one validation message of the policy containing `fragment`."""
-        (found,) = [
-            v["message"] for v in (policy or self.policy)["spec"]["validations"] if fragment in v["message"]
-        ]
-        return found
-
-    def denial(self, message: str, policy: dict[str, Any] | None = None) -> str:
-        """How the API server words a webhook's denial."""
-        webhook = f"{(policy or self.policy)['metadata']['name']}.{DOMAIN}"
-        return f'admission webhook "{webhook}" denied the request: {message}'
-
-    def reviews(self, policy: dict[str, Any] | None = None, **where: Any) -> list[Review]:
-        return self.hook.reviews((policy or self.policy)["metadata"]["name"], **where)
-
-
-def answer(call: Callable[[], Any]) -> tuple[int, str]:
-    """(HTTP status, message) of an API call; 2xx is 200."""
-    try:
-        call()
-    except ApiError as exc:
-        return exc.status, str(exc.body.get("message") if isinstance(exc.body, dict) else exc.body)
-    return 200, ""
-
-
-@pytest.fixture(scope="module")
-def stack(kube: ControlPlane, admission_webhook: AdmissionWebhook) -> Iterator[Stack]:
-    """The local stack's objects in a fresh namespace, both policies served, another namespace and a Node."""
-    ns = f"adm-{uuid.uuid4().hex[:6]}"
-    raw = {**DASK, "namespace": ns}
-    settings = builders.dask(raw, target="local", namespace=ns)
-    names = kd.Names(settings.namespace)
-    objects = record_stack("local", {"adaptive-dask:dask": json.dumps(raw)})
-    worker_spec = objects.find("Deployment", names.worker)["spec"]["template"]["spec"]
-    assert (
-        objects.namespace == ns
-        and worker_spec["terminationGracePeriodSeconds"] == settings.termination_grace_seconds
-    )
-    policy = admission.admission_policy(settings, names)
-    priority = admission.priority_class_policy(settings, names)
-    admin = kube.rest()
-    # Registered before the stack is applied, as on EKS: the stack's own creations are judged too.
-    admission_webhook.register(priority)
-    admission_webhook.register(policy)
-    other = kube.create_namespace("adm-other")
-    node = f"{ns}-node"
-    # Unschedulable (and tainted not-ready by admission): kube-scheduler never binds a pod to it.
-    admin.post("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
-                                 "spec": {"unschedulable": True}})  # fmt: skip
-    try:
-        apply(admin, objects.objects, objects.patches)
-        kube.wait_service_account(ns, names.worker)  # the ReplicaSet's worker pods are refused before
-        token = kube.service_account_token(ns, names.scheduler)
-        yield Stack(kube, admission_webhook, settings, names, objects, policy, priority, admin,
-                    kube.rest(token=token), other, node)  # fmt: skip
-    finally:
-        print_summary(admission_webhook, [policy, priority])
-        kube.delete_namespace(ns)
-        kube.delete_namespace(other)
-        for path in (
-            f"/api/v1/nodes/{node}",
-            f"/apis/scheduling.k8s.io/v1/priorityclasses/{names.scheduler_priority_class}",
-        ):
-            with contextlib.suppress(ApiError):
-                admin.delete(path)
-
-
-def print_summary(hook: AdmissionWebhook, policies: list[dict[str, Any]]) -> None:
-    """Counts of what each policy saw (shown with -s; the figures of the report)."""
-    for p in policies:
-        seen = hook.reviews(p["metadata"]["name"])
-        verdicts = {v: sum(r.verdict == v for r in seen) for v in ("allowed", "denied", "unmatched")}
-        errors = sum(bool(r.errors) for r in seen)
-        slowest = max((r.seconds for r in seen), default=0.0)
-        users = sorted({r.username for r in seen})
-        print(f"\n{p['metadata']['name']}: {len(seen)} reviews {verdicts}, {errors} with errors, "
-              f"slowest evaluation {slowest * 1000:.0f} ms, users {users}")  # fmt: skip
-    print(f"requests judged more than once: {REPEATS}")
-
-
-# ---------------------------------------------------------------- worker pods, as the ReplicaSet makes them
-
-
-def worker_pods(s: Stack, replicas: int) -> list[dict[str, Any]]:
-    """Scale the worker Deployment (as admin) and return its live, not terminating pods, oldest first."""
-    s.admin.patch(f"{APPS}/{s.ns}/deployments/{s.names.worker}/scale", {"spec": {"replicas": replicas}})
-    selector = ",".join(f"{k}={v}" for k, v in kd.selector_labels(s.names, "worker").items())
-
-    def live() -> tuple[list[dict[str, Any]]] | None:  # a tuple: an empty list is a valid answer
-        pods = s.admin.items(f"{CORE}/{s.ns}/pods", labelSelector=selector)
-        pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-        if len(pods) != replicas:
-            return None
-        return (sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"]),)
-
-    (pods,) = wait_for(live, 30, message=f"{replicas} worker pods of the ReplicaSet")
-    return pods
-
-
-def run(s: Stack, pod: dict[str, Any], phase: str = "Running") -> str:
-    """Bind a pod to the node and report `phase` as a kubelet would (Pending: bound, not started yet)."""
-    name = pod["metadata"]["name"]
-    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-               "target": {"apiVersion": "v1", "kind": "Node", "name": s.node}}  # fmt: skip
-    s.admin.post(f"{CORE}/{s.ns}/pods/{name}/binding", binding)
-    if phase != "Pending":
-        s.admin.patch(f"{CORE}/{s.ns}/pods/{name}/status", {"status": {"phase": phase}})
-    return name
-
-
-def delete(rest: Rest, s: Stack, pod: str, grace: int | None = None, dry_run: bool = False) -> Any:
-    """DELETE a pod of the stack: DeleteOptions in the body as kubectl sends them, or no body at all (the
-    preload's DELETE) when `grace` is None. The API server ignores the query when a body is sent, so a dry
-    run goes where the options are."""
-    if grace is None:
-        return rest.request(
-            "DELETE", f"{CORE}/{s.ns}/pods/{pod}", params={"dryRun": "All"} if dry_run else None
-        )
-    options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": grace}
-    if dry_run:
-        options["dryRun"] = ["All"]
-    return rest.request("DELETE", f"{CORE}/{s.ns}/pods/{pod}", options)
-
-
-@pytest.fixture(autouse=True)
-def no_workers_left(stack: Stack) -> Iterator[None]:
-    """Each test starts and ends with the worker Deployment at 0 and no worker pod, so none depends on
-    another's leftovers (a pod deleted with grace stays Terminating here: there is no kubelet)."""
-    yield
-    worker_pods(stack, 0)
-    selector = ",".join(f"{k}={v}" for k, v in kd.selector_labels(stack.names, "worker").items())
-    path = f"{CORE}/{stack.ns}/pods"
-    for pod in stack.admin.items(path, labelSelector=selector):
-        stack.admin.delete(f"{path}/{pod['metadata']['name']}", {"gracePeriodSeconds": 0})
-    wait_for(lambda: not stack.admin.items(path, labelSelector=selector), 30, message="no worker pod left")
-
-
-def pod_or_none(s: Stack, name: str) -> dict[str, Any] | None:
-    return s.admin.get_or_none(f"{CORE}/{s.ns}/pods/{name}")
-
-
-# Requests the API server judged more than once (case -> times), for the summary.
-REPEATS: dict[str, int] = {}
-
-
-def judged(
-    s: Stack, call: Callable[[], Any], policy: dict[str, Any] | None = None, **where: Any
-) -> tuple[tuple[int, str], Review]:
-    """Make one request; return its (status, message) and the review the policy made of it.
-
-    The API server may judge one request several times, each with a new uid: the storage layer validates
-    against its cached copy first and, on a refusal or a conflict, again against a fresh read; and a pod's
-    immediate delete is two writes (deletionTimestamp set, then removal), each judged. Every attempt must
-    get the same verdict; the last is returned.
-    """
-    name = (policy or s.policy)["metadata"]["name"]
-    before = len(s.hook.reviews())
-    result = answer(call)
-    new = [
-        r
-        for r in s.hook.reviews()[before:]
-        if r.policy == name and all(getattr(r, k) == v for k, v in where.items())
-    ]
-    assert new, f"{name} saw no request matching {where}; answer {result}"
-    assert len({(r.verdict, tuple(r.denied), tuple(r.errors)) for r in new}) == 1, [r.request for r in new]
-    if len(new) > 1:
-        REPEATS[f"{new[-1].operation} {new[-1].resource} {new[-1].name}"] = len(new)
-    return result, new[-1]
+STRATEGIC = "application/strategic-merge-patch+json"  # merges `containers` by name: an image swap alone
 
 
 def test_the_api_server_calls_the_webhooks_it_was_given(kube: ControlPlane, stack: Stack) -> None:
@@ -508,3 +313,93 @@ def test_e_other_users_are_never_judged_by_the_scheduler_policy(stack: Stack) ->
     assert all(r.matched for r in mine if r.username == s.user)
     assert {"admin", s.user, "system:kube-controller-manager"} <= {r.username for r in mine}
     assert [(r.policy, r.request) for r in s.hook.reviews() if r.errors] == []
+
+
+# ---------------------------------------------------------------- (f) the scheduler's token, every action
+
+
+def test_f_forbidden_actions_with_the_schedulers_token_are_refused(stack: Stack) -> None:
+    """What tests a-e leave out: an image swap on a running worker pod, deleting the scheduler's own pod,
+    and editing the worker Deployment itself. (Relabelling a worker, scaling above the maximum and
+    force-deleting a running worker are refused above; scaling within bounds, a graceful delete and the
+    deletion-cost patch are allowed above.)"""
+    s = stack
+    (pod,) = (run(s, p) for p in worker_pods(s, 1))
+    path = f"{CORE}/{s.ns}/pods/{pod}"
+    container = s.admin.get(path)["spec"]["containers"][0]
+    # A strategic-merge patch changes only the image (a merge-patch of `containers` would replace the list
+    # and be refused by the API server's own validation before admission).
+    swap = {"spec": {"containers": [{"name": container["name"], "image": "registry.example/evil:1"}]}}
+    result, seen = judged(s, lambda: s.scheduler.patch(path, swap, STRATEGIC), name=pod, username=s.user)
+    only_cost = s.message(f"but the {admission.DELETION_COST}")
+    assert result == (403, s.denial(only_cost)) and seen.operation == "UPDATE", result
+    assert seen.request["object"]["spec"]["containers"][0]["image"] == "registry.example/evil:1"
+    assert s.admin.get(path)["spec"]["containers"][0]["image"] == container["image"]
+    # The same patch by admin goes through: the refusal above is the policy's, not the API server's.
+    assert answer(lambda: s.admin.patch(path, swap, STRATEGIC)) == (200, "")
+    # The scheduler's own pod (made by its ReplicaSet): the scheduler may not delete it, with or without
+    # a grace period.
+    selector = ",".join(f"{k}={v}" for k, v in kd.selector_labels(s.names, "scheduler").items())
+    (own,) = [p["metadata"]["name"] for p in s.admin.items(f"{CORE}/{s.ns}/pods", labelSelector=selector)]
+    workers_only = s.message("may only touch the worker pods")
+    for grace in (None, s.settings.termination_grace_seconds, 0):
+        result, seen = judged(s, lambda g=grace: delete(s.scheduler, s, own, g), name=own, username=s.user)
+        assert result == (403, s.denial(workers_only)) and seen.denied[0] == workers_only, grace
+    assert pod_or_none(s, own)["metadata"].get("deletionTimestamp") is None
+    # The worker Deployment itself (its image, its labels): RBAC refuses before admission is asked.
+    deployment = f"{APPS}/{s.ns}/deployments/{s.names.worker}"
+    before = len(s.hook.reviews())
+    template = {"spec": {"template": {"spec": {"containers": [{"name": "x", "image": "evil"}]}}}}
+    code, message = answer(lambda: s.scheduler.patch(deployment, template, STRATEGIC))
+    assert code == 403 and 'cannot patch resource "deployments"' in message, message
+    assert [r for r in s.hook.reviews()[before:] if r.username == s.user] == []
+
+
+def test_g_both_cel_implementations_read_every_real_review_alike(stack: Stack) -> None:
+    """Every AdmissionReview the API server sent in this module (the scheduler's, admin's, the controllers'),
+    every expression of both policies, by cel-python and by cel-expr-python: equal values everywhere, and
+    every validation of the scheduler's policy seen both true and false on real requests."""
+    s = stack
+    # Dry runs by the scheduler (judged, nothing changed) so that each validation fails at least once even
+    # when this test runs alone: scale above the maximum, a force-delete, an image swap, the scheduler's
+    # own pod, an Event about another Deployment. (Pod creation and the Deployment's own writes come from
+    # the controller-manager, whose requests every expression is evaluated on too.)
+    (pod,) = (run(s, p) for p in worker_pods(s, 1))
+    container = s.admin.get(f"{CORE}/{s.ns}/pods/{pod}")["spec"]["containers"][0]["name"]
+    selector = ",".join(f"{k}={v}" for k, v in kd.selector_labels(s.names, "scheduler").items())
+    (own,) = [p["metadata"]["name"] for p in s.admin.items(f"{CORE}/{s.ns}/pods", labelSelector=selector)]
+    dry, sched = {"dryRun": "All"}, s.scheduler
+    other = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "other", "namespace": s.ns}
+    for call in (
+        lambda: sched.request(
+            "PATCH", f"{APPS}/{s.ns}/deployments/{s.names.worker}/scale",
+            {"spec": {"replicas": s.settings.max_workers + 1}}, params=dry, content_type=MERGE_PATCH,
+        ),
+        lambda: delete(sched, s, pod, 0, dry_run=True),
+        lambda: sched.request(
+            "PATCH", f"{CORE}/{s.ns}/pods/{pod}",
+            {"spec": {"containers": [{"name": container, "image": "e"}]}}, params=dry, content_type=STRATEGIC,
+        ),
+        lambda: delete(sched, s, own, None, dry_run=True),
+        lambda: sched.request("POST", f"{CORE}/{s.ns}/events", event_about(s, other), params=dry),
+    ):  # fmt: skip
+        assert answer(call)[0] == 403
+    # and admin's dry-run Event in another namespace (unmatched, but every expression is evaluated on it)
+    elsewhere = {**other, "namespace": s.other}
+    event = event_about(s, elsewhere, s.other)
+    assert answer(lambda: s.admin.request("POST", f"{CORE}/{s.other}/events", event, params=dry)) == (200, "")
+    seen = s.hook.reviews()
+    assert len(seen) >= 20 and {r.policy for r in seen} == {
+        s.policy["metadata"]["name"],
+        s.priority["metadata"]["name"],
+    }
+    assert [(r.policy, r.operation, r.resource, r.disagreements) for r in seen if r.disagreements] == []
+    outcomes: dict[str, set[Any]] = {}
+    for r in s.reviews():
+        for o in evaluate_both(s.policy, r.request):
+            assert o.agree, (o, r.request)
+            outcomes.setdefault(o.label, set()).add(repr(o.google))
+    validations = [label for label, _ in expressions(s.policy) if label.startswith("validations[")]
+    assert {v: outcomes[v] for v in validations} == {v: {"True", "False"} for v in validations}
+    n = len(expressions(s.policy))
+    print(f"\ncross-checked {len(seen)} real reviews x {n} expressions: no disagreement")
