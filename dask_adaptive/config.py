@@ -8,6 +8,7 @@ CONFIG.md are built from it, so documentation and defaults cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -65,6 +66,7 @@ class PreloadSettings:
     worker_nanny: bool  # local: `dask worker` with its nanny (the pods' layout) or `--no-nanny`
     worker_threads: int  # threads of every worker (the local backend starts them so; divides a cold target)
     node_packing: bool  # victims packed by node (decisions.pack_victims); False: the scheduler's order
+    worker_group: str  # label `group` of the worker-seconds counter (metrics.py)
     # kubernetes backend tunables (dask config only: no command-line option)
     not_ready_timeout: float
     settle_timeout: float
@@ -297,6 +299,7 @@ def resolve(options: Mapping[str, Any]) -> PreloadSettings:
         worker_nanny=_bool("local.worker-nanny", get("worker-nanny")),
         worker_threads=_int("worker-threads", get("worker-threads"), 1),
         node_packing=_bool("node-packing", get("node-packing")),
+        worker_group=_text("worker-group", get("worker-group")) or "",
         not_ready_timeout=tunable("not-ready-timeout"),
         settle_timeout=tunable("settle-timeout"),
         poll_interval=tunable("poll-interval"),
@@ -307,4 +310,7 @@ def resolve(options: Mapping[str, Any]) -> PreloadSettings:
         for key in ("namespace", "deployment", "selector"):
             if getattr(settings, key) is None:
                 raise SettingsError(key, None, "is required with --backend kubernetes")
+    if not settings.worker_group:
+        default = settings.deployment if backend == "kubernetes" else "local"
+        settings = dataclasses.replace(settings, worker_group=str(default))
     return settings

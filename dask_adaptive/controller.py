@@ -47,7 +47,7 @@ from dask_adaptive.decisions import (
 )
 from dask_adaptive.executor import ACCEPTING, Look, ScaleDownExecutor, workers_by_name
 from dask_adaptive.logs import fmt
-from dask_adaptive.metrics import Stats
+from dask_adaptive.metrics import Stats, WorkerClock
 from dask_adaptive.reconcile import reconcile
 from dask_adaptive.schedule import active_windows
 
@@ -75,6 +75,7 @@ class Controller:
             settings.min_workers, settings.max_workers, settings.scale_down_delay, "--min-workers"
         )
         self.stats = Stats()
+        self.worker_clock = WorkerClock()  # worker-seconds of our units, from the backend's looks
         self.history = History()
         self.known: set[str] = set()  # every unit name the backend reported
         self.nodes: dict[str, str | None] = {}  # the node of each unit of the last look
@@ -164,6 +165,7 @@ class Controller:
             return None
         # from here to the decision, no await: the departures record is of the moment `requested` was read
         now = self.clock()
+        self.stats.add_worker_seconds(self.settings.worker_group, self.worker_clock.tick(now, obs.units))
         workers = workers_by_name(self.scheduler)
         self.known.update(u.name for u in obs.units)
         self.nodes.clear()
@@ -176,6 +178,7 @@ class Controller:
         self._seen_arrived = set(snap.arrived)
         self._update_limits()
         decision, self.history = decide(snap, self.limits, self.history)
+        self.stats.count_decision(type(decision).__name__, decision.cause)
         self._update_gauges(snap)
         self._log_decision(decision)
         if isinstance(decision, ScaleUp):

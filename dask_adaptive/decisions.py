@@ -54,10 +54,25 @@ class Snapshot:
     busy: int = 0  # our workers processing at once at the busiest moment since the previous snapshot
 
 
+# The cause of a decision as one word of a fixed set: the label `reason` of dask_adaptive_decisions_total
+# (metrics.py), where the free-text `reason` (numbers included) would make a new series every look.
+CAUSES = {
+    "work": "ScaleUp: the queued work asks for more workers than are wanted",
+    "minimum": "ScaleUp: the minimum (--min-workers or a min-workers-schedule window) asks for more",
+    "at-target": "Hold: wanted equals desired",
+    "in-progress": "Hold: a scale-down is still running",
+    "within-delay": "Hold: below wanted for less than scale-down-delay",
+    "recently-needed": "Hold: the busiest look of the window still needs every wanted worker",
+    "only-starting": "Hold: the excess is units already starting (kept, retired once arrived)",
+    "idle": "ScaleDown: below wanted for the whole scale-down-delay window",
+}
+
+
 @dataclass(frozen=True)
 class ScaleUp:
     wanted: int  # the new wanted size; the mechanism adds the units still retiring to it
     reason: str
+    cause: str = field(default="", compare=False)  # one of CAUSES
 
 
 @dataclass(frozen=True)
@@ -66,11 +81,13 @@ class ScaleDown:
     cancel: tuple[str, ...]  # not-yet-arrived units to remove without retirement
     retire: int  # how many running workers to retire (victims are chosen by the scheduler)
     reason: str
+    cause: str = field(default="", compare=False)  # one of CAUSES
 
 
 @dataclass(frozen=True)
 class Hold:
     reason: str
+    cause: str = field(default="", compare=False)  # one of CAUSES
 
 
 Decision = ScaleUp | ScaleDown | Hold
@@ -134,18 +151,21 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
     if desired > wanted:
         # name the minimum when it, not the work, asks for more (e.g. a scheduled window opened)
         cause = f" to minimum {limits.minimum} ({limits.minimum_from})" if snap.target < desired else ""
-        return ScaleUp(desired, f"scale up now{cause}: {state}"), history
+        code = "minimum" if cause else "work"
+        return ScaleUp(desired, f"scale up now{cause}: {state}", code), history
     if desired == wanted:
-        return Hold(f"at target: {state}"), history
+        return Hold(f"at target: {state}", "at-target"), history
     if snap.retiring or snap.in_progress:
-        return Hold(f"scale-down already in progress: {state}"), history
+        return Hold(f"scale-down already in progress: {state}", "in-progress"), history
     if not history.covers(snap.now, limits.scale_down_delay):
         return Hold(
-            f"target below wanted for less than the {limits.scale_down_delay:g}s window: {state}"
+            f"target below wanted for less than the {limits.scale_down_delay:g}s window: {state}",
+            "within-delay",
         ), history
     floor = history.highest()
     if floor >= wanted:
-        return Hold(f"needed {floor} within the last {limits.scale_down_delay:g}s: {state}"), history
+        reason = f"needed {floor} within the last {limits.scale_down_delay:g}s: {state}"
+        return Hold(reason, "recently-needed"), history
     excess = wanted - floor
     cancel = snap.pending[:excess]
     # a starting unit's start is paid and it arrives soon: it stays (retired once arrived, if still in
@@ -157,8 +177,8 @@ def decide(snap: Snapshot, limits: Limits, history: History) -> tuple[Decision, 
         f"{len(cancel)} not-started, retire {retire}, keep {keep} starting"
     )
     if not cancel and not retire:
-        return Hold(f"{what}: {state}"), history
-    return ScaleDown(floor + keep, cancel, retire, f"{what}: {state}"), history
+        return Hold(f"{what}: {state}", "only-starting"), history
+    return ScaleDown(floor + keep, cancel, retire, f"{what}: {state}", "idle"), history
 
 
 def pack_victims(

@@ -67,6 +67,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("retire-timeout", DURATION, stack=True),
     Option("worker-threads", INT),
     Option("node-packing", BOOL, stack=True),
+    Option("worker-group", TEXT),
     Option("namespace", TEXT),
     Option("deployment", TEXT),
     Option("selector", TEXT),

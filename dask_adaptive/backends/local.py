@@ -169,7 +169,10 @@ class LocalBackend:
                 phase = Phase.RUNNING
             else:
                 phase = Phase.STARTING
-            units.append(Unit(name=name, phase=phase, ready=phase is Phase.RUNNING))
+            # a spawned process holds this machine until it is reaped
+            units.append(
+                Unit(name=name, phase=phase, ready=phase is Phase.RUNNING, placed=proc.process is not None)
+            )
         requested = sum(1 for u in units if u.phase is not Phase.TERMINATING)
         return Observation(requested=requested, units=tuple(units))
 

@@ -348,3 +348,28 @@ def test_without_node_packing_busy_workers_are_never_chosen():
 def test_pick_victims_node_packing_switch(node_packing, k, expected):
     nodes = {"a1": "A", "a2": "A", "a9": "A", "b1": "B"}
     assert pick_victims(["a1", "a2", "b1"], nodes, k, node_packing=node_packing) == expected
+
+
+CAUSE_CASES = [
+    ("work", [(0, 5, 0)], {}, ScaleUp),
+    ("minimum", [(0, 0, 0)], {}, ScaleUp),
+    ("at-target", [(0, 3, 3)], {}, Hold),
+    ("in-progress", [(0, 1, 4)], {"in_progress": True}, Hold),
+    ("within-delay", [(0, 1, 4), (29, 1, 4)], {}, Hold),
+    ("recently-needed", [(0, 1, 4), (10, 4, 4), (31, 1, 4)], {}, Hold),
+    ("only-starting", [(0, 1, 4), (30, 1, 4)], {"starting": ("s1", "s2", "s3")}, Hold),
+    ("idle", [(0, 1, 4), (15, 1, 4), (30, 1, 4)], {}, ScaleDown),
+]
+
+
+@pytest.mark.parametrize(("cause", "steps", "snap", "kind"), CAUSE_CASES)
+def test_every_branch_names_its_cause_from_the_fixed_set(cause, steps, snap, kind):
+    """The cause is the `reason` label of dask_adaptive_decisions_total: one word per branch of `decide`."""
+    decision = run(steps, **snap)
+    assert type(decision) is kind and decision.cause == cause
+
+
+def test_the_causes_table_is_exactly_the_branches():
+    from dask_adaptive.decisions import CAUSES
+
+    assert set(CAUSES) == {case[0] for case in CAUSE_CASES}

@@ -30,6 +30,7 @@ EVERY_VALUE = {
     "retire_timeout": 240.0,
     "worker_threads": 4,
     "node_packing": False,
+    "worker_group": "spot+ondemand",
     "namespace": "team-a",
     "deployment": "dask-worker",
     "selector": "app=dask-worker,tier=w",

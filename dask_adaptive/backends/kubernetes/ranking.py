@@ -74,13 +74,15 @@ def pod_unit(pod: Pod, was_ready: bool = False) -> Unit:
     ready = pod_ready(pod)
     node = pod.get("spec", {}).get("nodeName") or None
     status = pod.get("status", {})
+    # bound and not ended: its requests are reserved on a billed node (an ended pod holds nothing there)
+    placed = node is not None and status.get("phase") not in ("Succeeded", "Failed")
     if pod_terminating(pod):
-        return Unit(name, Phase.TERMINATING, ready, node)
+        return Unit(name, Phase.TERMINATING, ready, node, placed)
     if not pod.get("spec", {}).get("nodeName") or status.get("phase") != "Running":
-        return Unit(name, Phase.PENDING, False, node)
+        return Unit(name, Phase.PENDING, False, node, placed)
     if ready or was_ready or pod_marked(pod):
-        return Unit(name, Phase.RUNNING, ready, node)
-    return Unit(name, Phase.STARTING, False, node)
+        return Unit(name, Phase.RUNNING, ready, node, placed)
+    return Unit(name, Phase.STARTING, False, node, placed)
 
 
 def deletion_rank(pod: Pod) -> int:
@@ -242,6 +244,7 @@ def required_permissions(deployment: str) -> list[tuple[str, str, str, str, str]
         ("patch", "apps", "deployments", "scale", deployment),
         ("get", "apps", "deployments", "", deployment),
         ("list", "", "pods", "", ""),
+        ("watch", "", "pods", "", ""),
         ("patch", "", "pods", "", ""),
         ("delete", "", "pods", "", ""),
         ("create", "", "events", "", ""),
