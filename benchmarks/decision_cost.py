@@ -35,7 +35,11 @@ Two ratios: of the best runs (the machine's other work only ever adds time), and
 ratios to the baseline run of the same round (pairing cancels drift), with their middle half: how much
 the noise alone moves them. The plugin cost's sizes follow --budget (see --help).
 
-Usage: .venv/bin/python benchmarks/decision_cost.py [--quick] [--plugin-tasks 0] [--write-results]
+Look cost (benchmarks/look_cost.py): what the kubernetes backend's look adds on the scheduler's loop at 100
+and 1000 worker pods (and on the real control plane), list-per-look (the baseline) vs the watch cache.
+
+Usage: .venv/bin/python benchmarks/decision_cost.py [--quick] [--plugin-tasks 0] [--look-real 0]
+       [--write-results]
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import look_cost
 from _common import Tee, load, ratio, table, write_section
 from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -450,10 +455,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plugin-rounds", type=int, help="interleaved engine rounds [30 x budget, at least 3]")
     ap.add_argument("--e2e-tasks", type=int, help="tasks per end-to-end run [1000 x budget]; 0: skip it")
     ap.add_argument("--e2e-pairs", type=int, help="interleaved end-to-end pairs [10 x budget, at least 2]")
+    ap.add_argument("--look-pods", default="100,1000", help="look cost: pods on the local server; '': skip")
+    ap.add_argument(
+        "--look-idle", type=float, default=60.0, help="look cost: idle seconds per contender [60]"
+    )
+    ap.add_argument(
+        "--look-real", type=int, default=200, help="look cost: pods on the real control plane; 0: skip"
+    )
     ap.add_argument("--write-results", action="store_true", help="replace this section of RESULTS.md")
     args = ap.parse_args(argv)
     if args.quick:
         args.workers, args.tasks, args.budget = "10,100", "1000,10000", 0.2
+        args.look_pods, args.look_idle, args.look_real = "100", 3.0, 0
     budget = min(args.budget, 1.0)  # the plugin cost's sizes follow the budget, so a tiny run stays tiny
     plugin_tasks = args.plugin_tasks if args.plugin_tasks is not None else max(100, round(2000 * budget))
     rounds = args.plugin_rounds or max(3, round(30 * budget))
@@ -512,12 +525,23 @@ def main(argv: list[str] | None = None) -> int:
             growth.append([n, f"{a} -> {b}", b / a, tb / ta, (tb / ta) / (b / a)])
     out("\ngrowth with workers (linear = time factor equal to worker factor: 1.0 in the last column)\n")
     out(table(["tasks", "workers", "worker factor", "time factor", "time/worker factor"], growth))
+    looks = look_cost.run(
+        out, [int(x) for x in args.look_pods.split(",") if x], args.look_idle, args.look_real
+    )
     big = results.get((max(workers), max(tasks)))
     if big:
-        out(
-            f"\nat {max(workers)} workers / {max(tasks)} tasks: {big['tick'] * 1e3:.2f} ms per decision "
-            f"(goal: well under 10 ms)"
+        line = f"\nat {max(workers)} workers / {max(tasks)} tasks: {big['tick'] * 1e3:.2f} ms per decision"
+        before, after = (
+            looks.get(("local fake", max(workers), "list")),
+            looks.get(("local fake", max(workers), "watch")),
         )
+        if before and after:  # the look's own block on the loop (the pods' list and parse), before and after
+            tick, was, now = big["tick"] * 1e3, before[look_cost.BLOCK], after[look_cost.BLOCK]
+            line += (
+                f" + the look's block: {was:.1f} ms before (a LIST per look), {now:.2f} ms with the watch"
+                f" cache = {tick + was:.1f} ms before, {tick + now:.2f} ms after"
+            )
+        out(line + " (goal: well under 10 ms)")
     if plugin_tasks:
         number = max(1000, round(100_000 * budget))
         plugin_section(out, plugin_tasks, rounds, e2e_tasks, pairs, number)

@@ -47,7 +47,7 @@ class Rule:
     the path with its query string) and optionally the bearer token; fires for the next `times`
     matching requests (None: unlimited) and/or until `duration` seconds after arming."""
 
-    action: str  # "status" | "delay" | "drop"
+    action: str  # "status" | "delay" | "drop" | "expire"
     status: int = 0
     method: str | None = None
     path: str = ".*"
@@ -106,6 +106,7 @@ class FaultProxy:
         self._sock: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._closed = False
+        self.bytes_out = 0  # response bytes relayed to clients, as on the wire (the look-cost benchmark)
         self.port = 0
 
     @property
@@ -205,6 +206,21 @@ class FaultProxy:
         """Close the connection after reading the request, with no response (`reset`: TCP RST)."""
         return self.add(Rule("drop", reset=reset, **kw))  # type: ignore[arg-type]
 
+    def cut(self) -> int:
+        """Break every open client connection now (watch streams included), as an apiserver restart or
+        a load balancer's idle timeout does; the proxy keeps accepting new ones. Returns how many."""
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+        return len(conns)
+
+    def expire_watch(self, **kw: object) -> Rule:
+        """Answer matching watches 200 with one ERROR event of code 410 (the resourceVersion is too
+        old), then end the stream: what an apiserver whose watch cache moved on sends."""
+        return self.add(Rule("expire", **kw))  # type: ignore[arg-type]
+
     def clear(self) -> None:
         with self._lock:
             for r in self.rules:
@@ -246,8 +262,12 @@ class FaultProxy:
         with self._lock:
             self._conns.add(raw)
         upstream: http.client.HTTPSConnection | None = None
+        conn: ssl.SSLSocket | None = None
         try:
             conn = self._server_ctx.wrap_socket(raw, server_side=True)
+            with self._lock:  # wrapping detached `raw` from its descriptor: `conn` is the socket now
+                self._conns.discard(raw)
+                self._conns.add(conn)
             rfile = conn.makefile("rb")
             while not self._closed:
                 req = _read_request(rfile)
@@ -260,7 +280,7 @@ class FaultProxy:
                 if rule is not None and rule.action == "drop":
                     self._record(method, path, "drop")
                     if rule.reset:
-                        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     break
                 if rule is not None and rule.action == "status":
                     self._record(method, path, str(rule.status))
@@ -268,6 +288,10 @@ class FaultProxy:
                     if headers.get("connection", "").lower() == "close":
                         break
                     continue
+                if rule is not None and rule.action == "expire":
+                    self._record(method, path, "expire")
+                    _write_expired(conn)
+                    break
                 if rule is not None and rule.action == "delay":
                     self._record(method, path, "delay")
                     time.sleep(rule.delay)
@@ -290,10 +314,14 @@ class FaultProxy:
         finally:
             if upstream is not None:
                 upstream.close()
-            with contextlib.suppress(OSError):
-                raw.close()
+            for sock in (raw, conn):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.close()
             with self._lock:
                 self._conns.discard(raw)
+                if conn is not None:
+                    self._conns.discard(conn)
 
     def _forward(
         self,
@@ -326,10 +354,12 @@ class FaultProxy:
             conn.sendall((head + f"Content-Length: {length}\r\n\r\n").encode("latin-1"))
             while chunk := resp.read1(65536):
                 conn.sendall(chunk)
+                self.bytes_out += len(chunk)
         else:  # chunked or close-delimited (watch streams): relay pieces as they arrive
             conn.sendall((head + "Transfer-Encoding: chunked\r\n\r\n").encode("latin-1"))
             while chunk := resp.read1(65536):
                 conn.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                self.bytes_out += len(chunk)
             conn.sendall(b"0\r\n\r\n")
         return not resp.will_close
 
@@ -385,6 +415,15 @@ def _status_bytes(code: int, message: str, retry_after: int | None) -> bytes:
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     )
     return head.encode("latin-1") + body
+
+
+def _write_expired(conn: ssl.SSLSocket) -> None:
+    message = "too old resource version (injected by testbed/kube/faults.py)"
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 410,
+              "reason": "Expired", "message": message}  # fmt: skip
+    line = json.dumps({"type": "ERROR", "object": status}).encode() + b"\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    conn.sendall(head + f"{len(line):x}\r\n".encode() + line + b"\r\n0\r\n\r\n")
 
 
 def _write_status(conn: ssl.SSLSocket, rule: Rule) -> None:

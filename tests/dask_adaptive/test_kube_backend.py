@@ -199,6 +199,7 @@ def test_event_is_about_the_deployment():
 def test_required_permissions_cover_the_pulumi_role():
     assert ("patch", "apps", "deployments", "scale", "w") in required_permissions("w")
     assert {p[2] for p in required_permissions("w")} == {"deployments", "pods", "events"}
+    assert ("watch", "", "pods", "", "") in required_permissions("w")  # the pod cache's watch
 
 
 # -- the removal sequence against an in-memory cluster ---------------------------------------------
@@ -334,7 +335,9 @@ class FakeCluster:
         pass
 
 
-TIMEOUTS = {"not_ready_timeout": 5.0, "settle_timeout": 5.0, "poll_interval": 0.001}
+# the in-memory cluster answers lists, not watches: these tests drive the list-per-look path (the watch
+# cache's own tests: test_pod_watch.py; both on the real control plane: tests/kube/test_pod_watch_real.py)
+TIMEOUTS = {"not_ready_timeout": 5.0, "settle_timeout": 5.0, "poll_interval": 0.001, "watch": False}
 
 
 def backend(cluster: FakeCluster, **kw: Any) -> KubernetesBackend:

@@ -324,16 +324,21 @@ def test_api_faults_are_survived_without_blind_action(
     deploy_dask(kube, namespace, nanny=False, env=env, **FAST_CYCLES)
     outage: dict[str, Any] = {}
 
+    # The preload lists the pods once and then watches them (backends/kubernetes/watch.py), so a pod GET
+    # happens when its watch breaks: each phase cuts the open connections (an apiserver restart does)
+    # right after arming, and the relist and re-watch meet the faults armed on GET /pods.
     def faults_while_scaling_up():
         proxy.conflict(method="PATCH", path="/scale", times=2)
         proxy.server_error(500, method="GET", path="/pods", times=2)
         proxy.drop(method="GET", path="/scale", times=2)
+        proxy.cut()
 
     def faults_while_scaling_down():
         proxy.slow(3.0, method="GET", path="/pods", times=2)  # > request timeout: the client times out
         proxy.server_error(503, method="PATCH", path="/pods/", times=1)  # the deletion-cost mark
         proxy.throttle(retry_after=1, method="PATCH", path="/scale", times=1)
         proxy.drop(reset=True, method="GET", path="/pods", times=1)
+        proxy.cut()
 
     def rotate_token():
         old, new = kubelet.rotate_token(namespace, SCHEDULER)

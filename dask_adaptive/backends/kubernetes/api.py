@@ -199,6 +199,7 @@ class KubeApi:
         self._sleep, self._rand = sleep, rand
         self._client: AsyncHTTPClient | None = None
         self.calls = self.retries = self.errors = 0
+        self.bytes_received = 0  # response bodies as decoded (after gzip), for the look-cost benchmark
 
     @classmethod
     def in_cluster(cls, sa_dir: str, url: str, **kwargs: Any) -> tuple[KubeApi, str | None]:
@@ -247,8 +248,10 @@ class KubeApi:
         *,
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
-    ) -> dict[str, Any]:
-        """One API call with retries; returns the decoded JSON body or raises KubeApiError."""
+        decode: bool = True,
+    ) -> Any:
+        """One API call with retries; returns the decoded JSON body (`decode=False`: the raw bytes, for
+        a caller that parses in pieces) or raises KubeApiError."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         url = f"{self.url}{path}{query}"
         data = json.dumps(body).encode() if body is not None else None
@@ -269,7 +272,10 @@ class KubeApi:
                 message = str(e) or type(e).__name__
             else:
                 status = response.code
+                self.bytes_received += len(response.body or b"")
                 if 200 <= status < 300:
+                    if not decode:
+                        return response.body or b""
                     return json.loads(response.body) if response.body else {}
                 reason, message = _status_details(response.body or b"")
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -328,6 +334,74 @@ class KubeApi:
             "GET", f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": selector}
         )
         return list(doc.get("items") or [])
+
+    async def list_pods_page(
+        self, namespace: str, selector: str, limit: int, continue_token: str = ""
+    ) -> bytes:
+        """One page of a chunked pod list, unparsed: the watch cache parses it in pieces."""
+        params = {"labelSelector": selector, "limit": str(limit)}
+        if continue_token:
+            params["continue"] = continue_token
+        return await self.request("GET", f"/api/v1/namespaces/{namespace}/pods", params=params, decode=False)
+
+    async def watch_pods(
+        self,
+        namespace: str,
+        selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+        on_chunk: Callable[[bytes], None],
+    ) -> tuple[int, bytes]:
+        """One watch of the pods from `resource_version`, with bookmarks; each piece of the stream goes
+        to `on_chunk` as it arrives. One attempt (the watch cache owns backoff and relists). Returns the
+        HTTP status and, if it is not 200, the body (a Status); 599: the stream broke or never came."""
+        params = {
+            "labelSelector": selector,
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        url = f"{self.url}/api/v1/namespaces/{namespace}/pods?{urllib.parse.urlencode(params)}"
+        status, error = 0, bytearray()
+
+        def header(line: str) -> None:
+            nonlocal status
+            if line.startswith("HTTP/"):
+                status = int(line.split(" ", 2)[1])
+
+        def body(chunk: bytes) -> None:
+            self.bytes_received += len(chunk)
+            if status == 200:
+                on_chunk(chunk)
+            else:
+                error.extend(chunk[: 65536 - len(error)])
+
+        self.calls += 1
+        try:
+            token = self.token.get()
+        except OSError as e:
+            return 401, str(e).encode()
+        request = HTTPRequest(
+            url,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            request_timeout=timeout_seconds + self.policy.request_timeout,
+            connect_timeout=self.policy.connect_timeout,
+            ca_certs=self.ca_file,
+            follow_redirects=False,
+            header_callback=header,
+            streaming_callback=body,
+        )
+        try:
+            response = await self._http().fetch(request, raise_error=False)
+        except (HTTPClientError, OSError) as e:
+            return TRANSPORT_ERROR, str(e).encode()
+        if response.code == 401:
+            with contextlib.suppress(OSError):
+                self.token.get(fresh=True)  # bound tokens rotate: the next attempt reads the new one
+        if response.code == TRANSPORT_ERROR:
+            return TRANSPORT_ERROR, str(response.error or "stream broken").encode()
+        return response.code, bytes(error)
 
     async def annotate_pod(
         self, namespace: str, name: str, annotations: dict[str, str | None]

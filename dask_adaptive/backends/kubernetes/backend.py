@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dask_adaptive.backends.base import BackendError, BackendUnavailable, Observation, RemovalReport
+from dask_adaptive.backends.base import BackendError, BackendUnavailable, Observation, RemovalReport, Unit
 from dask_adaptive.backends.departures import IN_REMOVAL, Departures, Reason, Stage
 from dask_adaptive.backends.kubernetes.api import (
     FIELD_MANAGER,
@@ -64,6 +64,7 @@ from dask_adaptive.backends.kubernetes.ranking import (
     units_in_deletion_order,
     verify_removal,
 )
+from dask_adaptive.backends.kubernetes.watch import PodCache
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +101,10 @@ class KubernetesBackend:
         retry_policy: RetryPolicy | None = None,
         event_timeout: float = 5.0,
         api: KubeApi | None = None,
+        watch: bool = True,
     ) -> None:
-        """Validated values only (config.resolve); `api` replaces the in-cluster client (tests)."""
+        """Validated values only (config.resolve); `api` replaces the in-cluster client (tests);
+        `watch=False` lists the pods on every look instead of keeping a watch cache (the baseline)."""
         self.namespace = namespace or ""
         self.deployment = deployment
         self.selector = selector
@@ -116,6 +119,9 @@ class KubernetesBackend:
         self.retry_policy = retry_policy or RetryPolicy()
         self.event_timeout = event_timeout
         self.api = api
+        self.watch = watch
+        self.cache: PodCache | None = None
+        self._looked: tuple[int, list[dict[str, Any]], tuple[Unit, ...] | None] = (-1, [], None)
         self.counters = Counters()
         self._deployment_doc: dict[str, Any] = {"metadata": {"name": deployment}}
         self._seen_ready: set[str] = set()
@@ -163,6 +169,9 @@ class KubernetesBackend:
                     f"RBAC: this service account may not {'; '.join(denied)} in namespace {self.namespace}"
                 )
             self._deployment_doc = await self.api.get_deployment(self.namespace, self.deployment)
+            if self.watch:
+                self.cache = PodCache(self.api, self.namespace, self.selector)
+                await self.cache.start()
         except KubeApiError as e:
             if e.not_found:
                 raise BackendUnavailable(f"Deployment {self.namespace}/{self.deployment} not found") from None
@@ -191,6 +200,8 @@ class KubernetesBackend:
 
     async def close(self) -> None:
         """Leave the pods as they are (the Deployment outlives the scheduler); drop the connections."""
+        if self.cache is not None:
+            await self.cache.close()
         if self.api is not None:
             await self.api.close()
 
@@ -206,8 +217,17 @@ class KubernetesBackend:
 
         Only pods the Deployment owns (ranking.owned_by): headroom placeholders share the namespace and
         the stack's labels, and would otherwise count as units and, Pending after a preemption, outrank
-        the retired pods of every removal."""
-        listed = await self._require_api().list_pods(self.namespace, self.selector)
+        the retired pods of every removal.
+        With the watch cache, a look whose pods have not changed since the last one reuses its work."""
+        if self.cache is not None:
+            listed_by_name = await self.cache.pods(self.retry_policy.request_timeout)
+            version = self.cache.version
+            if version == self._looked[0]:
+                return list(self._looked[1])
+            listed = list(listed_by_name.values())
+        else:
+            version = -1
+            listed = await self._require_api().list_pods(self.namespace, self.selector)
         pods = [p for p in listed if owned_by(p, self.deployment)]
         strangers = sorted(pod_name(p) for p in listed if not owned_by(p, self.deployment))
         if strangers and strangers != self._strangers:
@@ -221,7 +241,8 @@ class KubernetesBackend:
         names = {pod_name(p) for p in pods}
         self._seen_ready = {n for n in self._seen_ready if n in names}
         self._seen_ready |= {pod_name(p) for p in pods if pod_ready(p) and not pod_terminating(p)}
-        return pods
+        self._looked = (version, pods, None)
+        return list(pods)
 
     async def _requested(self) -> int:
         scale = await self._require_api().get_scale(self.namespace, self.deployment)
@@ -229,7 +250,10 @@ class KubernetesBackend:
 
     async def observe(self) -> Observation:
         pods = await self.list_pods()
-        units = units_in_deletion_order(pods, self._seen_ready)
+        version, cached, units = self._looked
+        if units is None or version < 0:
+            units = units_in_deletion_order(pods, self._seen_ready)
+            self._looked = (version, cached, units)
         # the count last, under the lock of the decrements' writes (Backend.observe): the records the
         # caller reads next, without an await, are LOWERED exactly for the decrements it reflects
         async with self._scale_lock:
