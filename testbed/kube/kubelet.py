@@ -15,7 +15,7 @@ One module per concern (what is faithful and what is not: tests/kube/README.md):
 - rewriting.py: `$(VAR)` expansion and the one-pass rewriting of mount paths, ports, Service names;
 - services.py: our kube-proxy (a loopback forwarder per Service port, to a Ready pod);
 - probes.py: readiness/liveness/startup probes (httpGet, tcpSocket, exec);
-- provisioner.py: `NodeProvisioner`, the cluster-autoscaler stand-in.
+- provisioner.py: `NodeProvisioner`, the cluster-autoscaler stand-in (its rules: ca_rules.py).
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ class Kubelet:
       node_groups: enable the node provisioner for these groups.
       venv_bin: the bin folder put first on a pod's PATH, where its `dask` and `python` resolve (default:
         the project's .venv/bin); a callable chooses per pod (it gets the pod object; None: the default).
+      rewrite_config_files: also rewrite Service DNS names and mount paths in the text files of ConfigMap
+        volumes, as in command lines (for programs configured by files, e.g. JupyterLab; off by default:
+        the preload's ConfigMap is Python source that runs as shipped).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Kubelet:
         sync_interval: float = 0.2,
         heartbeat_interval: float = 10.0,
         venv_bin: Path | Callable[[dict[str, Any]], Path | None] | None = None,
+        rewrite_config_files: bool = False,
     ) -> None:
         self.kube = kube
         self.rest = kube.rest()
@@ -91,6 +95,7 @@ class Kubelet:
         self.probe_period_scale = probe_period_scale
         self.extra_env = dict(extra_env or {})
         self.venv_bin = venv_bin
+        self.rewrite_config_files = rewrite_config_files
         self.sync_interval = sync_interval
         self.heartbeat_interval = heartbeat_interval
         self.node_specs: dict[str, NodeSpec] = {}

@@ -116,6 +116,20 @@ class NodeGroup:
     # cluster-autoscaler's scale-down-utilization-threshold: a node whose pods request less than this share
     # and fit elsewhere is drained after scale_down_delay; 0: only empty nodes go
     scale_down_utilization: float = 0.0
+    # The DaemonSet pods on each node (EKS: aws-node, kube-proxy, ...), as cluster-autoscaler sees them:
+    # their requests count in its utilization (`--ignore-daemonsets-utilization=false`, its default) over
+    # an allocatable of `cpu`/`memory` plus these (so `cpu`/`memory` stay the room left for our pods,
+    # which is all the real kube-scheduler sees: the harness runs no DaemonSet pods).
+    daemonset_cpu: str = "0"
+    daemonset_memory: str = "0"
+    ignore_daemonsets_utilization: bool = False
+    # --unremovable-node-recheck-timeout (CA: 5m; here half the default unneeded time, as 5m is of CA's
+    # 10m): a node whose removal simulation failed is not looked at again for this long
+    unremovable_recheck: float = 2.5
+    # --max-graceful-termination-sec (CA: 600) caps an evicted pod's grace period; --max-pod-eviction-time
+    # (CA: 2m): how long a refused eviction (a PodDisruptionBudget) is retried before the drain fails
+    max_graceful_termination: float = 600.0
+    max_pod_eviction_time: float = 120.0
 
     @property
     def cooldown_after_add(self) -> float:

@@ -4,7 +4,10 @@ which the node is billed and counted as capacity on its way), removes empty prov
 keeps the bill: node-seconds from each node's launch to its removal (benchmarks/node_cost.py).
 
 With `NodeGroup.scale_down_utilization` > 0 it also drains under-used nodes whose pods fit elsewhere, as
-cluster-autoscaler's scale-down-utilization-threshold does. As cluster-autoscaler does, pods below the
+cluster-autoscaler's scale-down-utilization-threshold does, by CA's rules (ca_rules.py, which cites the
+source): utilization with DaemonSets counted, blockers (safe-to-evict, PodDisruptionBudgets), the
+recheck back-off, the candidates' soft taint, and evictions through the Eviction API with the grace
+capped. As cluster-autoscaler does, pods below the
 expendable priority cutoff (`--expendable-pods-priority-cutoff`, default -10) neither ask for a node nor
 keep one; placeholder pods at a priority from -10 up do both."""
 
@@ -18,7 +21,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from testbed.kube import ca_rules
 from testbed.kube.nodes import NodeGroup, parse_quantity
+from testbed.kube.rest import ApiError
 
 if TYPE_CHECKING:
     from testbed.kube.kubelet import Kubelet
@@ -26,7 +31,7 @@ if TYPE_CHECKING:
 
 # cluster-autoscaler's --expendable-pods-priority-cutoff default: lower-priority pods are ignored by it
 EXPENDABLE_PRIORITY_CUTOFF = -10
-SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+SAFE_TO_EVICT = ca_rules.SAFE_TO_EVICT
 
 
 @dataclass
@@ -147,6 +152,10 @@ class NodeProvisioner:
         self.underused_since: dict[str, float] = {}
         self.last_scale_up: dict[str, float] = {}  # group -> when it last asked for a node
         self.draining: set[str] = set()
+        self.evicting: dict[str, tuple[float, list[dict[str, Any]], dict[str, int]]] = {}
+        self.unremovable = ca_rules.Unremovable()
+        self.utilization: dict[str, Decimal] = {}  # node -> CA's utilization at its last look
+        self.soft_tainted: set[str] = set()
         self._count = 0
         for g in self.groups:
             for _ in range(g.min_size):
@@ -207,14 +216,18 @@ class NodeProvisioner:
                     room[node][i] -= need
         return room
 
-    def _consider_drain(self, g: NodeGroup, pods: list[dict[str, Any]], now: float) -> None:
-        """cluster-autoscaler's scale-down of an under-used node: its pods request less than
-        `scale_down_utilization` of it, every one is movable (owned by a controller, not marked
-        safe-to-evict "false") and they all fit the room of the group's other nodes - for
-        `scale_down_delay` on end, and not while the group cools down after a scale-up. Then it is cordoned
-        and its pods are deleted with their grace period (an eviction); the node goes once they are
-        gone. One node at a time, as cluster-autoscaler drains one non-empty node at a time."""
-        cpu, mem = parse_quantity(g.cpu), parse_quantity(g.memory)
+    def _consider_drain(
+        self, g: NodeGroup, pods: list[dict[str, Any]], now: float, pdbs: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """cluster-autoscaler's scale-down of an under-used node (ca_rules.py cites the source): its
+        utilization, DaemonSets counted, is below `scale_down_utilization`; nothing blocks it
+        (safe-to-evict "false", a bare pod, a PodDisruptionBudget) and its pods fit the room of the
+        group's other nodes - for `scale_down_delay` on end, and not while the group cools down after a
+        scale-up. A node whose simulation fails is put aside for `unremovable_recheck`. Then the node
+        is tainted ToBeDeleted and its pods are evicted (Eviction API, grace capped); it goes once they
+        are gone. One node at a time, as cluster-autoscaler drains one non-empty node at a time."""
+        alloc = self._allocatable(g)
+        ds = [self._daemonset(g)]
         for name in self.nodes[g.group]:
             mine = [
                 p
@@ -225,30 +238,108 @@ class NodeProvisioner:
             if not mine or any(p["metadata"].get("deletionTimestamp") for p in mine):
                 self.underused_since.pop(name, None)
                 continue
-            used = max(sum(_needs(p)[0] for p in mine) / cpu, sum(_needs(p)[1] for p in mine) / mem)
-            movable = all(
-                any(o.get("controller") for o in p["metadata"].get("ownerReferences") or [])
-                and (p["metadata"].get("annotations") or {}).get(SAFE_TO_EVICT) != "false"
-                for p in mine
-            )
-            fits = not _first_fit(mine, list(self._room(g, pods, skip=name).values()))
-            if not (used < Decimal(str(g.scale_down_utilization)) and movable and fits):
+            reqs = [ca_rules.Requests(*_needs(p)[:2]) for p in mine]
+            used = ca_rules.utilization(reqs, ds, alloc, ignore_daemonsets=g.ignore_daemonsets_utilization)
+            self.utilization[name] = used
+            if used >= Decimal(str(g.scale_down_utilization)):
+                self.underused_since.pop(name, None)  # not under-used: looked at again next time
+                continue
+            if self.unremovable.put_aside(name, now):
+                self.underused_since.pop(name, None)
+                continue
+            reason = ca_rules.removal_blocker(mine, pdbs)
+            if reason is None and _first_fit(mine, list(self._room(g, pods, skip=name).values())):
+                reason = "NoPlaceToMovePods"
+            if reason is not None:
+                self.unremovable.add(name, reason, now, g.unremovable_recheck)
                 self.underused_since.pop(name, None)
                 continue
             since = self.underused_since.setdefault(name, now)
             if now - since < g.scale_down_delay or self._cooling_down(g, now):
                 continue
-            rest = self.kubelet.rest
-            rest.patch(f"/api/v1/nodes/{name}", {"spec": {"unschedulable": True}})
+            self._set_taint(name, ca_rules.TO_BE_DELETED_TAINT, "NoSchedule")
             self.draining.add(name)
             self.events.append((now, "drain", name))
-            for p in mine:
-                with contextlib.suppress(Exception):
-                    rest.delete(
-                        f"/api/v1/namespaces/{p['metadata']['namespace']}/pods/{p['metadata']['name']}"
-                    )
-                    self.evicted.append((now, name, p["metadata"]["name"]))
+            grace = {
+                p["metadata"]["uid" if "uid" in p["metadata"] else "name"]: ca_rules.eviction_grace(
+                    p["spec"].get("terminationGracePeriodSeconds"), g.max_graceful_termination
+                )
+                for p in mine
+            }
+            self.evicting[name] = (now + g.max_pod_eviction_time, mine, grace)
+            self._evict_pending(name, now)
             return
+
+    def _evict_pending(self, node: str, now: float) -> None:
+        """Ask the Eviction API for each pod of a draining node not yet evicted; a refusal (429: a
+        PodDisruptionBudget) is retried on later steps until the deadline, then the drain fails: the
+        node loses its ToBeDeleted taint and is put aside until its recheck time (drain.go)."""
+        deadline, left, grace = self.evicting[node]
+        rest = self.kubelet.rest
+        still = []
+        for p in left:
+            meta = p["metadata"]
+            path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/eviction"
+            body = {
+                "apiVersion": "policy/v1beta1",
+                "kind": "Eviction",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "deleteOptions": {"gracePeriodSeconds": grace[meta.get("uid", meta["name"])]},
+            }
+            try:
+                rest.post(path, body)
+            except ApiError as exc:
+                if exc.status != 404:  # gone already counts as evicted
+                    still.append(p)
+                    continue
+            self.evicted.append((now, node, meta["name"]))
+        if not still:
+            del self.evicting[node]
+        elif now >= deadline:
+            del self.evicting[node]
+            self.draining.discard(node)
+            self._set_taint(node, ca_rules.TO_BE_DELETED_TAINT, None)
+            self.events.append((now, "drain-failed", node))
+            group = next(g for g in self.groups if node in self.nodes[g.group])
+            self.unremovable.add(node, "EvictionFailed", now, group.unremovable_recheck)
+        else:
+            self.evicting[node] = (deadline, still, grace)
+
+    def _set_taint(self, node: str, key: str, effect: str | None) -> None:
+        """Add (effect given) or take off (None) one taint of the Node object; merge-patches spec.taints."""
+        rest = self.kubelet.rest
+        with contextlib.suppress(ApiError):
+            taints = (rest.get(f"/api/v1/nodes/{node}").get("spec") or {}).get("taints") or []
+            new = (
+                ca_rules.with_taint(taints, key, effect, str(int(time.time())))
+                if effect
+                else ca_rules.without_taint(taints, key)
+            )
+            rest.patch(f"/api/v1/nodes/{node}", {"spec": {"taints": new}})
+
+    def _soft_taint(self, unneeded: set[str]) -> None:
+        """Candidates get DeletionCandidateOfClusterAutoscaler (PreferNoSchedule) - kube-scheduler then
+        prefers other nodes for new pods - and lose it when they stop being candidates (softtaint.go)."""
+        add, remove = ca_rules.soft_taint_changes(unneeded, self.soft_tainted)
+        for node in sorted(add):
+            self._set_taint(node, ca_rules.DELETION_CANDIDATE_TAINT, "PreferNoSchedule")
+        for node in sorted(remove):
+            if any(node in self.nodes[g.group] for g in self.groups):
+                self._set_taint(node, ca_rules.DELETION_CANDIDATE_TAINT, None)
+        self.soft_tainted = (self.soft_tainted | add) - remove
+
+    def _allocatable(self, g: NodeGroup) -> ca_rules.Requests:
+        room, ds = ca_rules.Requests(parse_quantity(g.cpu), parse_quantity(g.memory)), self._daemonset(g)
+        return room + ds
+
+    @staticmethod
+    def _daemonset(g: NodeGroup) -> ca_rules.Requests:
+        return ca_rules.Requests(parse_quantity(g.daemonset_cpu), parse_quantity(g.daemonset_memory))
+
+    def _pdbs(self) -> list[dict[str, Any]]:
+        with contextlib.suppress(ApiError, AttributeError):
+            return self.kubelet.rest.items("/apis/policy/v1beta1/poddisruptionbudgets")
+        return []
 
     def _cooling_down(self, g: NodeGroup, now: float) -> bool:
         """cluster-autoscaler's scale-down-delay-after-add: after a scale-up no node goes for a while (it
@@ -266,6 +357,9 @@ class NodeProvisioner:
         self.empty_since.pop(name, None)
         self.underused_since.pop(name, None)
         self.draining.discard(name)
+        self.evicting.pop(name, None)
+        self.unremovable.forget(name)
+        self.soft_tainted.discard(name)
         self.nodes[g.group].remove(name)
 
     def step(self, pods: list[dict[str, Any]]) -> None:
@@ -313,6 +407,8 @@ class NodeProvisioner:
                     self._add(g)
                 for p in ripe:
                     self.pending_since[p["metadata"]["uid"]] = now  # give the scheduler time
+            for name in [n for n in self.evicting if n in self.nodes[g.group]]:
+                self._evict_pending(name, now)  # evictions a PodDisruptionBudget refused so far
             # A drained node goes once its pods are gone.
             for name in [n for n in self.nodes[g.group] if n in self.draining and n not in busy]:
                 self._remove(g, name, now)
@@ -322,6 +418,7 @@ class NodeProvisioner:
                 for name in self.nodes[g.group]:
                     self.empty_since[name] = now
                 self.underused_since.clear()
+                self._soft_taint(self.soft_tainted - set(self.nodes[g.group]))
                 continue
             for name in list(self.nodes[g.group]):
                 if name in busy or name in self.draining:
@@ -336,4 +433,7 @@ class NodeProvisioner:
                     self._remove(g, name, now)
             mine = set(self.nodes[g.group])
             if g.scale_down_utilization > 0 and not self.draining & mine and len(mine) > g.min_size:
-                self._consider_drain(g, pods, now)
+                self._consider_drain(g, pods, now, self._pdbs())
+            if not self._cooling_down(g, now):  # CA updates the soft taints only outside the cooldown
+                counting = {n for n in self.empty_since if n in mine} | (set(self.underused_since) & mine)
+                self._soft_taint((self.soft_tainted - mine) | (counting - self.draining))

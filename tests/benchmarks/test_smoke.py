@@ -33,20 +33,53 @@ def test_adaptive_efficiency_tiny(tmp_path):
 
 
 def test_decision_cost_tiny():
-    out = run("decision_cost.py", "--workers", "5,10", "--tasks", "200", "--budget", "0.05")
+    out = run(
+        "decision_cost.py",
+        *("--workers", "5,10", "--tasks", "200", "--budget", "0.05"),
+        *("--look-pods", "10", "--look-idle", "2", "--look-real", "0"),
+    )
     assert "ours/baseline" in out and "time/worker factor" in out
     assert "tick (busy)" in out and "scale-down decision (idle)" in out
+    assert "largest block per look ms" in out  # the look cost's table rides along
+
+
+def test_look_cost_list_and_watch_see_the_same_pods():
+    out = run("look_cost.py", "--pods", "30", "--idle-seconds", "3")
+    header = next(row for row in out.splitlines() if row.startswith("| server"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rows = [[c.strip() for c in r.strip("|").split("|")] for r in out.splitlines() if r.startswith("| local")]
+    assert {r[columns.index("mode")] for r in rows} == {"list", "watch"}, rows
+    assert all(r[columns.index("units")] == "30" and int(r[columns.index("looks")]) >= 2 for r in rows), rows
+    for column in ("largest block per look ms", "wire kB/idle min", "block / list", "wire bytes / list"):
+        assert column in columns
+    assert "local fake, 30 pods: largest block per look" in out
 
 
 def test_tls_cost_tiny():
     out = run(
         "tls_cost.py",
         *("--max-workers", "2", "--seconds", "0.2", "--burst-leaves", "6", "--tiny", "40", "--repeats", "1"),
+        *("--transfer-mib", "8", "--transfer-blocks", "2", "--transfer-rounds", "3", "--seed", "7"),
     )
-    rows = [row for row in out.splitlines() if row.startswith("| 1 ")]
-    assert {row.split("|")[2].strip() for row in rows} == {"plain", "tls"}, rows
-    assert all(row.strip("|").split("|")[-1].strip() == "0" for row in rows), rows  # nothing run twice
-    assert "ratio of medians" in out and "burst makespan ratio tls/plain" in out
+
+    def rows(first: str) -> tuple[list[str], list[list[str]]]:
+        """(header, body rows) of the table whose header line starts with `first`."""
+        block = out[out.index(first) :].split("\n\n", 1)[0].splitlines()
+        cells = [[c.strip() for c in line.strip("|").split("|")] for line in block]
+        return cells[0], cells[2:]
+
+    columns, runs = rows("| rep ")
+    assert {r[columns.index("mode")] for r in runs} == {"plain", "tls"}, runs
+    assert all(r[columns.index("twice")] == "0" for r in runs), runs  # nothing run twice
+    # three transfer pairs on the two pools of 2 workers, data moved between them (half of 8 MiB or more)
+    columns, pairs = rows("| pair ")
+    assert len(pairs) == 3 and {p[columns.index("first")] for p in pairs} <= {"plain", "tls"}, pairs
+    sent = [float(p[columns.index(c)]) for p in pairs for c in ("plain MiB sent", "tls MiB sent")]
+    assert all(x >= 3 for x in sent), sent
+    assert "(seed 7 for orders and resamples)" in out and "95% interval" in out
+    summary = out.split("| measure ", 1)[1]
+    assert "not claimed: 1 pair(s)" in summary and "transfer (rechunk) | 3 " in summary
+    assert "burst makespan ratio tls/plain" in out
 
 
 @pytest.mark.kube
@@ -75,21 +108,30 @@ def test_results_sections_are_replaced_not_appended(tmp_path, monkeypatch):
 
 
 @pytest.mark.kube
-def test_node_cost_one_burst_and_its_narrower_phase(tmp_path):
-    """One small burst and a narrower phase (2 lanes, --step) through Dask -> pods -> provisioned nodes
-    and back: every task done once, nothing lost or begun twice, nodes launched for the burst and removed
-    again (the bill back at its baseline)."""
+def test_node_cost_one_burst_for_the_preload_and_the_operators_way(tmp_path):
+    """One small burst through Dask -> pods -> provisioned nodes and back, for the preload and for the
+    operator's way (no preload, a driver scaling the Deployment): every task done once, nothing lost or
+    begun twice, a node launched for the burst and removed again, and the table with its interval and
+    lower-bound columns and the real-control-plane label. (--step's narrower phase runs in the full run.)"""
     from testbed.kube.control_plane import find_binaries
 
     if find_binaries()[0] is None:
         pytest.skip("no Kubernetes binaries (tests/kube/build.sh)")
     png = tmp_path / "nodes.png"
-    out = run("node_cost.py", "--tiny", "--step", "--contenders", "packed", "--png", str(png), timeout=180)
-    assert "each with 2 lanes x 2 tasks" in out
-    row = next(line for line in out.splitlines() if line.startswith("| packed"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[7] == "+2/-2", row  # 6 workers need two nodes of 4, both removed once empty
-    assert cells[11:15] == ["0", "0", "0", "0"], row  # lost, recomputed, restarted, failed
+    out = run(
+        "node_cost.py", "--tiny", "--contenders", "packed,operator", "--seed", "1", "--png", str(png),
+        timeout=240,
+    )  # fmt: skip
+    assert "bursts of 3 tasks  [REAL control plane]" in out
+    assert "order shuffled per repeat with seed 1" in out and "physical lower bound:" in out
+    header = next(line for line in out.splitlines() if line.startswith("| contender"))
+    assert "node-s / operator [95% CI]" in header and "node-s / lower bound [95% CI]" in header
+    for contender in ("packed", "operator"):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {contender} "))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[7] == "+1/-1", row  # 3 workers fit one node of 4, removed once empty
+        assert cells[11:15] == ["0", "0", "0", "0"], row  # lost, recomputed, restarted, failed
+        assert f"{contender}: tasks run again, all runs: 0" in out
     assert "tasks lost or recomputed, all runs: 0; runs with failures: 0" in out
-    assert "packed: tasks run again, all runs: 0\n" in out
+    assert "no claim: packed / operator node-seconds" in out  # one repeat: no interval, no claim
     assert png.stat().st_size > 0

@@ -4,6 +4,7 @@ pods → nodes layer, so tests can run Dask → pods → nodes together."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -11,6 +12,7 @@ from testbed.kube.control_plane import wait_for
 from testbed.kube.kubelet import pod_ready
 from testbed.kube.nodes import NodeGroup, NodeSpec
 from testbed.kube.provisioner import Launch, NodeProvisioner, expendable, node_count_steps, node_seconds
+from testbed.kube.rest import ApiError
 
 
 @pytest.mark.kube
@@ -162,11 +164,27 @@ def test_pods_that_fit_the_room_of_joined_or_booting_nodes_ask_for_no_new_node()
 
 
 class _Rest:
-    def __init__(self):
+    """Records the provisioner's calls; evictions of pods named in `refuse` get a 429 (a budget)."""
+
+    def __init__(self, refuse=()):
         self.calls = []
+        self.refuse = set(refuse)
+
+    def get(self, path):
+        return {"spec": {"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}}
 
     def patch(self, path, body):
         self.calls.append(("patch", path, body))
+
+    def post(self, path, body):
+        self.calls.append(("post", path, body))
+        if body["metadata"]["name"] in self.refuse:
+            raise ApiError(
+                429,
+                {"message": "Cannot evict pod as it would violate the pod's disruption budget."},
+                "POST",
+                path,
+            )
 
     def delete(self, path, body=None):
         self.calls.append(("delete", path, body))
@@ -203,10 +221,10 @@ def test_an_under_used_node_is_drained_when_its_pods_fit_elsewhere(on_a, on_b, d
     # b is at least half used in every case: only a may go
     prov._consider_drain(group, [*on_a, *on_b], now=100.0)
     if drained:
-        assert kubelet.rest.calls == [
-            ("patch", "/api/v1/nodes/a", {"spec": {"unschedulable": True}}),
-            ("delete", "/api/v1/namespaces/ns/pods/p1", None),
-        ]
+        (taint, evict) = kubelet.rest.calls
+        assert taint[:2] == ("patch", "/api/v1/nodes/a")
+        assert [t["key"] for t in taint[2]["spec"]["taints"]] == ["k", "ToBeDeletedByClusterAutoscaler"]
+        assert evict[:2] == ("post", "/api/v1/namespaces/ns/pods/p1/eviction")
         assert prov.draining == {"a"} and prov.events[-1][1:] == ("drain", "a")
     else:
         assert kubelet.rest.calls == [] and prov.draining == set()
@@ -240,3 +258,117 @@ def test_an_empty_node_outlives_its_unneeded_time_while_the_group_cools_down(sin
     prov.step([])  # no pods at all: "a" is empty, and its unneeded time (0) is over
     assert (gone == ["a"]) is removed
     assert prov.billed() == (0 if removed else 1)
+
+
+# ------------------------------------------------------------------ fidelity to cluster-autoscaler
+# An m6i.xlarge as the repository's facts have it (infra/facts/instance_types.py): allocatable 3920m /
+# 14162Mi, DaemonSets 150m / 256Mi, so 3770m / 13906Mi for our pods; the shipped worker at 4 per node
+# requests 942m / 3476Mi with a 120 s grace period.
+_M6I = {"cpu": "3770m", "memory": "13906Mi", "daemonset_cpu": "150m", "daemonset_memory": "256Mi"}
+
+
+def _worker(node, name, grace=120, evict=None):
+    pod = _bound(node, name, cpu="942m", evict=evict)
+    pod["metadata"]["labels"] = {"app": "worker"}
+    pod["spec"]["containers"][0]["resources"]["requests"]["memory"] = "3476Mi"
+    if grace is not None:
+        pod["spec"]["terminationGracePeriodSeconds"] = grace
+    return pod
+
+
+def _pdb(allowed):
+    return {
+        "metadata": {"name": "workers", "namespace": "ns"},
+        "spec": {"selector": {"matchLabels": {"app": "worker"}}},
+        "status": {"disruptionsAllowed": allowed},
+    }
+
+
+def _three_nodes(evict=None, grace=120):
+    """a: 2 of 4 workers; b and c: 3 of 4 each (above the threshold, one slot free each)."""
+    return [
+        _worker("a", "a1", grace, evict), _worker("a", "a2", grace),
+        *(_worker(n, f"{n}{i}") for n in ("b", "c") for i in range(3)),
+    ]  # fmt: skip
+
+
+def _prov(refuse=(), **group):
+    g = NodeGroup("w", **_M6I, scale_down_delay=0.0, scale_down_utilization=0.5, **group)
+    kubelet = type("K", (), {"rest": _Rest(refuse)})()
+    prov = NodeProvisioner(kubelet, [g])  # type: ignore[arg-type]
+    for name in ("a", "b", "c"):
+        prov.nodes["w"].append(name)
+        prov.launches.append(Launch(name, "w", 0.0, joined=0.0))
+    return g, prov
+
+
+@pytest.mark.parametrize(
+    ("case", "group", "pdbs", "evict", "utilization", "drained", "reason"),
+    [
+        ("daemonsets counted (CA's default)", {}, [], None, "0.5189", False, None),
+        ("daemonsets ignored", {"ignore_daemonsets_utilization": True}, [], None, "0.4999", True, None),
+        ("budget allows 1 of 2", {"ignore_daemonsets_utilization": True}, [_pdb(1)], None, "0.4999",
+         False, "NotEnoughPdb"),
+        ("budget allows 2", {"ignore_daemonsets_utilization": True}, [_pdb(2)], None, "0.4999", True, None),
+        ("safe-to-evict false", {"ignore_daemonsets_utilization": True}, [], "false", "0.4999", False,
+         "NotSafeToEvictAnnotation"),
+    ],
+)  # fmt: skip
+def test_fidelity_table_of_the_scale_down_decision(case, group, pdbs, evict, utilization, drained, reason):
+    g, prov = _prov(**group)
+    prov._consider_drain(g, _three_nodes(evict), now=100.0, pdbs=pdbs)
+    assert f"{prov.utilization['a']:.4f}" == utilization, case
+    others = [prov.utilization[n] for n in "bc" if n in prov.utilization]  # looked at after a
+    assert all(u > Decimal("0.5") for u in others)  # only a is ever a candidate
+    assert (prov.draining == {"a"}) is drained, case
+    assert prov.unremovable.reasons.get("a") == reason, case
+
+
+def test_a_node_found_unremovable_is_rechecked_only_after_the_back_off():
+    g, prov = _prov(ignore_daemonsets_utilization=True, unremovable_recheck=7.5)
+    pods = _three_nodes()
+    prov._consider_drain(g, pods, now=100.0, pdbs=[_pdb(0)])  # blocked by the budget: put aside
+    assert prov.unremovable.reasons == {"a": "NotEnoughPdb"} and not prov.draining
+    prov._consider_drain(g, pods, now=107.4, pdbs=[_pdb(2)])  # the budget allows it now, but too soon
+    assert not prov.draining and not prov.underused_since
+    prov._consider_drain(g, pods, now=107.5, pdbs=[_pdb(2)])  # recheck due: drained
+    assert prov.draining == {"a"} and not prov.unremovable.reasons
+
+
+@pytest.mark.parametrize(
+    ("pod_grace", "cap", "asked"), [(120, 37.0, 37), (120, 600.0, 120), (None, 600.0, 30), (25, 0.0, 25)]
+)
+def test_evictions_go_through_the_eviction_api_with_the_grace_capped(pod_grace, cap, asked):
+    g, prov = _prov(ignore_daemonsets_utilization=True, max_graceful_termination=cap)
+    prov._consider_drain(g, _three_nodes(grace=pod_grace), now=100.0)
+    posts = [c for c in prov.kubelet.rest.calls if c[0] == "post"]
+    assert [c[1] for c in posts] == [f"/api/v1/namespaces/ns/pods/a{i}/eviction" for i in (1, 2)]
+    assert posts[0][2]["kind"] == "Eviction" and posts[0][2]["apiVersion"] == "policy/v1beta1"
+    assert posts[0][2]["deleteOptions"]["gracePeriodSeconds"] == asked
+
+
+def test_a_refused_eviction_is_retried_then_the_drain_fails_and_the_node_is_put_aside():
+    g, prov = _prov(ignore_daemonsets_utilization=True, max_pod_eviction_time=6.0, refuse=("a2",))
+    prov._consider_drain(g, _three_nodes(), now=100.0)
+    assert [e[2] for e in prov.evicted] == ["a1"] and "a" in prov.evicting
+    prov._evict_pending("a", 103.0)  # still refused, before the deadline: kept trying
+    assert "a" in prov.draining
+    prov._evict_pending("a", 106.0)
+    assert "a" not in prov.draining and prov.events[-1][1:] == ("drain-failed", "a")
+    assert prov.unremovable.reasons == {"a": "EvictionFailed"}
+    untaint = prov.kubelet.rest.calls[-1]
+    assert untaint[0] == "patch" and [t["key"] for t in untaint[2]["spec"]["taints"]] == ["k"]
+
+
+def test_candidates_get_the_soft_taint_and_lose_it():
+    _, prov = _prov()
+    prov._soft_taint({"a", "b"})
+    prov._soft_taint({"b"})
+    patched = [(c[1], [t["key"] for t in c[2]["spec"]["taints"]]) for c in prov.kubelet.rest.calls]
+    soft = "DeletionCandidateOfClusterAutoscaler"
+    assert patched == [
+        ("/api/v1/nodes/a", ["k", soft]),
+        ("/api/v1/nodes/b", ["k", soft]),
+        ("/api/v1/nodes/a", ["k"]),
+    ]
+    assert prov.soft_tainted == {"b"}
