@@ -15,18 +15,22 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from infra.aws.budget import CostBudget
 from infra.aws.cluster import EksCluster, EksClusterArgs, log_group_name
 from infra.aws.data_access import WorkerDataRole, WorkerDataRoleArgs
 from infra.aws.images import ImageRepository
 from infra.aws.live import deployer_entry_needed, read_live_facts
 from infra.aws.network import Network, NetworkArgs
 from infra.aws.nodegroups import NodeGroups, NodeGroupsArgs
+from infra.aws.storage import EbsCsiDriver, EbsCsiDriverArgs, storage_class
 from infra.config.aws import POD_IDENTITY_AGENT
 from infra.config.load import load_settings
 from infra.config.settings import AwsConfig, Settings
 from infra.k8s.autoscaler import ClusterAutoscaler
 from infra.k8s.dask import DaskCluster
 from infra.k8s.dask_objects import Names
+from infra.k8s.live import check_local_cluster
+from infra.k8s.objects import create
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ def build_aws(settings: Settings, cfg: AwsConfig) -> AwsLayer:
         ),
         provider,
     )
-    optional = (POD_IDENTITY_AGENT,) if settings.dask.data_access.role_needed else ()
+    pod_identity = settings.dask.data_access.role_needed or settings.dask.jupyter.enabled
+    optional = (POD_IDENTITY_AGENT,) if pod_identity else ()
     cluster.add_node_dependent_addons(node_groups.all_groups, optional)
     return AwsLayer(
         provider=provider, network=network, cluster=cluster, node_groups=node_groups, partition=partition
@@ -138,6 +143,20 @@ def build_autoscaler(
     pulumi.export("clusterAutoscalerRoleArn", autoscaler.role_arn)
 
 
+def build_budget(settings: Settings, layer: AwsLayer) -> CostBudget | None:
+    """The stack's monthly AWS Budget on its `Stack` tag, when `budget` is set (docs/cost.md)."""
+    if settings.budget is None:
+        if settings.production:
+            pulumi.log.warn(
+                "adaptive-dask:budget is not set: nothing alerts before the bill does "
+                "(docs/cost.md#seeing-the-bill)"
+            )
+        return None
+    budget = CostBudget(settings.name, settings.stack, settings.budget, layer.provider)
+    pulumi.export("budgetName", budget.name)
+    return budget
+
+
 def build_worker_data_role(settings: Settings, layer: AwsLayer) -> WorkerDataRole | None:
     """The workers' Pod Identity role, when the stack names data buckets or extra policies."""
     assert settings.aws is not None
@@ -162,14 +181,52 @@ def build_worker_data_role(settings: Settings, layer: AwsLayer) -> WorkerDataRol
     return role
 
 
-def build_dask(settings: Settings, provider: k8s.Provider, ready: list[pulumi.Resource]) -> DaskCluster:
-    dask = DaskCluster(f"{settings.name}-dask", settings.dask, provider, depends_on=ready)
+def build_notebook_storage(settings: Settings, layer: AwsLayer) -> list[pulumi.Resource]:
+    """The notebook's home on EKS (infra/aws/storage.py), when `dask.jupyter` is enabled: the EBS CSI
+    driver with its Pod Identity role, and the encrypted gp3 StorageClass; what its volume waits for."""
+    if not settings.dask.jupyter.enabled:
+        return []
+    cluster = layer.cluster
+    driver = EbsCsiDriver(
+        f"{settings.name}-ebs-csi",
+        EbsCsiDriverArgs(
+            jupyter=settings.dask.jupyter,
+            cluster=cluster,
+            partition=layer.partition,
+            depends_on=[*layer.node_groups.all_groups, cluster.addons[POD_IDENTITY_AGENT]],
+        ),
+        layer.provider,
+    )
+    storage = create(
+        f"{settings.name}-notebook-storage-class",
+        storage_class(settings.production, settings.tags),
+        pulumi.ResourceOptions(parent=driver, provider=cluster.k8s_provider, depends_on=[driver.addon]),
+    )
+    pulumi.export("ebsCsiDriverRoleArn", driver.role_arn)
+    return [driver.addon, storage]
+
+
+def build_dask(
+    settings: Settings,
+    provider: k8s.Provider,
+    ready: list[pulumi.Resource],
+    notebook_ready: list[pulumi.Resource] | None = None,
+) -> DaskCluster:
+    dask = DaskCluster(
+        f"{settings.name}-dask",
+        settings.dask,
+        provider,
+        depends_on=ready,
+        notebook_depends_on=notebook_ready or [],
+    )
     pulumi.export("daskNamespace", dask.namespace)
     pulumi.export("daskSchedulerAddress", dask.scheduler_address)
     pulumi.export("daskDashboard", dask.dashboard)
     pulumi.export("daskWorkerDeployment", dask.worker_deployment)
     pulumi.export("daskWorkerSelector", dask.worker_selector)
     pulumi.export("daskClientSetup", dask.client_setup)
+    if dask.jupyter_setup is not None:
+        pulumi.export("jupyterSetup", dask.jupyter_setup)
     return dask
 
 
@@ -182,10 +239,12 @@ def build() -> AwsLayer | None:
     """The whole program. Config is read and validated first, so a bad value registers nothing."""
     settings = load_settings()
     if settings.aws is None:
+        check_local_cluster(settings)  # facts of the user's cluster, before anything is registered
         build_dask(settings, local_provider(settings.name, settings.kube_context), [])
         return None
     layer = build_aws(settings, settings.aws)
     export_aws(settings.aws, layer)
+    build_budget(settings, layer)
     if settings.aws.images.repository:
         images = ImageRepository(
             settings.name, settings.aws.images, layer.provider, protect=settings.production
@@ -198,5 +257,6 @@ def build() -> AwsLayer | None:
     data_role = build_worker_data_role(settings, layer)
     # Pod Identity credentials reach only pods created after the association: the Dask layer waits for it.
     identity = [data_role.association] if data_role else []
-    build_dask(settings, layer.cluster.k8s_provider, [*ready, *identity])
+    notebook_ready = build_notebook_storage(settings, layer)
+    build_dask(settings, layer.cluster.k8s_provider, [*ready, *identity], notebook_ready)
     return layer

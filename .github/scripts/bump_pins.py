@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the program's packages live at the repository root
 
 from infra.aws.nodegroups import ARCHITECTURE, ami_release_parameter  # noqa: E402
-from infra.config.aws import DEFAULT_REGION, LATEST, MANAGED_ADDONS, parse_aws  # noqa: E402
+from infra.config.aws import ADDON_NAMES, DEFAULT_REGION, LATEST, parse_aws  # noqa: E402
 from infra.config.reader import PROJECT, ConfigReader, Field  # noqa: E402
 from infra.errors import ConfigError  # noqa: E402
 
@@ -201,8 +201,8 @@ def newest(stack: StackPins, aws: Aws) -> dict[tuple[str, ...], str]:
             found[pin.path] = ami_release(stack, aws)
             continue
         addon = pin.path[1]
-        if addon not in MANAGED_ADDONS:
-            raise BumpError(stack.file, pin.key, f"not a managed addon ({', '.join(MANAGED_ADDONS)})")
+        if addon not in ADDON_NAMES:  # the always-installed ones and those a stack may ask for
+            raise BumpError(stack.file, pin.key, f"not a managed addon ({', '.join(ADDON_NAMES)})")
         build = newest_addon_version(aws.addon_versions(addon, stack.version, stack.region), addon)
         if build is None:
             raise BumpError(stack.file, pin.key, f"EKS lists no {addon} build for Kubernetes {stack.version}")

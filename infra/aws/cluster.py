@@ -354,6 +354,7 @@ class EksCluster(AwsComponent):
         depends_on: Sequence[pulumi.Resource] = (),
         service_account_role_arn: pulumi.Input[str] | None = None,
         configuration_values: str | None = None,
+        pod_identity_associations: Sequence[aws.eks.AddonPodIdentityAssociationArgs] = (),
     ) -> aws.eks.Addon:
         pinned = self._args.config.addon_versions.get(addon)
         version: pulumi.Input[str] = (
@@ -374,6 +375,7 @@ class EksCluster(AwsComponent):
             resolve_conflicts_on_update="OVERWRITE",
             service_account_role_arn=service_account_role_arn,
             configuration_values=configuration_values,
+            pod_identity_associations=list(pod_identity_associations) or None,
             opts=self._opts(depends_on=list(depends_on)),
         )
 
@@ -386,4 +388,22 @@ class EksCluster(AwsComponent):
         created = [self._addon(a, depends_on=nodes) for a in names]
         for addon_name, addon in zip(names, created, strict=True):
             self.addons[addon_name] = addon
+        return created
+
+    def add_addon(
+        self,
+        addon: str,
+        depends_on: Sequence[pulumi.Resource],
+        configuration_values: str | None = None,
+        pod_identity_associations: Sequence[aws.eks.AddonPodIdentityAssociationArgs] = (),
+    ) -> aws.eks.Addon:
+        """An addon the stack asks for with settings of its own (e.g. its Pod Identity role), once
+        `depends_on` (the nodes, the role's policies) exist; pinned like the others."""
+        created = self._addon(
+            addon,
+            depends_on=depends_on,
+            configuration_values=configuration_values,
+            pod_identity_associations=pod_identity_associations,
+        )
+        self.addons[addon] = created
         return created

@@ -20,6 +20,7 @@ from types import MappingProxyType
 import pulumi
 import pulumi_aws as aws
 
+from infra.aws.budget import placeholder_email_error
 from infra.config.aws import role_name_key
 from infra.config.reader import PROJECT
 from infra.config.settings import Settings, WorkerGroupConfig
@@ -240,6 +241,10 @@ def read_live_facts(settings: Settings, provider: aws.Provider, log_group: str) 
         placeholder = placeholder_admin_error(arns, account_id, key)
         if placeholder is not None:
             raise placeholder
+    if settings.budget is not None:
+        email = placeholder_email_error(settings.budget.emails, account_id, PLACEHOLDER_ACCOUNT)
+        if email is not None:
+            raise email
     if deployer_without_access(deployer, cfg.cluster.deployer_admin, cfg.cluster.admin_arns):
         pulumi.log.warn(
             f"{PROJECT}:cluster.deployerAdmin is false and {deployer} is not in cluster.adminArns: this "

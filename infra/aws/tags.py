@@ -26,6 +26,29 @@ def instance_tags(common: Mapping[str, str], name: str) -> dict[str, str]:
     return {**common, "Name": name}
 
 
+# What Kubernetes makes AWS create is outside the provider's default tags: the EBS CSI driver tags a volume
+# with its StorageClass's `tagSpecification_<N>: "<key>=<value>"` parameters (kubernetes-sigs/
+# aws-ebs-csi-driver docs/tagging.md), a Service's load balancer with this annotation (a comma-separated
+# `key=value` list, read by the in-tree controller and the AWS Load Balancer Controller alike).
+STORAGE_CLASS_TAG_PREFIX = "tagSpecification_"
+LOAD_BALANCER_TAGS_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-additional-resource-tags"
+
+
+def storage_class_tag_parameters(tags: Mapping[str, str]) -> dict[str, str]:
+    """StorageClass parameters that put `tags` on every volume the EBS CSI driver provisions from it."""
+    return {f"{STORAGE_CLASS_TAG_PREFIX}{i}": f"{k}={v}" for i, (k, v) in enumerate(tags.items(), start=1)}
+
+
+def annotation_unsafe_tag(tags: Mapping[str, str]) -> str | None:
+    """The first tag key the load-balancer annotation cannot carry: its parser splits on ',' and '='."""
+    return next((k for k, v in tags.items() if any(c in f"{k}{v}" for c in ",=")), None)
+
+
+def load_balancer_tags(tags: Mapping[str, str]) -> str:
+    """The annotation's value (`annotation_unsafe_tag` must have found nothing)."""
+    return ",".join(f"{k}={v}" for k, v in tags.items())
+
+
 def public_subnet_tags(cluster_name: str, name: str) -> dict[str, str]:
     return {"Name": name, "kubernetes.io/role/elb": "1", f"kubernetes.io/cluster/{cluster_name}": "shared"}
 

@@ -36,7 +36,9 @@ MANAGED_ADDONS = ("vpc-cni", "kube-proxy", "coredns")
 # Installed only when the stack needs it (dask.dataBuckets / workerPolicyArns: the workers' Pod Identity);
 # production must pin it then too (infra/config/load.py).
 POD_IDENTITY_AGENT = "eks-pod-identity-agent"
-ADDON_NAMES = (*MANAGED_ADDONS, POD_IDENTITY_AGENT)
+# Installed only with the in-cluster notebook (dask.jupyter): its home volume (infra/aws/storage.py).
+EBS_CSI_DRIVER = "aws-ebs-csi-driver"
+ADDON_NAMES = (*MANAGED_ADDONS, POD_IDENTITY_AGENT, EBS_CSI_DRIVER)
 # A version key set to this tracks the newest release on every run (a routine `up` then rolls nodes or
 # addons when AWS publishes one): allowed outside production only, and only when said explicitly.
 LATEST = "latest"

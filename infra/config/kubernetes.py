@@ -13,6 +13,8 @@ from typing import Any
 
 from infra.config.autoscaler import AUTOSCALER_DEFAULTS, EXPANDERS, parse_autoscaler
 from infra.config.data_access import parse_data_access
+from infra.config.jupyter import JUPYTER_DEFAULTS, parse_jupyter
+from infra.config.monitoring import MONITORING_DEFAULTS, parse_monitoring
 from infra.config.preload_options import PASS_THROUGH, min_workers_schedule, preload_options
 from infra.config.reader import PROJECT, ConfigReader, Field, Section
 from infra.config.settings import (
@@ -25,6 +27,7 @@ from infra.config.settings import (
 )
 from infra.errors import ConfigError
 from infra.facts import instance_types, sizing
+from infra.facts.instance_types import Resources
 from infra.facts.placement import WORKER_TAINT, is_label_key, is_label_value
 
 __all__ = ["AUTOSCALER_DEFAULTS", "DASK_DEFAULTS", "EXPANDERS", "parse_dask", "parse_kubernetes"]
@@ -72,6 +75,8 @@ DASK_DEFAULTS: dict[str, Any] = {
     "dataKmsKeyArns": [],  # aws: keys of SSE-KMS objects in dataBuckets
     "workerPolicyArns": [],  # aws: extra managed policies for the workers' role
     "workerServiceAccountAnnotations": {},  # local: e.g. IRSA or another cloud's workload identity
+    "jupyter": {},  # the in-cluster notebook, off by default (infra/config/jupyter.py JUPYTER_DEFAULTS)
+    "monitoring": {},  # PodMonitor, Grafana dashboard, scrapers (infra/config/monitoring.py)
     # The preload's pass-through options (dask_adaptive/options.py rows with stack=True); unset: the
     # preload's own default (dask_adaptive/CONFIG.md).
     **{o.stack_key: None for o in PASS_THROUGH},
@@ -115,6 +120,12 @@ def _image(field: Field, production: bool = False) -> str:
             "(a tag alone can be re-pushed); the image workflow writes it"
         )
     return image
+
+
+def is_stock_image(image: str) -> bool:
+    """The stock Dask release image (any tag or digest): dask and distributed only, no JupyterLab."""
+    match = _IMAGE.match(image)
+    return bool(match) and match["repo"] == STOCK_IMAGE_REPOSITORY
 
 
 def _dashboard_cidrs(s: Section) -> tuple[str, ...]:
@@ -403,6 +414,15 @@ def parse_dask(
         worker_egress_deny_private=s.with_default("workerEgressDenyPrivate", target == "aws").boolean(),
         data_access=parse_data_access(s, target),
         preload_options=preload_options(s),
+        jupyter=parse_jupyter(
+            Section(s["jupyter"].key, s["jupyter"].value, JUPYTER_DEFAULTS),
+            target=target,
+            aws=aws,
+            scheduler=Resources(scheduler_cpu, scheduler_mem),
+            tls=_tls(s, production),
+            stock_image=is_stock_image(image),
+        ),
+        monitoring=parse_monitoring(Section(s["monitoring"].key, s["monitoring"].value, MONITORING_DEFAULTS)),
     )
 
 

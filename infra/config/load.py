@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import pulumi
 
+from infra.aws.tags import annotation_unsafe_tag
 from infra.config.aws import (
     DEFAULT_REGION,
+    EBS_CSI_DRIVER,
     POD_IDENTITY_AGENT,
     check_pinned,
     parse_aws,
     parse_tags,
 )
+from infra.config.budget import parse_budget
 from infra.config.kubernetes import parse_kubernetes
 from infra.config.node_groups import check_node_group_names
 from infra.config.reader import (
@@ -44,6 +48,17 @@ def stack_name(prefix_field: Field, stack: str) -> str:
     return f"{prefix}-{safe_stack}"[:40].rstrip("-")
 
 
+def check_annotation_tags(cfg: ConfigReader, tags: Mapping[str, str]) -> None:
+    """The dashboard's load balancer is tagged through a `k=v,k=v` annotation: a tag with ',' or '=' in it
+    would be split into wrong tags there, so it is refused up front (only when that load balancer exists)."""
+    bad = annotation_unsafe_tag(tags)
+    if bad is not None:
+        raise Field(f"{cfg.full_key('tags')}.{bad}", tags[bad]).fail(
+            "must not contain ',' or '=' (key or value) while dask.dashboardAllowedCidrs is set: the "
+            "dashboard's load balancer takes the tags as a 'k=v,k=v' annotation"
+        )
+
+
 def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) -> Settings:
     """Read and validate the whole config; a bad value raises ConfigError before anything is registered."""
     check_unknown_keys(project_config())
@@ -55,6 +70,7 @@ def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) 
     prefix_field = cfg.raw("namePrefix", DEFAULT_NAME_PREFIX)
     name = stack_name(prefix_field, stack)
     tags = {"Project": PROJECT, "Stack": stack, "ManagedBy": "pulumi", **parse_tags(cfg.json("tags", {}))}
+    budget = parse_budget(cfg, target)
     aws = None
     if target != "aws" and cfg.is_set("images"):
         raise cfg.raw("images", None).fail(
@@ -66,8 +82,15 @@ def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) 
     dask, autoscaler, kube_context = parse_kubernetes(
         cfg, target=target, aws=aws, default_namespace=name, production=production
     )
+    if aws is not None:
+        dask = dataclasses.replace(dask, aws_tags=MappingProxyType(tags))
+        if dask.dashboard_cidrs:
+            check_annotation_tags(cfg, tags)
     if aws is not None and production and dask.data_access.role_needed:
         check_pinned(aws.cluster.addon_versions, POD_IDENTITY_AGENT, "dask.dataBuckets / workerPolicyArns")
+    if aws is not None and production and dask.jupyter.enabled:
+        for addon in (EBS_CSI_DRIVER, POD_IDENTITY_AGENT):
+            check_pinned(aws.cluster.addon_versions, addon, "dask.jupyter.enabled")
     return Settings(
         project=PROJECT,
         stack=stack,
@@ -80,4 +103,5 @@ def load_settings(reader_factory: Callable[[str], ConfigReader] = ConfigReader) 
         dask=dask,
         autoscaler=autoscaler,
         kube_context=kube_context,
+        budget=budget,
     )

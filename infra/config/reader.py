@@ -24,7 +24,7 @@ PROJECT = "adaptive-dask"
 # Every key of the project's namespace; anything else there is a typo (checked before anything is read).
 TOP_LEVEL_KEYS = (
     "target", "production", "namePrefix", "tags", "network", "cluster", "systemNodeGroup", "workerGroups",
-    "dask", "autoscaler", "kubeContext", "images",
+    "dask", "autoscaler", "kubeContext", "images", "budget",
 )  # fmt: skip
 
 

@@ -24,8 +24,11 @@ from dask_adaptive import config as preload_config
 from dask_adaptive import options
 from infra.config import autoscaler as autoscaler_config
 from infra.config import aws as aws_config
+from infra.config import budget as budget_config
+from infra.config import jupyter as jupyter_config
 from infra.config import kubernetes as kubernetes_config
 from infra.config import load, node_groups, reader
+from infra.config import monitoring as monitoring_config
 from infra.config.reference_keys import CA_MINORS, KEYS, Entry, choices
 from infra.facts import instance_types
 from infra.facts.placement import (
@@ -104,7 +107,7 @@ class Table:
 def _top_level_defaults() -> dict[str, Any]:
     """`adaptive-dask:` scalars (load.py; `tags` and `kubeContext` default inline there), the providers'
     keys the program reads (reader.PROVIDER_KEYS) and the engine settings the stack files carry."""
-    objects = {t.prefix.rstrip(".") for t in _TABLES if t.prefix}
+    objects = {t.prefix.split(".")[0] for t in _TABLES if t.prefix}  # `dask.jupyter.` is in `dask`
     project = {
         "target": load.DEFAULT_TARGET,
         "production": load.DEFAULT_PRODUCTION,
@@ -162,11 +165,32 @@ _TABLES: list[Table] = [
         intro="Any other target refuses the key (it pulls from any registry).",
     ),
     Table(
+        "### `adaptive-dask:budget` (object, aws only)",
+        "budget.",
+        lambda: budget_config.DEFAULT_BUDGET,
+        intro=(
+            "Unset: no budget (production warns). Any other target refuses the key. The tag must be "
+            "activated as a cost-allocation tag once per account: [Cost](cost.md#seeing-the-bill)."
+        ),
+    ),
+    Table(
         "### `adaptive-dask:dask` (object)",
         "dask.",
         lambda: kubernetes_config.DASK_DEFAULTS,
         before="## Kubernetes layer\n\nRead by both targets, except where a key says otherwise.",
         outro=_DASK_SIZING,
+    ),
+    Table(
+        "#### `adaptive-dask:dask.jupyter` (object)",
+        "dask.jupyter.",
+        lambda: jupyter_config.JUPYTER_DEFAULTS,
+        intro="Off by default; the other fields are read only when `enabled` is true.",
+    ),
+    Table(
+        "#### `adaptive-dask:dask.monitoring` (object)",
+        "dask.monitoring.",
+        lambda: monitoring_config.MONITORING_DEFAULTS,
+        intro="Everything off by default; see [monitoring.md](monitoring.md).",
     ),
     Table(
         "### `adaptive-dask:autoscaler` (object, aws only)",

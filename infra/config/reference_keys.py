@@ -10,7 +10,9 @@ from typing import Any, NamedTuple
 
 from infra.config import autoscaler as autoscaler_config
 from infra.config import aws as aws_config
+from infra.config import budget as budget_config
 from infra.config import data_access, load, node_groups
+from infra.config import jupyter as jupyter_config
 from infra.config import kubernetes as kubernetes_config
 from infra.facts import sizing
 from infra.facts.placement import (
@@ -158,7 +160,9 @@ KEYS: dict[str, Entry] = {
     "cluster.addonVersions": Entry(
         f"object: {' / '.join(f'`{a}`' for a in _A.MANAGED_ADDONS)} → `vX.Y.Z-eksbuild.N` or `{_A.LATEST}`",
         f"managed addon versions; `{_A.LATEST}` (or, outside production, no entry) resolves to the newest "
-        "build for `version` on every run, so a routine `up` moves it",
+        "build for `version` on every run, so a routine `up` moves it. Addons a stack installs on request "
+        f"take pins too: `{_A.POD_IDENTITY_AGENT}` (data access, notebook) and `{_A.EBS_CSI_DRIVER}` "
+        "(notebook), which a production stack must then pin",
         f"**production pins all {len(_A.MANAGED_ADDONS)}**",
     ),
     "cluster.nodeAmiReleaseVersion": Entry(
@@ -217,6 +221,25 @@ KEYS: dict[str, Entry] = {
     ),
     "images.keepImages": Entry(
         "int 1–1000", "the repository's lifecycle policy keeps this many newest images (tagged or not)"
+    ),
+    # ------------------------------------------------------------------------------------------- budget
+    "budget.monthlyUsd": Entry(
+        "number > 0 (US dollars, at most two decimals)",
+        "the monthly limit of an AWS Budget on the stack's `Stack` tag (`user:Stack$<stack>`); see "
+        "[Cost](cost.md#seeing-the-bill)",
+        "required when `budget` is set",
+    ),
+    "budget.emails": Entry(
+        f"list of 1–{budget_config.MAX_EMAILS} e-mail addresses",
+        "who gets the alerts; documentation domains "
+        f"({', '.join(budget_config.PLACEHOLDER_EMAIL_DOMAINS)}) are refused when deploying into a real "
+        "account",
+        "required when `budget` is set",
+    ),
+    "budget.thresholds": Entry(
+        f"list of 1–{budget_config.MAX_THRESHOLDS} percentages in (0, {budget_config.MAX_THRESHOLD_PERCENT}]",
+        "an alert on actual spend and one on AWS's month-end forecast at each percentage of `monthlyUsd` "
+        f"(two notifications each; AWS allows {budget_config.MAX_NOTIFICATIONS} per budget)",
     ),
     # --------------------------------------------------------------------------------------------- dask
     "dask.namespace": Entry(
@@ -356,6 +379,76 @@ KEYS: dict[str, Entry] = {
         "local only: annotations on the workers' ServiceAccount, e.g. IRSA or another cloud's workload "
         "identity (on aws the workers' identity is the Pod Identity association `dataBuckets` / "
         "`workerPolicyArns` make)",
+    ),
+    "dask.jupyter": Entry(
+        "object (below)",
+        "the in-cluster JupyterLab notebook ([notebook.md](notebook.md)); its fields are in the next table",
+    ),
+    "dask.jupyter.enabled": Entry(
+        "bool",
+        "a JupyterLab in the Dask namespace on the cluster's image, with the client certificate, a token "
+        "kept out of Pulumi state and a persistent home; refused on the stock image (no JupyterLab): build "
+        "`image/` and set `dask.image` first; on aws it installs the `aws-ebs-csi-driver` and "
+        "`eks-pod-identity-agent` addons, which a production stack must pin in `cluster.addonVersions`",
+    ),
+    "dask.jupyter.cpu": Entry(
+        f"CPU quantity ≥ {jupyter_config.MIN_CPU_MILLICORES}m",
+        "the notebook's CPU (requests = limits); on aws it must fit its pool (below)",
+    ),
+    "dask.jupyter.memory": Entry(
+        f"memory quantity ≥ {_mib(jupyter_config.MIN_MEMORY_MIB)}",
+        "the notebook's memory (requests = limits): JupyterLab and its kernels together",
+    ),
+    "dask.jupyter.storage": Entry(
+        f"size {_mib(jupyter_config.MIN_STORAGE_MIB)}–16Ti",
+        "its home volume (a PersistentVolumeClaim; aws: encrypted gp3, expandable later, not shrinkable)",
+    ),
+    "dask.jupyter.idleCullMinutes": Entry(
+        f"int {jupyter_config.CULL_MINUTES[0]}–{jupyter_config.CULL_MINUTES[1]}",
+        "idle kernels, and then the server, are culled after this long, so an abandoned notebook stops "
+        "asking for workers",
+    ),
+    "dask.jupyter.nodeGroup": Entry(
+        "`system` or a worker group's `name` (aws only)",
+        "where the notebook runs; it must fit there: on the system pool beside the scheduler, CoreDNS and "
+        "the EBS CSI controller (first-fit over `systemNodeGroup.size` nodes), on a worker group one node "
+        "of its smallest instance type (its taints are tolerated)",
+        "unset: `system` on aws, any node on local",
+    ),
+    "dask.jupyter.storageClass": Entry(
+        "a StorageClass name (local only)",
+        "the home volume's StorageClass on the local target (aws uses the program's encrypted gp3 class)",
+        "unset: the cluster's default StorageClass",
+    ),
+    "dask.monitoring": Entry(
+        "object (below)",
+        "metrics where teams already look ([monitoring.md](monitoring.md)); its fields are in the next table",
+    ),
+    "dask.monitoring.podMonitor": Entry(
+        "bool",
+        "a `monitoring.coreos.com/v1` PodMonitor scraping the scheduler's and the workers' `/metrics` (the "
+        "preload's metrics included); needs the Prometheus Operator's CRDs on the cluster (local: checked "
+        "at preview; aws: install the operator before enabling it) and `prometheusNamespaces`",
+    ),
+    "dask.monitoring.podMonitorLabels": Entry(
+        "object of label key → value",
+        "labels on the PodMonitor, for a Prometheus that selects PodMonitors by label "
+        "(kube-prometheus-stack: `release: <its release name>`)",
+    ),
+    "dask.monitoring.grafanaDashboard": Entry(
+        "bool",
+        'the Dask dashboard as a ConfigMap labelled `grafana_dashboard: "1"`, for the Grafana sidecar',
+    ),
+    "dask.monitoring.dashboardNamespace": Entry(
+        "an existing namespace's name",
+        "where the dashboard ConfigMap goes: the Grafana sidecar reads its own namespace unless its "
+        "`searchNamespace` says otherwise",
+        "unset: the Dask namespace",
+    ),
+    "dask.monitoring.prometheusNamespaces": Entry(
+        "list of namespace names",
+        "pods in these namespaces may reach the scheduler's and workers' metrics ports (NetworkPolicy, "
+        "matched on `kubernetes.io/metadata.name`, which Kubernetes sets itself from 1.21)",
     ),
     # ---------------------------------------------------------------------------------------- autoscaler
     "autoscaler.scaleDownUnneededTime": Entry(

@@ -10,7 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra.config.budget import BudgetConfig
 from infra.config.data_access import DataAccess
+from infra.config.jupyter import JupyterSettings
+from infra.config.monitoring import MonitoringSettings
 from infra.facts.placement import Taint, worker_labels, worker_taints
 
 # Must equal the dask/distributed pins in requirements.txt (a test enforces it): scheduler, workers and
@@ -145,6 +148,11 @@ class DaskSettings:
     # The preload options a stack passes through as set (dask_adaptive/options.py `stack=True`), by
     # Python name; the rest of the scheduler's command line is derived (infra/k8s/dask_objects.py).
     preload_options: Mapping[str, Any] = field(default_factory=dict)
+    # The stack's cost-allocation tags (aws; empty on local) for what Kubernetes makes AWS create outside
+    # the provider's default tags: the dashboard's load balancer (infra/k8s/services.py).
+    aws_tags: Mapping[str, str] = field(default_factory=dict)
+    jupyter: JupyterSettings = field(default_factory=JupyterSettings)  # the in-cluster notebook (jupyter.py)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)  # PodMonitor, dashboard
 
 
 @dataclass(frozen=True)
@@ -167,3 +175,4 @@ class Settings:
     dask: DaskSettings
     autoscaler: AutoscalerSettings | None  # None when target == "local"
     kube_context: str | None  # local target only
+    budget: BudgetConfig | None = None  # `adaptive-dask:budget` (infra/config/budget.py); None: no budget

@@ -13,13 +13,15 @@ import pulumi_kubernetes as k8s
 import pulumi_tls
 
 from infra.config.settings import DaskSettings
-from infra.k8s import admission, guards, headroom, network_policies, rbac, services, tls
+from infra.k8s import admission, guards, headroom, jupyter, monitoring, network_policies, rbac, services, tls
 from infra.k8s import dask_objects as k8s_dask
 from infra.k8s import preload as k8s_preload
 from infra.k8s.objects import create, patch
 
 # The preload owns the worker count (`/scale`); Pulumi creates the Deployment at 0 and never resets it.
 WORKER_IGNORE_CHANGES = ["spec.replicas"]
+# The notebook's init container fills its token Secret; Pulumi creates it empty and never touches its data.
+TOKEN_IGNORE_CHANGES = ["data", "stringData"]
 
 
 class DaskCluster(pulumi.ComponentResource):
@@ -37,8 +39,11 @@ class DaskCluster(pulumi.ComponentResource):
         k8s_provider: k8s.Provider,
         depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
+        notebook_depends_on: Sequence[pulumi.Resource] = (),
     ) -> None:
-        """`depends_on`: what must exist before any pod is created (e.g. the node groups)."""
+        """`depends_on`: what must exist before any pod is created (e.g. the node groups);
+        `notebook_depends_on`: what the notebook's home volume needs (aws: the EBS CSI driver and the
+        StorageClass)."""
         super().__init__("adaptive-dask:kubernetes:DaskCluster", name, None, opts)
         self._k8s_provider = k8s_provider
         names = k8s_dask.Names.of(settings)
@@ -72,7 +77,12 @@ class DaskCluster(pulumi.ComponentResource):
         )
         service = create(f"{name}-scheduler-svc", services.scheduler_service(names, version), self._after(ns))
         self._headroom(name, settings, names, depends_on, [worker_sa, workers, *fences])
+        # dask.monitoring, off by default: the PodMonitor and the Grafana dashboard
+        monitoring.create_monitoring(name, settings, names, self._after(ns))
         dashboard = self._dashboard(name, settings, names, scheduler)
+        self.jupyter_setup = self._notebook(
+            name, settings, names, ns, [*fences, *tls_ready, *notebook_depends_on]
+        )
 
         self.namespace = ns.metadata.name  # type: ignore[attr-defined]
         self.scheduler_address = service.metadata.apply(lambda _: names.scheduler_address)  # type: ignore[attr-defined]
@@ -232,13 +242,41 @@ class DaskCluster(pulumi.ComponentResource):
         lb = create(
             f"{name}-dashboard",
             services.dashboard_service(
-                names, settings.dask_version, settings.dashboard_cidrs, settings.target
+                names, settings.dask_version, settings.dashboard_cidrs, settings.target, settings.aws_tags
             ),
             self._after(scheduler),
         )
         return lb.status.apply(  # type: ignore[attr-defined]
             lambda status: _lb_instructions(status, settings.dashboard_cidrs)
         )
+
+    def _notebook(
+        self,
+        name: str,
+        settings: DaskSettings,
+        names: k8s_dask.Names,
+        ns: pulumi.Resource,
+        before_pod: Sequence[pulumi.Resource],
+    ) -> pulumi.Output[str] | None:
+        """The in-cluster notebook (`dask.jupyter`), when enabled: its objects in order, the pod last
+        (after the fences, the client certificate and, `before_pod`, its StorageClass)."""
+        made: list[pulumi.Resource] = []
+        for manifest in jupyter.objects(settings, names):
+            kind = manifest["kind"]
+            extra: dict = {"ignore_changes": TOKEN_IGNORE_CHANGES} if kind == "Secret" else {}
+            after = [ns, *made] if kind in ("RoleBinding", "Deployment") else [ns]
+            if kind in ("PersistentVolumeClaim", "Deployment"):
+                after += before_pod
+            made.append(
+                create(
+                    f"{name}-{kind.lower()}-{manifest['metadata']['name']}",
+                    manifest,
+                    self._after(*after, **extra),
+                )
+            )
+        if not made:
+            return None
+        return pulumi.Output.from_input(jupyter.setup_instructions(names))
 
     def _mutual_tls(
         self, name: str, settings: DaskSettings, names: k8s_dask.Names, after_ns: pulumi.ResourceOptions
@@ -261,7 +299,10 @@ class DaskCluster(pulumi.ComponentResource):
             create(f"{name}-{secret['metadata']['name']}", secret, after_ns)
             for secret in tls.secrets(material, names, version)
         ]
-        client_role = create(f"{name}-client-role", tls.client_role(names, version), after_ns)
+        notebook_secrets = (jupyter.TOKEN_SECRET,) if settings.jupyter.enabled else ()
+        client_role = create(
+            f"{name}-client-role", tls.client_role(names, version, notebook_secrets), after_ns
+        )
         if settings.client_groups:
             create(
                 f"{name}-client-rolebinding",

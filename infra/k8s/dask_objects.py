@@ -139,6 +139,9 @@ def scheduler_command(settings: DaskSettings, names: Names) -> list[str]:
         # workers asks for workers, not cores (dask_adaptive.decisions.cold_target)
         worker_threads=settings.worker.threads,
         min_workers_schedule=settings.min_workers_schedule or None,
+        # the label of the worker-seconds counter: the worker groups the Deployment may land on (which one a
+        # pod is on is its Node's label, and the scheduler may not read Nodes); none on the local target
+        worker_group="+".join(settings.placement.pools) if settings.placement else None,
         **settings.preload_options,
     )
     return dask_scheduler_command(
@@ -180,6 +183,11 @@ def _pod_security_context() -> dict:
         "fsGroup": RUN_AS,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def pod_security_context() -> dict:
+    """The `restricted` pod-level settings every pod of the stack shares (the notebook's too)."""
+    return _pod_security_context()
 
 
 def guaranteed_resources(cpu_millicores: int, memory_mib: int) -> dict:

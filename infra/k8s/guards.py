@@ -34,14 +34,20 @@ class QuotaBudget:
 
 def quota_budget(settings: DaskSettings) -> QuotaBudget:
     """max_workers workers + the scheduler + the margin above, at their configured sizes; headroom
-    placeholders are worker-sized and count too (or they would eat the workers' budget)."""
+    placeholders are worker-sized and count too (or they would eat the workers' budget), and so does
+    the in-cluster notebook when enabled."""
     workers = settings.max_workers + EXTRA_WORKERS + settings.headroom_workers
     schedulers = 1 + EXTRA_SCHEDULERS
+    # The notebook (one pod: its Deployment is `Recreate`, its init container asks for less than the lab)
+    notebooks = 1 if settings.jupyter.enabled else 0
     return QuotaBudget(
-        pods=workers + schedulers,
+        pods=workers + schedulers + notebooks,
         cpu_millicores=workers * settings.worker.cpu_millicores
-        + schedulers * settings.scheduler_cpu_millicores,
-        memory_mib=workers * settings.worker.memory_mib + schedulers * settings.scheduler_memory_mib,
+        + schedulers * settings.scheduler_cpu_millicores
+        + notebooks * settings.jupyter.cpu_millicores,
+        memory_mib=workers * settings.worker.memory_mib
+        + schedulers * settings.scheduler_memory_mib
+        + notebooks * settings.jupyter.memory_mib,
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from infra.config.settings import DaskSettings
 from infra.k8s import dask_objects as kd
+from infra.k8s import jupyter
 from infra.k8s.dask_objects import Names
 
 SelectorLabels = Mapping[str, str]
@@ -226,4 +227,79 @@ def network_policies(
                 ],
             )
         )
-    return policies + egress_policies(settings, names, client_pods)
+    policies += metrics_policies(settings, names)
+    return policies + egress_policies(settings, names, client_pods) + notebook_policies(settings, names)
+
+
+def notebook_policies(settings: DaskSettings, names: Names) -> list[dict]:
+    """The in-cluster notebook (`dask.jupyter`), when enabled; nothing otherwise.
+
+    - notebook -> DNS, the scheduler's comm and dashboard ports (the lab proxies the dashboard), the API
+      server as the scheduler reaches it (`api_server_cidrs` on `api_server_ports`: its init container
+      fills the token Secret; the lab itself holds no API credentials), and the addresses workers may
+      reach outside the cluster (`worker_egress_except`: pip, object stores). Not the workers: a Client
+      outside a worker gathers through the scheduler. On aws the API rule opens HTTPS to the VPC, as for
+      the scheduler; `dask.apiServerCidrs` narrows both.
+    - scheduler <- the notebook on those two ports.
+    - notebook <- nothing: the default deny stands. Users arrive with `kubectl port-forward`, which the
+      kubelet delivers inside the pod's own network namespace (not subject to NetworkPolicy), and the
+      kubelet's probes are admitted by the VPC CNI's agent whatever the policies (see
+      `network_policies`). Allowing the lab port even from the namespace would let any pod there try
+      the token.
+    """
+    if not settings.jupyter.enabled:
+        return []
+    version = settings.dask_version
+    scheduler = {"matchLabels": kd.selector_labels(names, "scheduler")}
+    notebook = {"matchLabels": jupyter.selector_labels(names)}
+    ports = [_tcp(kd.SCHEDULER_PORT), _tcp(kd.DASHBOARD_PORT)]
+    world = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": worker_egress_except(settings)}}]}
+    api_server = {
+        "to": [{"ipBlock": {"cidr": c}} for c in settings.api_server_cidrs],
+        "ports": [_tcp(p) for p in settings.api_server_ports],
+    }
+    return [
+        _policy(
+            "dask-notebook-egress",
+            names,
+            version,
+            notebook,
+            egress=[_dns_rule(), {"to": [{"podSelector": scheduler}], "ports": ports}, api_server, world],
+        ),
+        _policy(
+            "dask-scheduler-from-notebook",
+            names,
+            version,
+            scheduler,
+            [{"from": [{"podSelector": notebook}], "ports": ports}],
+        ),
+    ]
+
+
+# The label Kubernetes sets on every namespace to its own name: from 1.21 on (NamespaceDefaultLabelName,
+# GA in 1.22). On an older cluster (the 1.20 of the tests) it must be set by hand (docs/monitoring.md).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def metrics_policies(settings: DaskSettings, names: Names) -> list[dict]:
+    """`dask.monitoring.prometheusNamespaces`: pods of exactly those namespaces may open the scheduler's and
+    the workers' dashboard ports, where `/metrics` is served (the whole dashboard: NetworkPolicy cannot
+    tell paths apart; never the scheduler's comm port). Nothing when the list is empty."""
+    namespaces = settings.monitoring.prometheus_namespaces
+    if not namespaces:
+        return []
+    peers = {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": list(namespaces)}
+    return [
+        _policy(
+            "dask-metrics-from-prometheus",
+            names,
+            settings.dask_version,
+            {"matchLabels": stack_pod_labels(names)},
+            [
+                {
+                    "from": [{"namespaceSelector": {"matchExpressions": [peers]}}],
+                    "ports": [_tcp(kd.DASHBOARD_PORT), _tcp(kd.WORKER_DASHBOARD_PORT)],
+                }
+            ],
+        )
+    ]

@@ -3,6 +3,9 @@ balancer (plain dicts, wire names), and how a user reaches the dashboard without
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from infra.aws.tags import LOAD_BALANCER_TAGS_ANNOTATION, load_balancer_tags
 from infra.k8s.dask_objects import (
     DASHBOARD_PORT,
     SCHEDULER_PORT,
@@ -34,13 +37,18 @@ def scheduler_service(names: Names, version: str) -> dict:
     }
 
 
-def dashboard_service(names: Names, version: str, cidrs: tuple[str, ...], target: str) -> dict:
-    """Only built when an allow-list exists: an internal NLB (aws) reachable from those CIDRs only."""
+def dashboard_service(
+    names: Names, version: str, cidrs: tuple[str, ...], target: str, tags: Mapping[str, str] | None = None
+) -> dict:
+    """Only built when an allow-list exists: an internal NLB (aws) reachable from those CIDRs only, carrying
+    the stack's cost-allocation `tags` (provider default tags never reach what Kubernetes creates)."""
     if target == "aws":
         annotations = {
             "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
             "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
         }
+        if tags:
+            annotations[LOAD_BALANCER_TAGS_ANNOTATION] = load_balancer_tags(tags)
     else:
         # kind/minikube often have no load-balancer controller: do not hold `pulumi up` for an address.
         annotations = {SKIP_AWAIT: "true"}

@@ -78,15 +78,17 @@ def secret(
     }
 
 
-def client_role(names: Names, version: str) -> dict:
+def client_role(names: Names, version: str, extra_secrets: tuple[str, ...] = ()) -> dict:
     """What a user of the cluster needs and nothing more: read the client certificate, find the scheduler
-    and port-forward to it. Bound to `dask.clientGroups`; cluster admins have it anyway."""
+    and port-forward to it. Bound to `dask.clientGroups`; cluster admins have it anyway. `extra_secrets`:
+    the in-cluster notebook's token Secret, when there is one (its users are the cluster's clients)."""
+    secret_names = [CLIENT_SECRET, *extra_secrets]
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": object_meta(names.client_role, names, "client", version),
         "rules": [
-            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [CLIENT_SECRET], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": secret_names, "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["services", "pods"], "verbs": ["get", "list"]},
             {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create"]},
         ],

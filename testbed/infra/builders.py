@@ -13,7 +13,13 @@ import json
 from collections.abc import Sequence
 from types import MappingProxyType
 
-from infra.config.kubernetes import AUTOSCALER_DEFAULTS, DASK_DEFAULTS, parse_autoscaler, parse_dask
+from infra.config.kubernetes import (
+    AUTOSCALER_DEFAULTS,
+    DASK_DEFAULTS,
+    is_stock_image,
+    parse_autoscaler,
+    parse_dask,
+)
 from infra.config.reader import Section, decode_json
 from infra.config.settings import (
     AutoscalerSettings,
@@ -162,3 +168,63 @@ def prod(network: dict | None = None, cluster: dict | None = None) -> dict[str, 
         f"{NS}:network": json.dumps({**PROD_NETWORK, **(network or {})}),
         f"{NS}:cluster": json.dumps({**PROD_CLUSTER, **(cluster or {})}),
     }
+
+
+# ---------------------------------------------------------------- the in-cluster notebook (dask.jupyter)
+
+
+NOTEBOOK_ADDON_PINS = {
+    "aws-ebs-csi-driver": "v1.50.1-eksbuild.1",
+    "eks-pod-identity-agent": "v1.3.9-eksbuild.3",
+}
+
+
+# The team's image as the image workflow writes it (`<repository-url>@sha256:<digest>`, pushed under the
+# commit's tag): placeholders of that shape, so production's digest rule holds too. No registry is reached.
+TEAM_IMAGE_TAG = "3f9a1c0e5b7d2468ace013579bdf2468ace01357"
+TEAM_IMAGE_DIGEST = "sha256:" + "5e" * 32
+TEAM_IMAGE = f"111122223333.dkr.ecr.us-east-1.amazonaws.com/adask-dev/dask@{TEAM_IMAGE_DIGEST}"
+
+
+def team_image(stack: str) -> str:
+    """A reference to `stack`'s own built image (image/: JupyterLab and its extensions on the Dask release):
+    its ECR repository on aws, a team registry elsewhere."""
+    from testbed.infra.harness import stack_value
+
+    target = stack_value(stack, f"{NS}:target", "aws")
+    region = stack_value(stack, "aws:region", "us-east-1")
+    registry = f"111122223333.dkr.ecr.{region}.amazonaws.com" if target == "aws" else "registry.example.com"
+    return f"{registry}/adask-{stack}/dask@{TEAM_IMAGE_DIGEST}"
+
+
+# A small notebook for dev's system pool (two t3.medium): `jupyter_overrides("dev", **DEV_NOTEBOOK)`.
+DEV_NOTEBOOK = {"cpu": "500m", "memory": "2Gi", "storage": "10Gi", "idleCullMinutes": 60}
+
+
+def jupyter_overrides(stack: str, **fields: object) -> dict[str, str]:
+    """Stack config overrides (CLI strings) that turn the notebook on in `stack` on the team's image (the
+    stock one is refused), keeping the stack's other `dask` keys: `record_stack(stack,
+    jupyter_overrides(stack))` / `run_stack(stack, overrides=...)`. `fields` are `dask.jupyter` keys
+    (e.g. `idleCullMinutes=5`)."""
+    from testbed.infra.harness import stack_value  # the harness imports pulumi's runtime: only when used
+
+    dask_value = dict(stack_value(stack, DASK_KEY, {}) or {})
+    jupyter = {**(dask_value.get("jupyter") or {}), "enabled": True, **fields}
+    image = dask_value.get("image")
+    if not image or is_stock_image(image):
+        image = team_image(stack)
+    out = {DASK_KEY: json.dumps({**dask_value, "image": image, "jupyter": jupyter})}
+    if str(stack_value(stack, f"{NS}:production", False)).lower() == "true":
+        # production pins the addons the notebook installs (placeholder builds, as PROD_CLUSTER's)
+        cluster = dict(stack_value(stack, f"{NS}:cluster", {}) or {})
+        cluster["addonVersions"] = {**NOTEBOOK_ADDON_PINS, **(cluster.get("addonVersions") or {})}
+        out[f"{NS}:cluster"] = json.dumps(cluster)
+    return out
+
+
+def notebook_objects(settings: DaskSettings) -> list[dict]:
+    """The notebook's objects as the program registers them for `settings` (none when it is off): the
+    pure builders `DaskCluster` creates them from (infra/k8s/jupyter.py), in creation order."""
+    from infra.k8s import jupyter
+
+    return jupyter.objects(settings, kd.Names.of(settings))

@@ -674,3 +674,19 @@ def run_stack(
         stack=stack, config=config, preview=preview, project=project, secret_keys=secrets, mocks=mocks
     )
     return run_graph(run_main, mocks, monitor)
+
+
+def registered_before_failure(
+    stack: str, mocks: RecordingMocks, overrides: Mapping[str, str] | None = None
+) -> tuple[Exception, list[str]]:
+    """Run a stack that must stop on bad config or live state; return (error, types registered before it)."""
+    from infra.errors import ConfigError, LiveStateError
+
+    project, config, secrets = load_stack_config(stack)
+    config.update(overrides or {})
+    mocks, monitor = install(stack=stack, config=config, project=project, secret_keys=secrets, mocks=mocks)
+    try:
+        run_graph(run_main, mocks, monitor)
+    except (ConfigError, LiveStateError) as error:
+        return error, [record[1].type for record in monitor.records]
+    raise AssertionError(f"stack {stack!r} ran to the end; a ConfigError or LiveStateError was expected")

@@ -95,7 +95,7 @@ class PodFiles:
         spec = self.pod["spec"]
         mounted = {
             m["name"]
-            for c in spec.get("containers") or []
+            for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
             for m in c.get("volumeMounts") or []
             if m["mountPath"].rstrip("/") == SA_MOUNT
         }
@@ -151,8 +151,36 @@ class PodFiles:
                         (d / src["serviceAccountToken"]["path"]).write_text(tok)
             # emptyDir, hostPath and anything else: an empty per-pod folder
         self.services = self.kubelet.services.rules(self.namespace)
+        if self.kubelet.rewrite_config_files:
+            self._rewrite_config_files()
         for c in self.runner.containers:
             self.materialise(c)
+
+    def _rewrite_config_files(self) -> None:
+        """The text files of ConfigMap volumes, rewritten as command lines are (Kubelet's
+        `rewrite_config_files`): Service DNS names (no DNS here) and mount paths (per-pod folders here)
+        named in a config file resolve as they would in the pod. Every container's mounts count."""
+        spec = self.pod["spec"]
+        rw = Rewriter()
+        mounts = [
+            m
+            for c in [*(spec.get("initContainers") or []), *spec["containers"]]
+            for m in c.get("volumeMounts") or []
+        ]
+        for m in sorted(mounts, key=lambda m: -len(m["mountPath"])):
+            folder = self.volume_dirs.get(m["name"])
+            if folder is not None and not m.get("subPath"):
+                rw.path(m["mountPath"], str(folder))
+        rw.extend(self.services)
+        for vol in spec.get("volumes") or []:
+            if "configMap" not in vol:
+                continue
+            for f in self.volume_dirs[vol["name"]].rglob("*"):
+                try:
+                    text = f.read_text()
+                except (UnicodeDecodeError, IsADirectoryError):
+                    continue
+                f.write_text(rw(text))
 
     def _project_map(self, d: Path, kind: str, name: str, src: dict[str, Any], rest: Rest) -> None:
         obj = rest.get_or_none(f"/api/v1/namespaces/{self.namespace}/{kind}/{name}")

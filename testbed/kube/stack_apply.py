@@ -44,8 +44,17 @@ PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers", "StatefulSet": "statefulsets",
     "DaemonSet": "daemonsets", "Job": "jobs", "CronJob": "cronjobs", "PriorityClass": "priorityclasses",
     "ResourceQuota": "resourcequotas", "LimitRange": "limitranges",
+    "StorageClass": "storageclasses", "PersistentVolumeClaim": "persistentvolumeclaims",
+    "PersistentVolume": "persistentvolumes",
 }  # fmt: skip
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PriorityClass",
+    "StorageClass",
+    "PersistentVolume",
+}
 
 
 def integral(value: Any) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from infra.aws.cluster import kubeconfig, log_group_name
+from testbed.infra import builders
 from testbed.infra.harness import (
     ACCOUNT_ID,
     CALLER_ARN,
@@ -190,12 +191,15 @@ def test_oidc_provider_for_irsa(stack: str, stack_graph: GraphOf) -> None:
     ].startswith("http")
 
 
-@pytest.mark.parametrize("stack", ["dev"])  # prod pins every addon (tests/infra/aws/test_live.py)
-def test_managed_addons_resolved_for_the_cluster_version(stack: str, stack_graph: GraphOf) -> None:
-    g = stack_graph(stack)
+# prod pins every addon (tests/infra/aws/test_live.py); dev with its notebook on adds the two it installs
+@pytest.mark.parametrize("notebook", [False, True], ids=["dev", "dev-notebook"])
+def test_managed_addons_resolved_for_the_cluster_version(notebook: bool, stack_graph: GraphOf) -> None:
+    stack = "dev"
+    g = stack_graph(stack, overrides=builders.jupyter_overrides(stack) if notebook else None)
     version = cluster_cfg(stack)["version"]
     calls = {c.args["addonName"]: c for c in g.calls_to("aws:eks/getAddonVersion:getAddonVersion")}
-    assert set(calls) == {"vpc-cni", "kube-proxy", "coredns"}
+    extra = {"aws-ebs-csi-driver", "eks-pod-identity-agent"} if notebook else set()
+    assert set(calls) == {"vpc-cni", "kube-proxy", "coredns", *extra}
     for name, call in calls.items():
         assert call.args["kubernetesVersion"] == version and call.args["mostRecent"] is True
         addon = next(a for a in g.of_type("aws:eks/addon:Addon") if a.inputs["addonName"] == name)

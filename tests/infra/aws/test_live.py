@@ -30,10 +30,7 @@ from testbed.infra.harness import (
     REPO_ROOT,
     Graph,
     RecordingMocks,
-    install,
-    load_stack_config,
-    run_graph,
-    run_main,
+    registered_before_failure,
     run_stack,
     stack_value,
 )
@@ -43,16 +40,6 @@ NG = "aws:eks/nodeGroup:NodeGroup"
 SUBNET = "aws:ec2/subnet:Subnet"
 ENTRY = "aws:eks/accessEntry:AccessEntry"
 ADDON = "aws:eks/addon:Addon"
-
-
-def registered_before_failure(stack: str, mocks: RecordingMocks, overrides: dict[str, str] | None = None):
-    """Run a stack that must fail; return (error, types registered before it)."""
-    project, config, secrets = load_stack_config(stack)
-    config.update(overrides or {})
-    mocks, monitor = install(stack=stack, config=config, project=project, secret_keys=secrets, mocks=mocks)
-    with pytest.raises((ConfigError, LiveStateError)) as caught:
-        run_graph(run_main, mocks, monitor)
-    return caught.value, [record[1].type for record in monitor.records]
 
 
 # ------------------------------------------------------------------------------------ 1. zones

@@ -460,9 +460,9 @@ BAD = [
     ),
     bad(
         "addon-unknown",
-        {CLUSTER: json.dumps({"addonVersions": {"aws-ebs-csi-driver": "v1.0.0-eksbuild.1"}})},
-        "cluster.addonVersions.aws-ebs-csi-driver",
-        "aws-ebs-csi-driver",
+        {CLUSTER: json.dumps({"addonVersions": {"aws-efs-csi-driver": "v1.0.0-eksbuild.1"}})},
+        "cluster.addonVersions.aws-efs-csi-driver",
+        "aws-efs-csi-driver",
         "coredns",
     ),
     bad(

@@ -177,6 +177,7 @@ def world(graph: Graph) -> World:
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         if deployment["metadata"].get("namespace") == namespace:
             component = labels["app.kubernetes.io/component"]
+            component = "jupyter" if component == "notebook" else component  # the program's own notebook
             pods[component] = Pod(component, namespace, labels, str(vpc[index]))
     other_stack = {**pods["worker"].labels, "app.kubernetes.io/instance": "adask-other"}
     pods |= {
@@ -430,6 +431,82 @@ def test_worker_except_list():
         ipaddress.ip_address("169.254.170.23") in ipaddress.ip_network(n)
         for n in np_.worker_egress_except(aws)
     )
+
+
+# ---------------------------------------------------------------- the in-cluster notebook (dask.jupyter)
+
+NOTEBOOK_POLICIES = {"dask-notebook-egress", "dask-scheduler-from-notebook"}
+OUTSIDE = [("8.8.8.8", 443), ("52.216.0.1", 443), ("169.254.169.254", 80), ("169.254.170.23", 80)]
+OUTSIDE += [("192.168.4.7", 5432), ("172.18.0.5", 9000)]
+
+
+def notebook_world(stack_graph, stack: str) -> World:
+    return world(stack_graph(stack, overrides=builders.jupyter_overrides(stack)))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_notebook_reaches_the_scheduler_and_otherwise_only_what_workers_reach_outside(stack_graph, stack):
+    w = notebook_world(stack_graph, stack)
+    lab, scheduler, worker = w.pods["jupyter"], w.pods["scheduler"], w.pods["worker"]
+    assert may_reach(w.policies, lab, scheduler, kd.SCHEDULER_PORT)
+    assert may_reach(w.policies, lab, scheduler, kd.DASHBOARD_PORT)  # the lab proxies the dashboard
+    assert may_reach(w.policies, lab, w.pods["dns"], 53, "UDP")
+    assert not may_reach(w.policies, lab, scheduler, 9999)
+    for port in (39001, kd.WORKER_DASHBOARD_PORT):
+        assert not may_reach(w.policies, lab, worker, port)
+    stranger = w.pods["other-stack-worker"]  # by address only, as the workers' own egress decides
+    assert may_reach(w.policies, lab, stranger, 39001) == (stack in LOCAL_STACKS)
+    assert may_reach(w.policies, lab, stranger, 39001) == may_reach(w.policies, worker, stranger, 39001)
+    # the API server as the scheduler reaches it (the init container fills the token Secret)
+    api = [(w.address(10), 443), (w.kubernetes_service_ip, 443)] if w.kubernetes_service_ip else []
+    api = api or [("172.18.0.2", 6443)]
+    for ip, port in api:
+        assert may_reach(w.policies, lab, Address(ip), port), ip
+        assert may_reach(w.policies, lab, Address(ip), port) == may_reach(
+            w.policies, scheduler, Address(ip), port
+        )
+    if stack in AWS_STACKS:
+        assert not may_reach(w.policies, lab, Address(w.address(10)), 5432)  # not the VPC otherwise
+    for ip, port in OUTSIDE:
+        assert may_reach(w.policies, lab, Address(ip), port) == may_reach(
+            w.policies, worker, Address(ip), port
+        ), ip
+    # nobody opens the lab: port-forward arrives inside the pod, not through the network
+    for name, other in w.pods.items():
+        if name != "jupyter":
+            assert not may_reach(w.policies, other, lab, 8888), name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_notebook_adds_nothing_else(stack_graph, stack):
+    """The policies with the notebook are those without it plus its two; and with those two taken out,
+    every connection between the other pods (and to the outside) is decided exactly as before."""
+    on = notebook_world(stack_graph, stack)
+    off = stack_graph(stack, overrides=overrides(stack, {"jupyter": {"enabled": False}}))
+    rest = [p for p in on.policies if p["metadata"]["name"] not in NOTEBOOK_POLICIES]
+    assert {p["metadata"]["name"] for p in on.policies} - {
+        p["metadata"]["name"] for p in rest
+    } == NOTEBOOK_POLICIES
+    by_name = {p["metadata"]["name"]: p for p in objects(off, NETWORK_POLICY)}
+    assert {p["metadata"]["name"]: p for p in rest} == by_name
+    others = [p for n, p in on.pods.items() if n != "jupyter"]
+    targets: list[Peer] = [*others, *(Address(ip) for ip, _ in OUTSIDE)]
+    ports = [
+        (53, "UDP"),
+        (kd.SCHEDULER_PORT, "TCP"),
+        (kd.DASHBOARD_PORT, "TCP"),
+        (39001, "TCP"),
+        (443, "TCP"),
+    ]
+    for source in others:
+        for target in targets:
+            for port, protocol in ports:
+                before = may_reach(rest, source, target, port, protocol)
+                assert may_reach(on.policies, source, target, port, protocol) == before, (
+                    source,
+                    target,
+                    port,
+                )
 
 
 # ---------------------------------------------------------------- a real API server (1.20)
