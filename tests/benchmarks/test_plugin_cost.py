@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from tests.benchmarks.scripts import run
 
-TINY = ("--workers", "5", "--tasks", "100", "--budget", "0.05")
+TINY = (
+    "--workers",
+    "5",
+    "--tasks",
+    "100",
+    "--budget",
+    "0.05",
+    "--look-pods",
+    "",
+    "--look-real",
+    "0",
+)  # look cost: test_smoke
 
 
 def cells(out: str, first: str) -> list[str]:
