@@ -141,6 +141,13 @@ def test_scheduler_and_workers_connect_through_service_dns(kube, namespace, kube
         for p in worker_pods
     )
 
+    def ready_scheduler():
+        pods = rest.items(f"/api/v1/namespaces/{namespace}/pods", labelSelector="component=scheduler")
+        return pods if len(pods) == 1 and pod_ready(pods[0]) else None
+
+    # Ready workers do not imply a Ready scheduler; until it is, the Service has no endpoint and a
+    # connection is dropped at once, which distributed's handshake does not retry.
+    wait_for(ready_scheduler, 90, message="a ready scheduler pod")
     address = kubelet.service_address(namespace, "dask-scheduler", 8786)
     with Client(f"tcp://{address}", timeout=30) as client:
         wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 60, message="2 workers registered")
