@@ -182,6 +182,31 @@ def root_override(folder: Path) -> dict[str, str]:
     return {"JUPYTER_CONFIG_PATH": str(folder)}
 
 
+# jupyter_server looks for an idle server on a fixed 60 s PeriodicCallback
+# (ServerApp.init_shutdown_no_activity); a test that waits for the idle exit shortens that period only.
+# Whether the server is idle, and the exit, stay jupyter's own code.
+_IDLE_CHECK_EVERY = """from jupyter_server import serverapp
+from tornado import ioloop
+
+
+def _init_shutdown_no_activity(self):
+    if self.shutdown_no_activity_timeout > 0:
+        self.log.info("test: idle-server check every {ms} ms")
+        ioloop.PeriodicCallback(self.shutdown_no_activity, {ms}).start()
+
+
+serverapp.ServerApp.init_shutdown_no_activity = _init_shutdown_no_activity
+"""
+
+
+def idle_check_override(folder: Path, every_s: float) -> str:
+    """A config folder (for JUPYTER_CONFIG_PATH) whose `jupyter_config.py` makes the idle-server check
+    run every `every_s` seconds instead of every minute."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "jupyter_config.py").write_text(_IDLE_CHECK_EVERY.format(ms=int(every_s * 1000)))
+    return str(folder)
+
+
 @contextlib.contextmanager
 def start_lab(
     folder: Path,
@@ -192,12 +217,14 @@ def start_lab(
     dashboard_port: int,
     cull_idle_minutes: float = 30,
     port: int = 0,
+    idle_check_s: float | None = None,
 ) -> Iterator[Lab]:
     """`jupyter lab` from the stack's own command, config files and env, with `folder` laid out as the
     pod's volumes (config folder, token file, client certificate, home).
 
     `port=0` lets the server pick a free one (tests run concurrently); the real port is read back from
-    the server's runtime file."""
+    the server's runtime file. `idle_check_s` shortens jupyter's fixed one-minute idle-server check
+    (`idle_check_override`)."""
     home, config_dir, tls_dir = folder / "home", folder / "jupyter-config", folder / "dask-tls"
     token_file = folder / "jupyter-token" / jupyter_lab.TOKEN_FILE_NAME
     files = jupyter_lab.lab_files(
@@ -225,7 +252,14 @@ def start_lab(
     command = jupyter_lab.lab_command(jupyter_lab.LAB_PORT, str(config_dir), root_dir=str(home))
     command = [f"--port={port}" if a.startswith("--port=") else a for a in command]
     pod_env = {**jupyter_lab.lab_env(str(token_file)), **dask_env}
-    environment = lab_environment(home, {**pod_env, **root_override(folder / "as-root")})
+    overrides = root_override(folder / "as-root")
+    if idle_check_s is not None:
+        paths = [
+            idle_check_override(folder / "idle-check", idle_check_s),
+            overrides.get("JUPYTER_CONFIG_PATH"),
+        ]
+        overrides["JUPYTER_CONFIG_PATH"] = os.pathsep.join(p for p in paths if p)
+    environment = lab_environment(home, {**pod_env, **overrides})
     log = folder / "lab.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=home)

@@ -36,7 +36,9 @@ class TlsCluster:
     stranger: pki.TlsFiles  # another CA's
     log: Path  # the scheduler's
 
-    def lab(self, folder: Path, cull_idle_minutes: float = 30) -> contextlib.AbstractContextManager[Lab]:
+    def lab(
+        self, folder: Path, cull_idle_minutes: float = 30, idle_check_s: float | None = None
+    ) -> contextlib.AbstractContextManager[Lab]:
         """The notebook's lab, holding the user's certificate, pointed at this scheduler."""
         return start_lab(
             folder,
@@ -45,6 +47,7 @@ class TlsCluster:
             scheduler_host=DASHBOARD_HOST,
             dashboard_port=self.dashboard_port,
             cull_idle_minutes=cull_idle_minutes,
+            idle_check_s=idle_check_s,
         )
 
     def client(self) -> Client:
