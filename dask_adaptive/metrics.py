@@ -6,7 +6,7 @@ image: without it the numbers are still kept (logs, tests) and simply not export
 
 Two labelled counters sit beside the plain numbers: `dask_adaptive_decisions_total{decision, reason}` (every
 decision of the loop, Holds included, by its cause: decisions.CAUSES, a fixed set) and
-`dask_adaptive_worker_seconds_total{group}`, the seconds our units held a machine (`holds_capacity`).
+`dask_adaptive_worker_seconds_total{group}`, the seconds our units held a machine (`Unit.placed`).
 """
 
 from __future__ import annotations
@@ -44,14 +44,6 @@ WORKER_SECONDS_DOC = (
 )
 
 
-def holds_capacity(unit: Unit) -> bool:
-    """Whether a unit occupies a machine now, which is what the bill counts; its backend says (`Unit.placed`):
-    a pod bound to a node and not ended (pulling its image, running or terminating: its requests are
-    reserved there), a started local process. An unscheduled pod costs no node time: it is what makes
-    cluster-autoscaler add one."""
-    return unit.placed
-
-
 class WorkerClock:
     """Worker-seconds from the backend's looks: between two looks, the units that held a machine at the
     first one, times the seconds between them (so a unit is counted from the look that first sees it
@@ -67,7 +59,7 @@ class WorkerClock:
         if self._last is not None:
             then, held = self._last
             added = max(0.0, now - then) * held
-        self._last = (now, sum(1 for u in units if holds_capacity(u)))
+        self._last = (now, sum(1 for u in units if u.placed))
         return added
 
 

@@ -42,7 +42,7 @@ class Unit:
     phase: Phase
     ready: bool = False
     node: str | None = None  # the node it runs on (a pod's spec.nodeName); None: unscheduled, or local
-    # It occupies a machine now, which is what the bill counts (metrics.holds_capacity): a pod bound to a
+    # It occupies a machine now, which is what the bill counts (metrics.WorkerClock): a pod bound to a
     # node whose containers have not ended (pulling, running or terminating), a started local process.
     # A billing fact, not part of what the decisions compare: left out of equality.
     placed: bool = field(default=False, compare=False)

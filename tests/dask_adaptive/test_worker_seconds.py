@@ -15,7 +15,7 @@ from dask_adaptive.backends.base import Phase, Unit
 from dask_adaptive.backends.kubernetes.ranking import pod_unit
 from dask_adaptive.config import resolve
 from dask_adaptive.controller import Controller
-from dask_adaptive.metrics import Stats, WorkerClock, holds_capacity, register, unregister
+from dask_adaptive.metrics import Stats, WorkerClock, register, unregister
 from tests.dask_adaptive.scripted_backend import ScriptedBackend
 
 BOUND = "ip-10-0-1-7.ec2.internal"
@@ -67,12 +67,12 @@ def pod(name: str, node: str | None, phase: str, deleting: bool = False) -> dict
     ],
 )
 def test_what_holds_a_node_on_kubernetes(pod_doc, holds):
-    assert holds_capacity(pod_unit(pod_doc)) is holds
+    assert pod_unit(pod_doc).placed is holds
 
 
 def test_a_local_unit_holds_the_machine_once_its_process_is_started():
-    assert not holds_capacity(Unit("queued", Phase.PENDING))
-    assert holds_capacity(Unit("started", Phase.STARTING, placed=True))
+    assert not Unit("queued", Phase.PENDING).placed
+    assert Unit("started", Phase.STARTING, placed=True).placed
 
 
 def test_clock_counts_the_units_held_at_the_previous_look_times_the_gap():
