@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import re
 
-from dask_adaptive.client_config import KEYS as CLIENT_TLS_FILES  # ca.crt, tls.crt, tls.key
+from infra.k8s import tls_mount
 
 LAB_PORT = 8888
 TOKEN_FILE_NAME = "token"  # the key of the token Secret, and the file name where it is mounted
@@ -170,13 +170,9 @@ def dask_client_env(*, scheduler_address: str, tls_dir: str | None, dashboard_li
         }
     if not scheduler_address.startswith("tls://"):
         raise ValueError(f"scheduler_address must be a tls:// address, got {scheduler_address!r}")
-    ca, cert, key = (f"{tls_dir.rstrip('/')}/{name}" for name in CLIENT_TLS_FILES)
     return {
         "DASK_SCHEDULER_ADDRESS": scheduler_address,
-        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": ca,
-        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": cert,
-        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": key,
+        **tls_mount.tls_variables(tls_dir, ("CLIENT",)),
         "DASK_DISTRIBUTED__DASHBOARD__LINK": dashboard_link,
     }
 

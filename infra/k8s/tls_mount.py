@@ -16,20 +16,26 @@ CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"  # the keys of a k
 ROLLOUT_ANNOTATION = "adaptive-dask/tls-cert-sha256"  # changes when a certificate is replaced
 
 
-def dask_tls_env() -> list[dict]:
+def tls_variables(directory: str, roles: tuple[str, ...]) -> dict[str, str]:
     """distributed's own settings as DASK_* variables (its documented convention): encryption required,
-    the CA, and the cluster certificate for every role a pod plays (a worker is also a client of the
-    scheduler and of other workers; the nanny uses the worker's)."""
-    env = [
-        {"name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True"},
-        {"name": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "value": f"{MOUNT_PATH}/{CA_FILE}"},
-    ]
-    for role in ("SCHEDULER", "WORKER", "CLIENT"):
-        env.append(
-            {"name": f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT", "value": f"{MOUNT_PATH}/{CERT_FILE}"}
-        )
-        env.append({"name": f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY", "value": f"{MOUNT_PATH}/{KEY_FILE}"})
+    the CA, and the certificate and key of `directory` (a mounted kubernetes.io/tls Secret) for each of
+    `roles` (SCHEDULER, WORKER, CLIENT)."""
+    folder = directory.rstrip("/")
+    env = {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{folder}/{CA_FILE}",
+    }
+    for role in roles:
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"] = f"{folder}/{CERT_FILE}"
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"] = f"{folder}/{KEY_FILE}"
     return env
+
+
+def dask_tls_env() -> list[dict]:
+    """The cluster certificate for every role a pod plays (a worker is also a client of the scheduler
+    and of other workers; the nanny uses the worker's)."""
+    variables = tls_variables(MOUNT_PATH, ("SCHEDULER", "WORKER", "CLIENT"))
+    return [{"name": name, "value": value} for name, value in variables.items()]
 
 
 def volume() -> dict:
